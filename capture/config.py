@@ -1,0 +1,39 @@
+"""Config primitives every package shares, and the `[capture]` section.
+
+Each package declares its config section as a dataclass built with `setting(...)`; `device.settings`
+loads and validates all of them in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message starts with the dotted key."""
+
+
+def setting(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002
+            secret: bool = False, help: str = "", live: bool = False) -> Any:  # noqa: A002
+    """A dataclass field with validation bounds and docs. `live`: applied without a restart."""
+    meta = {"min": min, "max": max, "secret": secret, "help": help, "live": live}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass
+class CaptureConfig:
+    source: str = setting("synthetic", help="synthetic | replay:DIR | a camera (realsense[:SERIAL], ...)")
+    width: int = setting(640, min=32, max=4096, help="synthetic source width in pixels")
+    height: int = setting(480, min=32, max=4096, help="synthetic source height in pixels")
+    fps: float = setting(30.0, min=0.1, max=120.0, live=True, help="frames per second (synthetic; pacing)")
+    pace: Literal["realtime", "fast"] = setting("realtime", help="realtime: paced at fps; fast: as fast as possible")
+    seed: int = setting(0, min=0, help="synthetic scene seed (deterministic)")
+    loop: bool = setting(False, help="replay: start again at the end")
+
+    def check(self) -> None:
+        if not self.source:
+            raise ConfigError("source: expected a source name, got an empty string")

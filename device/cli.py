@@ -1,0 +1,78 @@
+"""`crowdcap` command line: one small module per subcommand in `device/commands/`.
+
+Each command module has `register(subparsers)` which adds its parser and sets `func=run`. Heavy
+imports (open3d, onnxruntime) happen inside `run`, so `crowdcap --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from capture.config import ConfigError
+
+# Order is the order shown in --help.
+COMMANDS = [
+    "run", "demo", "record", "config", "redact", "models", "ingest", "console", "status", "ctl",
+    "cloud", "mesh", "eval_odometry", "bench",
+]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as 'crowdcap: error: ...', exit code 2."""
+
+
+def package_version() -> str:
+    try:
+        return version("crowdcap")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crowdcap",
+        description="Wearable RGB-D capture with on-device privacy redaction, 3D and MQTT uplink.",
+    )
+    parser.add_argument("--version", action="version", version=f"crowdcap {package_version()}")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log verbosity on stderr (default: WARNING)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"device.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"device.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ConfigError) as e:
+        print(f"crowdcap: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # never a bare traceback for a user; --debug shows it
+        if args.debug:
+            raise
+        print(f"crowdcap: error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

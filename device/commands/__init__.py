@@ -1,0 +1,1 @@
+"""One module per `crowdcap` subcommand; see `device.cli.COMMANDS`."""

@@ -1,0 +1,106 @@
+"""The whole device config: one TOML file, one dataclass per section, validated by `device.settings`.
+
+    [device]   id, state_dir            [capture]  source, size, fps, pace
+    [pipeline] queue sizes              [redact]   policy, model threads
+    [depth]    codec, odometry          [uplink]   broker, spool, TLS, budget
+    [console]  serial port, PIN         [health]   telemetry period, thermal limits
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capture.config import CaptureConfig, ConfigError, setting
+from depth.config import DepthConfig
+from device import settings
+from redact.config import RedactConfig
+from uplink.config import UplinkConfig
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _default_device_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:48] or "device"
+    return f"cc-{host}"
+
+
+@dataclass
+class DeviceSection:
+    id: str = setting("", help="device id in topics and sessions; empty = cc-<hostname>")
+    state_dir: str = setting("state", help="where the device keeps its session counter and runtime state")
+
+    def check(self) -> None:
+        if self.id and not _ID.match(self.id):
+            raise ConfigError(f"id: expected 1-64 of A-Z a-z 0-9 _ -, got {self.id!r}")
+
+    @property
+    def resolved_id(self) -> str:
+        return self.id or _default_device_id()
+
+
+@dataclass
+class PipelineConfig:
+    capture_queue: int = setting(4, min=1, max=256, help="frames waiting for redaction (oldest dropped when full)")
+    stage_queue: int = setting(8, min=1, max=1024, help="frames between later stages (never dropped; blocks)")
+    drain_timeout: float = setting(30.0, min=0.0, help="seconds to deliver what was accepted before exit")
+
+
+@dataclass
+class ConsoleConfig:
+    port: str = setting("", help="serial port for the operator console (/dev/ttyS0, /dev/ttyGS0); empty = none")
+    baudrate: int = setting(115200, min=300, help="serial speed (8N1)")
+    pin_hash: str = setting("", secret=True, help="scrypt hash of the operator PIN (crowdcap console hash-pin)")
+
+
+@dataclass
+class HealthConfig:
+    telemetry_period: float = setting(10.0, min=0.5, help="seconds between telemetry messages")
+
+
+@dataclass
+class Config:
+    device: DeviceSection = field(default_factory=DeviceSection)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+def load(path: str | Path | None = None) -> Config:
+    """The config in `path` (or the defaults); raises ConfigError naming the key on any problem."""
+    if path is None:
+        return Config()
+    table = settings.load_toml(path)
+    try:
+        return settings.build(Config, table, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def from_table(table: dict[str, Any]) -> Config:
+    return settings.build(Config, table, "")
+
+
+def override(cfg: Config, **dotted: Any) -> Config:
+    """Apply command-line overrides like {'capture.source': 'replay:DIR'} (None = not given)."""
+    for key, value in dotted.items():
+        if value is not None:
+            cfg = settings.with_value(cfg, key, value)
+    return cfg
+
+
+def show(cfg: Config) -> dict[str, Any]:
+    """The effective config as a dict, secrets masked."""
+    return settings.to_dict(cfg)
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    return dataclasses.replace(cfg, **sections)
