@@ -4,6 +4,7 @@
     [pipeline] queue sizes              [redact]   policy, model threads
     [depth]    codec, odometry          [uplink]   broker, spool, TLS, budget
     [console]  serial port, PIN         [health]   telemetry period, thermal limits
+    [downlink] signed command key
 """
 
 from __future__ import annotations
@@ -55,11 +56,32 @@ class ConsoleConfig:
     port: str = setting("", help="serial port for the operator console (/dev/ttyS0, /dev/ttyGS0); empty = none")
     baudrate: int = setting(115200, min=300, help="serial speed (8N1)")
     pin_hash: str = setting("", secret=True, help="scrypt hash of the operator PIN (crowdcap console hash-pin)")
+    max_failures: int = setting(5, min=1, max=100, help="failed logins before the console locks")
+    lockout_s: float = setting(30.0, min=0.0, help="first lockout; doubles with each further lockout (max 1 h)")
+    idle_logout_s: float = setting(600.0, min=0.0, help="log out after this many idle seconds (0 = never)")
 
 
 @dataclass
 class HealthConfig:
     telemetry_period: float = setting(10.0, min=0.5, help="seconds between telemetry messages")
+    thermal_soft_c: float = setting(70.0, min=30.0, max=110.0, help="above this, lower the capture rate")
+    thermal_hard_c: float = setting(80.0, min=30.0, max=110.0, help="at this, capture at thermal_min_fps")
+    thermal_min_fps: float = setting(5.0, min=0.1, help="capture rate cap when hot")
+    stall_after_s: float = setting(30.0, min=1.0, help="a stage with input but no output this long is stalled")
+
+    def check(self) -> None:
+        if self.thermal_hard_c <= self.thermal_soft_c:
+            raise ConfigError(f"thermal_hard_c: expected a value > thermal_soft_c ({self.thermal_soft_c}), "
+                              f"got {self.thermal_hard_c}")
+
+
+@dataclass
+class DownlinkConfig:
+    public_key: str = setting("", help="backend Ed25519 public key (base64 raw or PEM); empty = downlink refused")
+    max_ttl_s: float = setting(86400.0, min=1.0, help="refuse commands whose expiry is further away than this")
+    clock_skew_s: float = setting(300.0, min=0.0, help="accept commands issued this far in the future")
+    models_dir: str = setting("models", help="where model updates are kept (current.onnx points at the active one)")
+    max_bytes: int = setting(64 * 1024 * 1024, min=1024, help="largest command message accepted")
 
 
 @dataclass
@@ -72,6 +94,7 @@ class Config:
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
 
 
 def load(path: str | Path | None = None) -> Config:
