@@ -1,0 +1,25 @@
+"""RGB-D sources behind one `Source` protocol, and the frame type every stage shares."""
+
+from __future__ import annotations
+
+from capture.frame import Intrinsics, RGBDFrame, Source, SourceError
+
+__all__ = ["Intrinsics", "RGBDFrame", "Source", "SourceError", "open_source"]
+
+
+def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 30.0, pace: str = "realtime",
+                seed: int = 0, loop: bool = False, device_id: str = "device", session_id: str = "s0",
+                n_frames: int | None = None) -> Source:
+    """A source from its spec: `synthetic`, `replay:DIR`. Unknown specs are a clear ValueError."""
+    kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        from capture.synthetic import SyntheticSource
+
+        return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames)
+    if kind == "replay":
+        if not arg:
+            raise ValueError("source: replay needs a folder: replay:DIR")
+        from capture.replay import ReplaySource
+
+        return ReplaySource(arg, pace, device_id, session_id, loop, n_frames)
+    raise ValueError(f"source: unknown source {spec!r} (expected synthetic or replay:DIR)")

@@ -1,0 +1,96 @@
+"""`replay:DIR` source: plays a TUM-layout folder (ours or the public TUM RGB-D sequences).
+
+Colour and depth are associated by nearest timestamp within 20 ms. Paced by the recorded timestamps
+(`realtime`) or as fast as it can read (`fast`). Ground truth, when present, rides along as
+`attachments["truth"]["pose"]` and is available as `self.groundtruth` (timestamps, poses).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from capture import tum
+from capture.frame import RGBDFrame, SourceError
+
+
+class ReplaySource:
+    def __init__(self, path: str | Path, pace: str = "realtime", device_id: str = "replay",
+                 session_id: str = "s0", loop: bool = False, n_frames: int | None = None) -> None:
+        if pace not in ("realtime", "fast"):
+            raise ValueError(f"pace: expected 'realtime' or 'fast', got {pace!r}")
+        self.dir = Path(path)
+        if not self.dir.is_dir():
+            raise tum.LayoutError(f"{self.dir}: not a folder (expected a TUM-layout folder with rgb.txt and depth.txt)")
+        for name in ("rgb.txt", "depth.txt"):
+            if not (self.dir / name).is_file():
+                raise tum.LayoutError(f"{self.dir / name}: missing (a TUM-layout folder has rgb.txt and depth.txt)")
+        self.intrinsics, self.depth_scale = tum.read_camera_json(self.dir / "camera.json")
+        rgb_t, self._rgb = tum.read_list(self.dir / "rgb.txt")
+        depth_t, self._depth = tum.read_list(self.dir / "depth.txt")
+        self._pairs = tum.associate(rgb_t, depth_t)
+        if not self._pairs:
+            raise tum.LayoutError(f"{self.dir}: no colour/depth pairs within {tum.ASSOCIATION_MAX_DT * 1000:.0f} ms")
+        self._stamps = rgb_t
+        gt_path = self.dir / "groundtruth.txt"
+        self.groundtruth = tum.read_groundtruth(gt_path) if gt_path.exists() else None
+        dts = np.diff(rgb_t[[i for i, _ in self._pairs]])
+        self.fps = float(1.0 / np.median(dts)) if len(dts) and np.median(dts) > 0 else 30.0
+        self.pace = pace
+        self.device_id = device_id
+        self.session_id = session_id
+        self.loop = loop
+        self.n_frames = n_frames
+        self._index = 0
+        self._seq = 0
+        self._t0 = 0.0
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def open(self) -> None:
+        self._t0 = time.monotonic()
+
+    def close(self) -> None:
+        pass
+
+    def _truth_pose(self, t: float) -> np.ndarray | None:
+        if self.groundtruth is None or len(self.groundtruth[0]) == 0:
+            return None
+        stamps, poses = self.groundtruth
+        j = int(np.argmin(np.abs(stamps - t)))
+        return poses[j] if abs(stamps[j] - t) <= tum.ASSOCIATION_MAX_DT else None
+
+    def read(self) -> RGBDFrame | None:
+        if self.n_frames is not None and self._seq >= self.n_frames:
+            return None
+        if self._index >= len(self._pairs):
+            if not self.loop:
+                return None
+            self._index = 0
+            self._t0 = time.monotonic()
+        i, j = self._pairs[self._index]
+        t = float(self._stamps[i])
+        if self.pace == "realtime":
+            first = float(self._stamps[self._pairs[0][0]])
+            delay = self._t0 + (t - first) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing recorded time, not synchronising threads
+        color = cv2.imread(str(self.dir / self._rgb[i]), cv2.IMREAD_COLOR)
+        depth = cv2.imread(str(self.dir / self._depth[j]), cv2.IMREAD_UNCHANGED)
+        if color is None or depth is None:
+            raise SourceError(f"replay {self.dir}: cannot read {self._rgb[i] if color is None else self._depth[j]}")
+        if depth.dtype != np.uint16 or depth.ndim != 2:
+            raise SourceError(f"replay {self.dir}: {self._depth[j]}: expected a 16-bit single-channel PNG")
+        self._index += 1
+        truth = {}
+        pose = self._truth_pose(t)
+        if pose is not None:
+            truth["pose"] = pose
+        frame = RGBDFrame(self.device_id, self.session_id, self._seq, time.monotonic_ns(), t, color, depth,
+                          self.depth_scale, self.intrinsics, attachments={"truth": truth} if truth else {})
+        self._seq += 1
+        return frame
