@@ -1,0 +1,148 @@
+"""Spool: durable append, ack persistence, torn-tail recovery, priority eviction counted, compaction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from uplink import spool as sp
+from uplink.spool import Spool
+
+
+def _payload(i: int, n: int = 1000) -> bytes:
+    return (f"rec{i:06d}".encode() * (n // 9 + 1))[:n]
+
+
+def test_append_read_ack_and_reopen(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="always")
+    ids = [s.append(_payload(i), sp.PRIO_FRAME, 1) for i in range(10)]
+    assert s.pending_after(0, 100) == ids
+    data, rec = s.read(ids[3])
+    assert data == _payload(3) and rec.priority == sp.PRIO_FRAME
+    for rid in ids[:5]:
+        s.ack(rid)
+    s.close()
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert s.pending_after(0, 100) == ids[5:]
+    assert [s.read(r)[0] for r in ids[5:]] == [_payload(i) for i in range(5, 10)]
+    new = s.append(b"x", sp.PRIO_FRAME, 1)
+    assert new > ids[-1]
+    for rid in s.pending_after(0, 100):
+        s.ack(rid)
+    s.close()
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert len(s) == 0 and s.append(b"y", sp.PRIO_FRAME, 1) > new  # ids never repeat
+
+
+def test_torn_tail_dropped(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="always")
+    for i in range(5):
+        s.append(_payload(i), sp.PRIO_FRAME, 1)
+    s.close()
+    seg = sorted(tmp_path.glob("seg-*.log"))[-1]
+    size = seg.stat().st_size
+    with open(seg, "r+b") as f:  # half of the last record is missing, then garbage
+        f.truncate(size - 300)
+        f.seek(0, 2)
+        f.write(os.urandom(77))
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert len(s) == 4 and s.counters["torn_bytes_dropped"] > 0
+    assert [s.read(r)[0] for r in s.pending_after(0, 10)] == [_payload(i) for i in range(4)]
+    s.append(_payload(99), sp.PRIO_FRAME, 1)
+    s.close()
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert len(s) == 5 and s.read(s.pending_after(0, 10)[-1])[0] == _payload(99)
+
+
+def test_corrupt_byte_in_record_drops_from_there(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="always")
+    for i in range(5):
+        s.append(_payload(i), sp.PRIO_FRAME, 1)
+    s.close()
+    seg = sorted(tmp_path.glob("seg-*.log"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[3 * (1000 + 24) + 500] ^= 0xFF  # inside record 4's payload
+    seg.write_bytes(bytes(data))
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert len(s) == 3
+
+
+def test_priority_eviction_counted(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=10_000, fsync="off")
+    ctl = s.append(_payload(0), sp.PRIO_CONTROL, 5)
+    key = s.append(_payload(1), sp.PRIO_KEYFRAME, 1)
+    frames = [s.append(_payload(i), sp.PRIO_FRAME, 1) for i in range(2, 10)]
+    assert s.live_bytes == 10_000
+    s.append(_payload(10), sp.PRIO_FRAME, 1)  # evicts the oldest plain frame
+    assert s.evictions == {"quota_frame": 1} and frames[0] not in s.pending_after(0, 100)
+    s.append(_payload(11, 3000), sp.PRIO_CLOUD, 2)  # evicts 3 plain frames, never the control record
+    assert s.evictions["quota_frame"] == 4 and ctl in s.pending_after(0, 100)
+    # plain frames cannot push out a keyframe or control record: the newcomer is refused, counted
+    for i in range(12, 40):
+        s.append(_payload(i), sp.PRIO_FRAME, 1)
+    assert key in s.pending_after(0, 100) and ctl in s.pending_after(0, 100)
+    assert s.live_bytes <= 10_000
+    appended = s.counters["appended"]
+    total = 40
+    assert appended + s.evictions.get("quota_refused_frame", 0) == total
+    assert len(s) + sum(v for k, v in s.evictions.items() if not k.startswith("quota_refused")) == appended
+
+
+def test_inflight_not_evicted(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=2_000, fsync="off")
+    a = s.append(_payload(0), sp.PRIO_FRAME, 1)
+    s.append(_payload(1), sp.PRIO_FRAME, 1)
+    s.read(a)  # in flight
+    s.append(_payload(2), sp.PRIO_FRAME, 1)
+    assert a in s.pending_after(0, 10)
+
+
+def test_compaction_keeps_disk_near_quota(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=200_000, fsync="off", segment_bytes=20_000)
+    keep = []
+    for i in range(2000):
+        prio = sp.PRIO_CONTROL if i % 10 == 0 else sp.PRIO_FRAME
+        rid = s.append(_payload(i), prio, 1)
+        if prio == sp.PRIO_CONTROL:
+            keep.append((rid, i))
+    st = s.stats()
+    assert st["disk_bytes"] <= 1.5 * 200_000 + 2 * 20_000 + 2000 and st.get("compactions", 0) > 0
+    live = set(s.pending_after(0, 10**6))
+    kept = [(rid, i) for rid, i in keep if rid in live]
+    assert kept and all(s.read(rid)[0] == _payload(i) for rid, i in kept)
+    s.close()
+    s2 = Spool(tmp_path, quota_bytes=200_000)
+    assert set(s2.pending_after(0, 10**6)) == live
+
+
+def test_sigkill_during_appends_recovers_prefix(tmp_path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from uplink.spool import Spool
+        s = Spool({str(tmp_path)!r}, quota_bytes=10**9, fsync="always")
+        i = 0
+        while True:
+            s.append((b"%08d" % i) * 5000, 1, 1)
+            i += 1
+            if i == 20:
+                print("go", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=os.getcwd())
+    assert p.stdout.readline().strip() == b"go"
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    s = Spool(tmp_path, quota_bytes=10**9)
+    ids = s.pending_after(0, 10**6)
+    assert len(ids) >= 20
+    assert [s.read(r)[0] for r in ids] == [(b"%08d" % i) * 5000 for i in range(len(ids))]
+
+
+@pytest.mark.parametrize("bad", ["sometimes"])
+def test_bad_fsync_policy(tmp_path, bad) -> None:
+    with pytest.raises(ValueError, match="fsync"):
+        Spool(tmp_path, fsync=bad)

@@ -1,0 +1,400 @@
+"""Crash-safe store-and-forward: append-only CRC-framed segment files with a byte quota.
+
+    spool = Spool(dir, quota_bytes=..., fsync="always"|"interval"|"off")
+    rid = spool.append(message_bytes, priority=PRIO_FRAME, kind=wire.FRAME)   # durable per fsync policy
+    for rid in spool.pending_after(cursor, n): data, rec = spool.read(rid)   # oldest first
+    spool.ack(rid)                                                           # after every chunk's PUBACK
+
+Record on disk: header (magic, length, id, priority, kind, flags, CRC32C of header+payload) + payload.
+A record leaves only by `ack` or by eviction; both are written to the segment's `.ack` sidecar (an
+append-only list of CRC-framed ids), so a restart knows what is gone. A lost ack (crash before it hit
+the disk) means the record is sent again: the ingest dedupes. A segment file is deleted when none of
+its records is live. Recovery drops a torn tail (bad length/CRC) and anything after it in that segment.
+
+The quota counts live record bytes. When an append does not fit, records of lower or equal priority
+are evicted, lowest priority first, oldest first (never one in flight); if that is not enough the new
+record itself is refused. Every eviction is counted by reason. Segments with many dead records are
+compacted (live records copied forward with their ids) so disk use stays near the quota.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import google_crc32c
+
+log = logging.getLogger(__name__)
+
+PRIO_TELEMETRY, PRIO_FRAME, PRIO_KEYFRAME, PRIO_CLOUD, PRIO_CONTROL = 0, 1, 2, 3, 4
+PRIO_NAMES = {PRIO_TELEMETRY: "telemetry", PRIO_FRAME: "frame", PRIO_KEYFRAME: "keyframe", PRIO_CLOUD: "cloud",
+              PRIO_CONTROL: "control"}
+FLAG_RETAIN = 0x01
+
+_REC = struct.Struct(">4sIQBBHI")  # magic, payload length, id, priority, kind, flags, crc
+_ACK = struct.Struct(">QBI")  # id, reason (0 = acked, else eviction), crc
+_MAGIC = b"CCSR"
+_SEG = re.compile(r"^seg-(\d{12})\.log$")
+MAX_RECORD = 256 * 1024 * 1024
+
+
+class SpoolError(Exception):
+    pass
+
+
+@dataclass
+class Record:
+    id: int
+    priority: int
+    kind: int
+    flags: int
+    size: int  # payload bytes
+    segment: int
+    offset: int  # of the payload within the segment file
+    t_added: float  # monotonic seconds (recovered records: time of recovery)
+    recovered: bool = False
+
+
+class _Segment:
+    def __init__(self, number: int, path: Path, fd: int, size: int) -> None:
+        self.number, self.path, self.fd, self.size = number, path, fd, size
+        self.live = 0
+        self.live_bytes = 0
+        self.ack_fd = -1
+
+    @property
+    def ack_path(self) -> Path:
+        return self.path.with_suffix(".ack")
+
+
+class Spool:
+    def __init__(self, directory: str | os.PathLike, quota_bytes: int = 1 << 30, fsync: str = "interval",
+                 fsync_interval_ms: float = 200.0, segment_bytes: int | None = None) -> None:
+        if fsync not in ("always", "interval", "off"):
+            raise ValueError(f"fsync: expected always, interval or off, got {fsync!r}")
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.quota = int(quota_bytes)
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval_ms / 1000.0
+        self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, self.quota // 16))
+        self._lock = threading.Lock()
+        self._segments: dict[int, _Segment] = {}
+        self._records: dict[int, Record] = {}
+        self._ids: list[int] = []  # ascending; may hold dead ids (skipped, pruned lazily)
+        self._inflight: set[int] = set()
+        self._next_id = 1
+        self._active: _Segment | None = None
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self.live_bytes = 0
+        self.evictions: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.epoch = self._load_epoch()
+        t0 = time.monotonic()
+        self._recover()
+        self.recovery_seconds = time.monotonic() - t0
+
+    # ---- recovery -----------------------------------------------------------------------------
+
+    def _load_epoch(self) -> bytes:
+        """8 random bytes naming this spool: with a record id, a message id unique across devices."""
+        path = self.dir / "spool.id"
+        try:
+            data = path.read_bytes()
+            if len(data) == 8:
+                return data
+        except FileNotFoundError:
+            pass
+        data = os.urandom(8)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return data
+
+    def _recover(self) -> None:
+        gone: set[int] = set()
+        try:
+            self._next_id = max(1, int((self.dir / "next_id").read_text()))
+        except (FileNotFoundError, ValueError):
+            pass
+        numbers = sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _SEG.match(p.name)))
+        for n in numbers:
+            gone |= self._read_acks(self._seg_path(n).with_suffix(".ack"))
+        for n in numbers:
+            path = self._seg_path(n)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            size = os.fstat(fd).st_size
+            seg = _Segment(n, path, fd, size)
+            self._segments[n] = seg
+            valid_end = self._scan(seg, gone)
+            if valid_end < size:
+                self.counters["torn_bytes_dropped"] += size - valid_end
+                os.ftruncate(fd, valid_end)
+                seg.size = valid_end
+                log.warning("spool: dropped %d bytes of torn/corrupt tail in %s", size - valid_end, path.name)
+        for seg in list(self._segments.values()):
+            seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if seg.live == 0:
+                self._delete_segment(seg)
+        self._ids = sorted(self._records)
+        self.counters["recovered_records"] = len(self._records)
+
+    def _scan(self, seg: _Segment, gone: set[int]) -> int:
+        pos = 0
+        now = time.monotonic()
+        with open(seg.path, "rb") as f:
+            while True:
+                head = f.read(_REC.size)
+                if len(head) < _REC.size:
+                    return pos
+                magic, length, rid, prio, kind, flags, crc = _REC.unpack(head)
+                if magic != _MAGIC or length > MAX_RECORD:
+                    return pos
+                payload = f.read(length)
+                if len(payload) < length or google_crc32c.value(head[:-4] + payload) != crc:
+                    return pos
+                self._next_id = max(self._next_id, rid + 1)
+                if rid not in gone and rid not in self._records:
+                    self._records[rid] = Record(rid, prio, kind, flags, length, seg.number, pos + _REC.size, now,
+                                                recovered=True)
+                    seg.live += 1
+                    seg.live_bytes += length
+                    self.live_bytes += length
+                pos += _REC.size + length
+
+    def _read_acks(self, path: Path) -> set[int]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return set()
+        ids = set()
+        for off in range(0, len(data) - _ACK.size + 1, _ACK.size):
+            rid, reason, crc = _ACK.unpack_from(data, off)
+            if google_crc32c.value(data[off:off + _ACK.size - 4]) != crc:
+                break  # torn tail: those records are simply sent again
+            ids.add(rid)
+        return ids
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def _seg_path(self, n: int) -> Path:
+        return self.dir / f"seg-{n:012d}.log"
+
+    def _open_segment(self) -> _Segment:
+        n = max(self._segments, default=0) + 1
+        path = self._seg_path(n)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        seg = _Segment(n, path, fd, 0)
+        seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._segments[n] = seg
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the new file's directory entry must survive a power cut too
+        finally:
+            os.close(dfd)
+        return seg
+
+    def append(self, payload: bytes, priority: int, kind: int, flags: int = 0) -> int | None:
+        """Store one record; its id, or None if the quota refused it (counted)."""
+        size = len(payload)
+        if size > MAX_RECORD:
+            raise SpoolError(f"record of {size} bytes exceeds the {MAX_RECORD} byte limit")
+        with self._lock:
+            if not self._make_room(size, priority):
+                self.evictions[f"quota_refused_{PRIO_NAMES.get(priority, priority)}"] += 1
+                return None
+            rid = self._next_id
+            self._next_id += 1
+            self._write(rid, payload, priority, kind, flags, time.monotonic(), recovered=False)
+            self._ids.append(rid)
+            self._maybe_sync()
+            self._maybe_compact()
+            self.counters["appended"] += 1
+            self.counters["appended_bytes"] += size
+            return rid
+
+    def _write(self, rid: int, payload: bytes, priority: int, kind: int, flags: int, t_added: float,
+               recovered: bool) -> None:
+        seg = self._active
+        if seg is None or seg.size >= self.segment_bytes:
+            seg = self._active = self._open_segment()
+        head = _REC.pack(_MAGIC, len(payload), rid, priority, kind, flags, 0)[:-4]
+        crc = google_crc32c.extend(google_crc32c.value(head), payload)
+        written = os.writev(seg.fd, [head, struct.pack(">I", crc), payload])
+        if written != len(head) + 4 + len(payload):  # disk full: leave a torn record recovery will drop
+            raise SpoolError(f"short write to {seg.path} ({written} bytes)")
+        self._records[rid] = Record(rid, priority, kind, flags, len(payload), seg.number, seg.size + _REC.size,
+                                    t_added, recovered)
+        seg.size += written
+        seg.live += 1
+        seg.live_bytes += len(payload)
+        self.live_bytes += len(payload)
+        self._dirty = True
+
+    def _maybe_sync(self) -> None:
+        if self.fsync == "always" or (self.fsync == "interval"
+                                      and time.monotonic() - self._last_sync >= self.fsync_interval):
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._dirty and self._active is not None:
+            os.fdatasync(self._active.fd)
+            self.counters["fsyncs"] += 1
+        self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def sync(self) -> None:
+        """Flush appended records to disk now (the sender calls this every fsync interval)."""
+        with self._lock:
+            self._sync_locked()
+
+    def _make_room(self, size: int, priority: int) -> bool:
+        if self.live_bytes + size <= self.quota:
+            return True
+        victims: list[Record] = []
+        need = self.live_bytes + size - self.quota
+        for prio in sorted(p for p in {r.priority for r in self._records.values()} if p <= priority):
+            for rid in self._ids:
+                r = self._records.get(rid)
+                if r is None or r.priority != prio or rid in self._inflight:
+                    continue
+                victims.append(r)
+                need -= r.size
+                if need <= 0:
+                    break
+            if need <= 0:
+                break
+        if need > 0:
+            return False
+        for r in victims:
+            self.evictions[f"quota_{PRIO_NAMES.get(r.priority, r.priority)}"] += 1
+            self._drop(r.id, reason=1)
+        return True
+
+    # ---- reading and acking -------------------------------------------------------------------
+
+    def pending_after(self, cursor: int, limit: int) -> list[int]:
+        """Up to `limit` live record ids greater than `cursor`, oldest first."""
+        with self._lock:
+            if len(self._ids) > 2 * len(self._records) + 64:
+                self._ids = [i for i in self._ids if i in self._records]
+            out = []
+            for i in range(bisect.bisect_right(self._ids, cursor), len(self._ids)):
+                rid = self._ids[i]
+                if rid in self._records:
+                    out.append(rid)
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def read(self, rid: int) -> tuple[bytes, Record] | None:
+        """The payload and record of a live id (marked in flight: eviction skips it), or None if gone."""
+        with self._lock:
+            r = self._records.get(rid)
+            if r is None:
+                return None
+            data = os.pread(self._segments[r.segment].fd, r.size, r.offset)
+            self._inflight.add(rid)
+            return data, r
+
+    def release(self, rid: int) -> None:
+        """Not sent after all (link dropped): the record stays pending and becomes evictable again."""
+        with self._lock:
+            self._inflight.discard(rid)
+
+    def ack(self, rid: int) -> None:
+        """Delivered (every chunk PUBACKed): the record leaves the spool."""
+        with self._lock:
+            self._inflight.discard(rid)
+            if rid in self._records:
+                self._drop(rid, reason=0)
+                self.counters["acked"] += 1
+
+    def _drop(self, rid: int, reason: int) -> None:
+        r = self._records.pop(rid)
+        seg = self._segments[r.segment]
+        entry = _ACK.pack(rid, reason, 0)[:-4]
+        os.write(seg.ack_fd, entry + struct.pack(">I", google_crc32c.value(entry)))
+        seg.live -= 1
+        seg.live_bytes -= r.size
+        self.live_bytes -= r.size
+        if seg.live == 0 and seg is not self._active:
+            self._delete_segment(seg)
+
+    def _delete_segment(self, seg: _Segment) -> None:
+        os.close(seg.fd)
+        if seg.ack_fd >= 0:
+            os.close(seg.ack_fd)
+        for p in (seg.path, seg.ack_path):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        del self._segments[seg.number]
+        if seg is self._active:
+            self._active = None
+        # Ids must never repeat, even once every segment is gone: keep the high-water mark.
+        mark = self.dir / "next_id"
+        mark.with_suffix(".tmp").write_text(str(self._next_id))
+        os.replace(mark.with_suffix(".tmp"), mark)
+
+    def _maybe_compact(self) -> None:
+        disk = sum(s.size for s in self._segments.values())
+        if disk <= self.quota * 1.5 + self.segment_bytes:
+            return
+        old = [s for s in self._segments.values() if s is not self._active]
+        if not old:
+            return
+        seg = min(old, key=lambda s: s.live_bytes / max(1, s.size))
+        moving = [r for r in self._records.values() if r.segment == seg.number]
+        for r in moving:
+            data = os.pread(seg.fd, r.size, r.offset)
+            seg.live -= 1
+            seg.live_bytes -= r.size
+            self.live_bytes -= r.size
+            self._write(r.id, data, r.priority, r.kind, r.flags, r.t_added, r.recovered)
+        self._sync_locked()  # the copies are durable before the originals go
+        self._delete_segment(seg)
+        self.counters["compactions"] += 1
+
+    # ---- state --------------------------------------------------------------------------------
+
+    def record(self, rid: int) -> Record | None:
+        with self._lock:
+            return self._records.get(rid)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def stats(self) -> dict:
+        with self._lock:
+            oldest = min((r.t_added for r in self._records.values()), default=None)
+            return {
+                "records": len(self._records), "bytes": self.live_bytes,
+                "disk_bytes": sum(s.size for s in self._segments.values()), "segments": len(self._segments),
+                "quota_bytes": self.quota,
+                "oldest_unsent_age_s": 0.0 if oldest is None else round(time.monotonic() - oldest, 3),
+                "evictions": dict(self.evictions), "evicted_total": sum(self.evictions.values()),
+                **dict(self.counters),
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            if self.fsync != "off":
+                self._sync_locked()
+            for seg in list(self._segments.values()):
+                os.close(seg.fd)
+                if seg.ack_fd >= 0:
+                    os.close(seg.ack_fd)
+            self._segments.clear()
+            self._records.clear()
+            self._active = None
