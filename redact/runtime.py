@@ -1,0 +1,130 @@
+"""Load a model card into an onnxruntime session on the CPU provider, with a hard time limit per run.
+
+Preparation (once per model hash, cached in memory and optionally on disk):
+  * weights that the graph also lists as inputs are removed from `graph.input` (CenterFace lists 195):
+    onnxruntime can only fold constants that are not overridable inputs — ~2x faster;
+  * fixed input/output dims of a dynamic-size model are made symbolic (`update_inputs_outputs_dims`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from redact.cards import CardError, ModelCard, read_verified
+
+log = logging.getLogger("crowdcap.redact")
+
+_prepared: dict[str, bytes] = {}  # sha256 of the original file -> prepared model bytes
+_prepared_lock = threading.Lock()
+_PREP_VERSION = "1"  # bump when preparation changes, so disk caches are not reused
+
+
+class ModelLoadError(Exception):
+    """The model named by a card cannot be loaded (missing, corrupt, wrong hash, bad graph)."""
+
+
+class ModelRunError(Exception):
+    """A model run failed; `reason` is model_error or model_timeout."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def prepare(model_bytes: bytes, card: ModelCard) -> bytes:
+    """Model bytes ready for a fast session (see module doc)."""
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load_from_string(model_bytes)
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+    if card.input.size is None:
+        # Keep batch and channels of inputs; free the spatial sides and every output dim.
+        in_dims: dict[str, list[Any]] = {}
+        for i, v in enumerate(model.graph.input):
+            d = v.type.tensor_type.shape.dim
+            in_dims[v.name] = ["B", d[1].dim_value or "C"] + [f"in{i}_{k}" for k in range(2, len(d))]
+        out_dims: dict[str, list[Any]] = {
+            v.name: [f"out{i}_{k}" for k in range(len(v.type.tensor_type.shape.dim))]
+            for i, v in enumerate(model.graph.output)}
+        model = update_inputs_outputs_dims(model, in_dims, out_dims)
+    return model.SerializeToString()
+
+
+def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
+    """Verified and prepared bytes of the card's model (memory cache, then disk cache, then build)."""
+    with _prepared_lock:
+        hit = _prepared.get(card.sha256)
+    if hit is not None:
+        return hit
+    cache_file = Path(cache_dir) / f"{card.sha256}.v{_PREP_VERSION}.onnx" if cache_dir else None
+    data: bytes | None = None
+    if cache_file is not None and cache_file.is_file():
+        read_verified(card)  # the original must still be the one the card pins
+        data = cache_file.read_bytes()
+    if data is None:
+        try:
+            data = prepare(read_verified(card), card)
+        except CardError:
+            raise
+        except Exception as e:  # onnx raises many types for a corrupt protobuf
+            raise ModelLoadError(f"{card.file}: not a loadable ONNX model ({type(e).__name__}: {e})") from None
+        if cache_file is not None:
+            try:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_file.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                tmp.replace(cache_file)
+            except OSError as e:
+                log.warning("model cache %s not written: %s", cache_file, e)
+    with _prepared_lock:
+        _prepared[card.sha256] = data
+    return data
+
+
+class Session:
+    """One onnxruntime session on CPUExecutionProvider; `run` is stopped after `limit_s` seconds."""
+
+    def __init__(self, card: ModelCard, threads: int, cache_dir: str = "") -> None:
+        import onnxruntime as ort
+
+        self.card = card
+        data = prepared_bytes(card, cache_dir)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # unused-initializer warnings would flood stderr
+        try:
+            self._sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelLoadError(f"{card.file}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+        inputs = self._sess.get_inputs()
+        names = [i.name for i in inputs]
+        self.input_name = card.input.name or names[0]
+        if self.input_name not in names:
+            raise ModelLoadError(f"{card.card_path}: input.name: graph has no input {self.input_name!r} "
+                                 f"(inputs: {', '.join(names)})")
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        self._ort = ort
+
+    def run(self, blob: np.ndarray, run_options: Any) -> dict[str, np.ndarray]:
+        """Outputs by name. `run_options.terminate` (set by a deadline timer) stops the run."""
+        try:
+            outs = self._sess.run(None, {self.input_name: blob}, run_options)
+        except Exception as e:
+            if run_options.terminate:
+                raise ModelRunError("model_timeout", f"{self.card.name}: run stopped at the frame deadline") from None
+            raise ModelRunError("model_error", f"{self.card.name}: {type(e).__name__}: {str(e)[:200]}") from None
+        return dict(zip(self.output_names, outs, strict=True))

@@ -1,0 +1,195 @@
+"""The redaction stage: detect, hold, redact colour and depth per the wearer's policy, fail closed.
+
+A frame leaves `apply` only (a) with every region of the policy's classes redacted after a
+detector pass over this very frame, or (b) fully obscured when the policy says `on_fault =
+"obscure"` and something went wrong. Otherwise it raises `FrameWithheld`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capture.frame import FrameWithheld, RGBDFrame
+from redact.actions import ACTIONS
+from redact.config import RedactConfig
+from redact.decoders import ModelGarbage
+from redact.detector import Deadline, Detector
+from redact.nms import nms
+from redact.policy import Policy, load_policy
+from redact.runtime import ModelRunError
+from redact.tracker import Tracker
+
+log = logging.getLogger("crowdcap.redact")
+
+
+class RedactStage:
+    name = "redact"
+
+    def __init__(self, cfg: RedactConfig, policy: Policy, detectors: list[Detector], load_error: str = "") -> None:
+        self.cfg = cfg
+        self.detectors = detectors
+        self.load_error = load_error
+        self._classes: list[str] = sorted({c for d in detectors for c in d.card.classes})
+        self._class_ids = {c: i for i, c in enumerate(self._classes)}
+        self._policy = policy
+        self._policy_error = self._uncovered(policy)
+        self.tracker = Tracker(cfg.hold_frames, cfg.margin_growth)
+        self._lock = threading.Lock()
+        self._faults: Counter[str] = Counter()
+        self._withheld: Counter[str] = Counter()
+        self._frames = 0
+        self._regions = 0
+        self._obscured = 0
+        self._times: deque[float] = deque(maxlen=1000)
+        self._last_fault = ""
+
+    # -- policy -----------------------------------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def _uncovered(self, policy: Policy) -> str:
+        missing = [r.cls for r in policy.rules if r.cls not in self._class_ids]
+        if missing and not self.load_error:
+            return f"policy {policy.version} asks for {', '.join(missing)} but no loaded model detects it"
+        return ""
+
+    def reload_policy(self, path: str | Path | None) -> Policy:
+        """Swap in a new policy (None/empty = built-in default); a bad file raises and changes nothing."""
+        policy = load_policy(path)
+        with self._lock:
+            self._policy = policy
+            self._policy_error = self._uncovered(policy)
+        log.info("redaction policy %s loaded from %s", policy.version, policy.origin)
+        return policy
+
+    # -- the hot path -----------------------------------------------------------------------------
+    def apply(self, frame: RGBDFrame) -> RGBDFrame:
+        policy = self._policy
+        t0 = time.perf_counter()
+        try:
+            if self.load_error:
+                raise FrameWithheld("no_model", self.load_error)
+            if self._policy_error:
+                raise FrameWithheld("no_model", self._policy_error)
+            regions, detector_ms = self._detect(frame, policy, t0)
+        except FrameWithheld as e:
+            return self._fault(frame, policy, e)
+        except ModelRunError as e:
+            return self._fault(frame, policy, FrameWithheld(e.reason, e.detail))
+        except ModelGarbage as e:
+            return self._fault(frame, policy, FrameWithheld("model_garbage", str(e)))
+        except Exception as e:  # anything else: the frame cannot be vouched for
+            return self._fault(frame, policy, FrameWithheld("model_error", f"{type(e).__name__}: {e}"))
+        drop = [r for r in regions if r["action"] == "drop_frame"]
+        if drop:
+            with self._lock:
+                self._withheld["policy_drop"] += 1
+            raise FrameWithheld("policy_drop", f"policy {policy.version}: {drop[0]['class']} in view")
+        color, depth = frame.color, frame.depth
+        for r in regions:
+            x1, y1, x2, y2 = r["bbox"]
+            if x2 <= x1 or y2 <= y1:
+                continue
+            if r["applies_to"] in ("color", "both"):
+                ACTIONS[r["action"]](color[y1:y2, x1:x2])
+            if r["applies_to"] in ("depth", "both"):
+                depth[y1:y2, x1:x2] = 0
+        manifest = self._manifest(policy, detector_ms, "detected", regions)
+        with self._lock:
+            self._frames += 1
+            self._regions += len(regions)
+            self._times.append(detector_ms)
+        return frame.replace(redaction=manifest)
+
+    def _detect(self, frame: RGBDFrame, policy: Policy, t0: float) -> tuple[list[dict[str, Any]], float]:
+        width, height = frame.size
+        budget_s = self.cfg.budget_ms / 1000.0
+        found = []
+        with Deadline(budget_s) as deadline:
+            for det in self.detectors:
+                for p in det.plan(width, height, (self.cfg.detect_width, self.cfg.detect_height),
+                                  (self.cfg.tile_width, self.cfg.tile_height)):
+                    d = det.run(frame.color, p, deadline.options)
+                    if len(d):
+                        ids = np.array([self._class_ids[det.card.classes[int(c)]] for c in d[:, 5]])
+                        d[:, 5] = ids
+                        found.append(d)
+        detector_ms = (time.perf_counter() - t0) * 1000.0
+        if deadline.expired or detector_ms > self.cfg.budget_ms:
+            raise FrameWithheld("model_timeout", f"detection took {detector_ms:.0f} ms, budget {self.cfg.budget_ms:.0f} ms")
+        dets = np.concatenate(found) if found else np.zeros((0, 6), np.float32)
+        if len(dets):
+            rules = [policy.rule_for(c) for c in self._classes]
+            min_score = np.array([r.min_score if r else np.inf for r in rules])
+            dets = dets[dets[:, 4] >= min_score[dets[:, 5].astype(np.int64)]]
+        if len(dets):  # the same face seen by the whole-frame pass and a tile: keep the best box
+            dets = dets[nms(dets[:, :4], dets[:, 4], 0.3, classes=dets[:, 5])]
+        self.tracker.update(dets[:, :4].astype(np.float64), dets[:, 4].astype(np.float64),
+                            dets[:, 5].astype(np.int64))
+        tr = self.tracker
+        rules_by_track = [policy.rule_for(self._classes[int(c)]) for c in tr.cls]
+        margins = np.array([r.margin if r else 0.0 for r in rules_by_track])
+        boxes = tr.regions(margins, width, height)
+        regions = []
+        for i, rule in enumerate(rules_by_track):
+            if rule is None:
+                continue
+            regions.append({"bbox": [int(v) for v in boxes[i]], "class": rule.cls, "score": round(float(tr.score[i]), 4),
+                            "action": rule.action, "applies_to": rule.applies_to,
+                            "source": "detected" if tr.age[i] == 0 else "propagated"})
+        return regions, detector_ms
+
+    def _fault(self, frame: RGBDFrame, policy: Policy, e: FrameWithheld) -> RGBDFrame:
+        with self._lock:
+            self._faults[e.reason] += 1
+            self._last_fault = f"{e.reason}: {e.detail}"[:300]
+        # The tracker's idea of where faces are is stale now; a fresh detection restarts it.
+        self.tracker.reset()
+        if policy.on_fault != "obscure":
+            with self._lock:
+                self._withheld[e.reason] += 1
+            raise e
+        frame.color[...] = 0
+        frame.depth[...] = 0
+        with self._lock:
+            self._obscured += 1
+        manifest = self._manifest(policy, 0.0, "obscured", [])
+        manifest["fault"] = e.reason
+        return frame.replace(redaction=manifest)
+
+    def _manifest(self, policy: Policy, detector_ms: float, coverage: str,
+                  regions: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"policy_version": policy.version, "models": [d.card.model_id for d in self.detectors],
+                "detector_ms": round(detector_ms, 2), "coverage": coverage, "regions": regions}
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            times = np.array(self._times) if self._times else None
+            return {
+                "policy_version": self._policy.version,
+                "policy_origin": self._policy.origin,
+                "models": [d.card.model_id for d in self.detectors],
+                "load_error": self.load_error or self._policy_error,
+                "frames_redacted": self._frames,
+                "frames_obscured": self._obscured,
+                "frames_withheld": dict(self._withheld),
+                "faults": dict(self._faults),
+                "last_fault": self._last_fault,
+                "regions": self._regions,
+                "tracks": len(self.tracker),
+                "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
+                "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
+            }
+
+    def close(self) -> None:
+        self.detectors = []
+        self.load_error = self.load_error or "stage closed"
