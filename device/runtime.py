@@ -160,6 +160,10 @@ class Service:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop capture; what was accepted is flushed (main thread only)."""
         def handler(signum: int, _frame: Any) -> None:

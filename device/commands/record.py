@@ -1,0 +1,48 @@
+"""`crowdcap record --source ... --out DIR --seconds N`: record redacted frames in the TUM layout.
+
+Frames are written only after redaction (raw frames never touch disk), with poses from the depth
+stage when it runs, so the folder replays with `--source replay:DIR` and opens in any TUM tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from device.commands.run import add_common_flags, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="record redacted RGB-D to a TUM-layout folder", description=__doc__)
+    add_common_flags(p)
+    p.add_argument("--out", required=True, help="output folder (created; must be empty or new)")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to record (default 10)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.set_defaults(func=run, broker=None, spool=None, drain_timeout=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.cli import CliError
+    from device.runtime import Service
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise CliError(f"--out {out}: folder is not empty (choose a new folder; recordings are never overwritten)")
+    if args.seconds <= 0:
+        raise CliError("--seconds: expected a positive number")
+    cfg = load_config(args)
+    service = Service(cfg, max_frames=args.max_frames, record_dir=out)
+    service.install_signal_handlers()
+    try:
+        service.start()
+        service.wait(until=time.monotonic() + args.seconds)
+        service.stop(timeout=5.0)
+        snap = service.pipeline.snapshot()
+    finally:
+        service.close()
+    written = service.stages["record"].writer.frames  # type: ignore[attr-defined]
+    print(f"recorded {written} frames to {out} (captured {snap['frames_captured']}, "
+          f"dropped {snap['frames_dropped']})", file=sys.stderr)
+    return 0

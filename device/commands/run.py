@@ -1,0 +1,80 @@
+"""`crowdcap run`: the device service. Flags override the config file, so a field test needs no file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from device import config as config_mod
+
+log = logging.getLogger("crowdcap.run")
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by run, demo and record: each overrides one config key."""
+    p.add_argument("--config", default=None, help="config TOML (default: built-in defaults)")
+    p.add_argument("--source", default=None, help="synthetic | replay:DIR | a camera (overrides capture.source)")
+    p.add_argument("--pace", choices=["realtime", "fast"], default=None,
+                   help="replay/synthetic pacing (default realtime)")
+    p.add_argument("--fps", type=float, default=None, help="capture fps (overrides capture.fps)")
+    p.add_argument("--device-id", default=None, help="device id (overrides device.id)")
+    p.add_argument("--state-dir", default=None, help="state folder (overrides device.state_dir)")
+    p.add_argument("--policy", default=None, help="wearer privacy policy TOML (overrides redact.policy)")
+    p.add_argument("--no-redact", action="store_true",
+                   help="do not redact (only for trusted, already-redacted replays; frames are marked)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the capture service", description=__doc__)
+    add_common_flags(p)
+    p.add_argument("--broker", default=None, help="mqtt://HOST:PORT or mqtts://HOST:PORT (overrides uplink.broker)")
+    p.add_argument("--spool", default=None, help="spool folder (overrides uplink.spool_dir)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="capture N frames, then exit 0 once all accepted frames are delivered")
+    p.add_argument("--drain-timeout", type=float, default=None,
+                   help="seconds to wait for delivery before exiting non-zero (overrides pipeline.drain_timeout)")
+    p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)  # touched once running (tests)
+    p.set_defaults(func=run)
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    cfg = config_mod.load(args.config)
+    overrides = {
+        "capture.source": args.source, "capture.pace": args.pace, "capture.fps": args.fps,
+        "device.id": args.device_id, "device.state_dir": args.state_dir, "redact.policy": args.policy,
+        "uplink.broker": getattr(args, "broker", None), "uplink.spool_dir": getattr(args, "spool", None),
+        "pipeline.drain_timeout": getattr(args, "drain_timeout", None),
+    }
+    if args.no_redact:
+        overrides["redact.enabled"] = False
+    return config_mod.override(cfg, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.runtime import Service
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise config_mod.ConfigError("--max-frames: expected a positive integer")
+    cfg = load_config(args)
+    service = Service(cfg, Path(args.config) if args.config else None, max_frames=args.max_frames)
+    service.install_signal_handlers()
+    try:
+        service.start()
+        if args.ready_file:
+            Path(args.ready_file).touch()
+        service.wait()
+        if not service.stop(timeout=2.0):
+            log.warning("pipeline did not finish within 2 s")
+        if args.max_frames is not None and not service.stop_requested:
+            t0 = time.monotonic()
+            if not service.drain(cfg.pipeline.drain_timeout):
+                print(f"crowdcap: error: not everything was delivered within {cfg.pipeline.drain_timeout:.0f} s "
+                      f"(it stays in the spool and is sent next time)", file=sys.stderr)
+                return 3
+            log.info("delivered in %.1f s", time.monotonic() - t0)
+    finally:
+        service.close()
+    return 0
