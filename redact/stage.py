@@ -93,7 +93,9 @@ class RedactStage:
             with self._lock:
                 self._withheld["policy_drop"] += 1
             raise FrameWithheld("policy_drop", f"policy {policy.version}: {drop[0]['class']} in view")
-        color, depth = frame.color, frame.depth
+        # Copy on write: the source may reuse its buffers (camera ring buffers, replay caches).
+        color = frame.color.copy() if any(r["applies_to"] != "depth" for r in regions) else frame.color
+        depth = frame.depth.copy() if any(r["applies_to"] != "color" for r in regions) else frame.depth
         for r in regions:
             x1, y1, x2, y2 = r["bbox"]
             if x2 <= x1 or y2 <= y1:
@@ -107,7 +109,7 @@ class RedactStage:
             self._frames += 1
             self._regions += len(regions)
             self._times.append(detector_ms)
-        return frame.replace(redaction=manifest)
+        return frame.replace(color=color, depth=depth, redaction=manifest)
 
     def _detect(self, frame: RGBDFrame, policy: Policy, t0: float) -> tuple[list[dict[str, Any]], float]:
         width, height = frame.size
@@ -157,13 +159,11 @@ class RedactStage:
             with self._lock:
                 self._withheld[e.reason] += 1
             raise e
-        frame.color[...] = 0
-        frame.depth[...] = 0
         with self._lock:
             self._obscured += 1
         manifest = self._manifest(policy, 0.0, "obscured", [])
         manifest["fault"] = e.reason
-        return frame.replace(redaction=manifest)
+        return frame.replace(color=np.zeros_like(frame.color), depth=np.zeros_like(frame.depth), redaction=manifest)
 
     def _manifest(self, policy: Policy, detector_ms: float, coverage: str,
                   regions: list[dict[str, Any]]) -> dict[str, Any]:
