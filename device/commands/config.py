@@ -1,4 +1,4 @@
-"""`crowdcap config check FILE` / `crowdcap config show [--config FILE]`."""
+"""`crowdcap config check FILE` / `show [--config FILE]` / `reference`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = csub.add_parser("show", help="print the effective config as JSON (secrets masked)")
     show.add_argument("--config", dest="file", default=None, help="config TOML (default: built-in defaults)")
     show.set_defaults(func=run_show)
+    ref = csub.add_parser("reference", help="print every key with its type, default and meaning (Markdown)")
+    ref.set_defaults(func=run_reference)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -28,3 +30,29 @@ def run_check(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     print(json.dumps(config.show(config.load(args.file)), indent=2))
     return 0
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    print(reference_markdown())
+    return 0
+
+
+def reference_markdown() -> str:
+    """A Markdown table of every config key (the README embeds it; a test keeps them equal)."""
+    import dataclasses
+    import typing
+
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    root = config.Config()
+    for section in dataclasses.fields(root):
+        obj = getattr(root, section.name)
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            hint = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            default = "***" if f.metadata.get("secret") else json.dumps(getattr(obj, f.name))
+            meaning = f.metadata.get("help", "")
+            if f.metadata.get("live"):
+                meaning += " (applied live)"
+            cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+            rows.append(f"| `{section.name}.{f.name}` | {cell(hint)} | `{cell(default)}` | {cell(meaning)} |")
+    return "\n".join(rows)
