@@ -24,6 +24,9 @@ def setting(default: Any, *, min: float | None = None, max: float | None = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
+SOURCE_KINDS = ("synthetic", "replay", "realsense", "oakd", "stereo")
+
+
 @dataclass
 class CaptureConfig:
     source: str = setting("synthetic", help="synthetic | replay:DIR | a camera (realsense[:SERIAL], ...)")
@@ -35,5 +38,8 @@ class CaptureConfig:
     loop: bool = setting(False, help="replay: start again at the end")
 
     def check(self) -> None:
-        if not self.source:
-            raise ConfigError("source: expected a source name, got an empty string")
+        kind, _, arg = self.source.partition(":")
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(f"source: expected one of {', '.join(SOURCE_KINDS)} (e.g. replay:DIR), got {self.source!r}")
+        if kind in ("replay", "stereo") and not arg:
+            raise ConfigError(f"source: {kind} needs a path: {kind}:PATH")

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CliError, ConfigError) as e:
+    except (CliError, ConfigError, ValueError) as e:  # bad input: a message, not a traceback
         print(f"crowdcap: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

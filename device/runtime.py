@@ -128,9 +128,6 @@ class Service:
         self.device_id = config.device.resolved_id
         self.state_dir = Path(config.device.state_dir)
         self.session_id = next_session_id(self.state_dir)
-        self.log_ring: deque[str] = deque(maxlen=1000)
-        self._log_handler = _RingHandler(self.log_ring)
-        logging.getLogger().addHandler(self._log_handler)
         cap = config.capture
         self.source = source or open_source(
             cap.source, width=cap.width, height=cap.height, fps=cap.fps, pace=cap.pace, seed=cap.seed,
@@ -140,6 +137,9 @@ class Service:
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
         self.pipeline = Pipeline(self.source, chain, capture_queue=config.pipeline.capture_queue,
                                  stage_queue=config.pipeline.stage_queue, max_frames=max_frames)
+        self.log_ring: deque[str] = deque(maxlen=1000)
+        self._log_handler = _RingHandler(self.log_ring)
+        logging.getLogger().addHandler(self._log_handler)
         self.housekeeping: list[Callable[[Service], None]] = []
         self.started_at = 0.0
         self._stop = threading.Event()
