@@ -101,15 +101,25 @@ def fuse_keyframes(keyframes: Iterable[FusionKeyframe], *, voxel_size: float = 0
 
 
 def save_mesh(mesh: Any, path: str | Path) -> None:
-    """Write PLY, OBJ or binary glTF (.glb, with COLOR_0 and NORMAL) by suffix."""
+    """Write PLY, OBJ or binary glTF (.glb, with COLOR_0 and NORMAL; our writer) by suffix."""
     import open3d as o3d
 
+    from depth.gltf import write_glb
+
     path = Path(path)
-    if path.suffix.lower() not in (".ply", ".glb", ".gltf", ".obj"):
-        raise ValueError(f"{path}: unsupported mesh format (use .ply, .glb, .gltf or .obj)")
+    if path.suffix.lower() not in (".ply", ".glb", ".obj"):
+        raise ValueError(f"{path}: unsupported mesh format (use .ply, .glb or .obj)")
     if len(mesh.triangles) == 0:
         raise ValueError(f"{path}: the mesh is empty (no surface was fused)")
     if not mesh.has_vertex_normals():
         mesh.compute_vertex_normals()
+    if path.suffix.lower() == ".glb":  # Open3D 0.20's .glb is not valid glTF (see depth.gltf)
+        try:
+            write_glb(path, np.asarray(mesh.vertices), np.asarray(mesh.triangles),
+                      np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else None,
+                      np.asarray(mesh.vertex_normals))
+        except OSError as e:
+            raise ValueError(f"{path}: cannot write ({e.strerror})") from None
+        return
     if not o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False, compressed=False):
         raise ValueError(f"{path}: could not write the mesh")

@@ -112,5 +112,16 @@ def test_exports_ply_and_glb(frames, tmp_path) -> None:  # type: ignore[no-untyp
     attrs = doc["meshes"][0]["primitives"][0]["attributes"]
     assert {"POSITION", "COLOR_0"} <= set(attrs)
     assert doc["accessors"][attrs["POSITION"]]["count"] == len(mesh.vertices)
+    assert "uri" not in doc["buffers"][0]  # one BIN chunk, not a base64 data URI
+    bin_len, bin_type = struct.unpack("<I4s", data[20 + chunk_len:28 + chunk_len])
+    assert bin_type == b"BIN\x00" and bin_len == doc["buffers"][0]["byteLength"]
+    for view in doc["bufferViews"]:
+        assert view["byteOffset"] % 4 == 0 and view["byteOffset"] + view["byteLength"] <= bin_len
+    # A standard importer (Open3D's ASSIMP reader) loads it with the same geometry and colours.
+    loaded = o3d.io.read_triangle_mesh(str(tmp_path / "m.glb"))
+    # (ASSIMP drops the few vertices no triangle uses.)
+    assert len(loaded.triangles) == len(mesh.triangles) and 0.99 * len(mesh.vertices) <= len(loaded.vertices)
+    assert loaded.has_vertex_colors()
+    assert np.allclose(np.asarray(loaded.vertex_colors).mean(0), np.asarray(mesh.vertex_colors).mean(0), atol=0.01)
     with pytest.raises(ValueError, match="unsupported mesh format"):
         save_mesh(mesh, tmp_path / "m.stl")

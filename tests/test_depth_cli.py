@@ -1,0 +1,97 @@
+"""`crowdcap cloud`, `crowdcap mesh`, `crowdcap eval-odometry` on a real TUM-layout folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import open3d as o3d
+import pytest
+
+from capture.synthetic import SyntheticSource
+from capture.tum import TumWriter
+from device.cli import main
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("session")
+    src = SyntheticSource(pace="fast", n_frames=30)
+    src.open()
+    writer = TumWriter(out)
+    for f in iter(src.read, None):
+        writer.append(f.replace(pose=f.attachments["truth"]["pose"], t_utc=1000.0 + f.seq / 30))
+    writer.close()
+    return out
+
+
+def first_pair(session: Path) -> tuple[Path, Path]:
+    return sorted((session / "rgb").iterdir())[0], sorted((session / "depth").iterdir())[0]
+
+
+def test_cloud_writes_ply(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    color, depth = first_pair(session)
+    out = tmp_path / "c.ply"
+    assert main(["cloud", str(color), str(depth), "--camera", str(session / "camera.json"), "-o", str(out)]) == 0
+    pc = o3d.io.read_point_cloud(str(out))
+    d = cv2.imread(str(depth), cv2.IMREAD_UNCHANGED)
+    assert len(pc.points) == np.count_nonzero((d > 0) & (d < 4000)) and pc.has_colors()
+
+
+def test_cloud_errors_are_clear(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    color, depth = first_pair(session)
+    bad_camera = tmp_path / "camera.json"
+    bad_camera.write_text('{"width": 640, "height": 480, "fx": "wide"}')
+    assert main(["cloud", str(color), str(depth), "--camera", str(bad_camera), "-o", str(tmp_path / "x.ply")]) == 2
+    assert "camera.json" in capsys.readouterr().err
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.imread(str(depth), cv2.IMREAD_UNCHANGED)[::2, ::2])
+    assert main(["cloud", str(color), str(small), "--camera", str(session / "camera.json"), "-o",
+                 str(tmp_path / "x.ply")]) == 2
+    assert "320×240" in capsys.readouterr().err
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.zeros((480, 640), np.uint16))
+    assert main(["cloud", str(color), str(empty), "--camera", str(session / "camera.json"), "-o",
+                 str(tmp_path / "x.ply")]) == 2
+    assert "no valid depth" in capsys.readouterr().err
+    assert main(["cloud", str(color), str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.ply")]) == 2
+    assert "missing.png: file not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.ply").exists()
+
+
+def test_mesh_from_session(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "m.glb"
+    assert main(["mesh", str(session), "-o", str(out), "--voxel", "0.03"]) == 0
+    err = capsys.readouterr().err
+    assert "keyframes" in err and "triangles" in err
+    assert out.read_bytes()[:4] == b"glTF"
+    mesh = o3d.io.read_triangle_mesh(str(out))
+    assert len(mesh.triangles) > 1000
+
+
+def test_mesh_errors(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["mesh", str(tmp_path / "nope"), "-o", str(tmp_path / "m.glb")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["mesh", str(tmp_path), "-o", str(tmp_path / "m.stl")]) == 2
+    assert ".glb" in capsys.readouterr().err
+
+
+def test_eval_odometry_json(session: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["eval-odometry", str(session)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == report["scored_frames"] == 30
+    assert report["ate_rmse_m"] < 0.02
+    assert report["rpe"]["trans_rmse_m"] < 0.01
+    assert report["ms_per_frame"]["median"] > 0
+
+
+def test_eval_odometry_needs_groundtruth(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    copy = tmp_path / "nogt"
+    shutil.copytree(session, copy)
+    (copy / "groundtruth.txt").unlink()
+    assert main(["eval-odometry", str(copy)]) == 2
+    assert "groundtruth.txt" in capsys.readouterr().err
