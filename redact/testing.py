@@ -16,7 +16,7 @@ OPSET = 13
 IR_VERSION = 8  # what every onnxruntime ≥ 1.15 reads
 
 
-def _save(graph: object, path: Path) -> None:
+def save_graph(graph: object, path: Path) -> None:
     import onnx
     from onnx import helper
 
@@ -62,7 +62,7 @@ def write_constant(directory: Path, name: str, outputs: dict[str, np.ndarray], d
     nodes, infos = _const_outputs(outputs)
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
     graph = helper.make_graph(nodes, name, [image], infos)  # type: ignore[arg-type]
-    _save(graph, directory / f"{name}.onnx")
+    save_graph(graph, directory / f"{name}.onnx")
     return write_card(directory, name, f"{name}.onnx", decoder, classes, options)
 
 
@@ -100,5 +100,5 @@ def write_slow(directory: Path, name: str = "slow", products: int = 40) -> Path:
     shapes = [numpy_helper.from_array(np.array([1, ch, 8, 8], np.int64), f"shape{ch}") for ch in (1, 2, 10)]
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
     graph = helper.make_graph(nodes, name, [image], infos, initializer=[eye, zero, *shapes])
-    _save(graph, directory / f"{name}.onnx")
+    save_graph(graph, directory / f"{name}.onnx")
     return write_card(directory, name, f"{name}.onnx", "centerface", ["face"])
