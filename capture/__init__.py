@@ -10,7 +10,8 @@ __all__ = ["Intrinsics", "RGBDFrame", "Source", "SourceError", "open_source"]
 def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 30.0, pace: str = "realtime",
                 seed: int = 0, loop: bool = False, device_id: str = "device", session_id: str = "s0",
                 n_frames: int | None = None) -> Source:
-    """A source from its spec: `synthetic`, `replay:DIR`. Unknown specs are a clear ValueError."""
+    """A source from its spec: `synthetic`, `replay:DIR`, `stereo:CONFIG`, `realsense[:SERIAL|FILE.bag]`,
+    `oakd[:ID]`. Unknown specs are a clear ValueError. Camera SDKs are imported only when asked for."""
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
         from capture.synthetic import SyntheticSource
@@ -22,4 +23,19 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         from capture.replay import ReplaySource
 
         return ReplaySource(arg, pace, device_id, session_id, loop, n_frames)
-    raise ValueError(f"source: unknown source {spec!r} (expected synthetic or replay:DIR)")
+    if kind == "stereo":
+        if not arg:
+            raise ValueError("source: stereo needs a config file: stereo:CONFIG")
+        from capture.stereo import StereoSource
+
+        return StereoSource(arg, fps, device_id, session_id, n_frames)
+    if kind == "realsense":
+        from capture.realsense import RealSenseSource
+
+        return RealSenseSource(arg or None, width, height, fps, device_id, session_id, n_frames)
+    if kind == "oakd":
+        from capture.oakd import OakDSource
+
+        return OakDSource(arg or None, width, height, fps, device_id, session_id, n_frames)
+    raise ValueError(f"source: unknown source {spec!r} "
+                     "(expected synthetic, replay:DIR, stereo:CONFIG, realsense[:SERIAL] or oakd[:ID])")
