@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+from typing import Literal
 
-from capture.config import setting
+from capture.config import ConfigError, setting
+
+_BROKER = re.compile(r"^(mqtts?)://([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})/?$")
+
+
+def parse_broker(url: str) -> tuple[str, str, int, bool]:
+    """('mqtt'|'mqtts', host, port, tls) from mqtt://HOST:PORT or mqtts://HOST:PORT; ConfigError otherwise."""
+    m = _BROKER.match(url or "")
+    if not m or not 0 < int(m.group(3)) < 65536:
+        raise ConfigError(f"broker: expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {url!r}")
+    host = m.group(2).strip("[]")
+    return m.group(1), host, int(m.group(3)), m.group(1) == "mqtts"
 
 
 @dataclass
@@ -13,3 +27,37 @@ class UplinkConfig:
     spool_dir: str = setting("spool", help="store-and-forward directory")
     username: str = setting("", help="MQTT username")
     password: str = setting("", secret=True, help="MQTT password")
+    client_id: str = setting("", help="MQTT client id; empty = crowdcap-<device id>")
+    protocol: Literal["auto", "mqtt5", "mqtt311"] = setting(
+        "auto", help="auto: MQTT 5, falling back to 3.1.1 if the broker refuses it")
+    tls_ca: str = setting("", help="CA bundle for mqtts:// (empty = system CAs)")
+    tls_cert: str = setting("", help="client certificate (PEM) for mutual TLS")
+    tls_key: str = setting("", secret=True, help="client private key (PEM) for mutual TLS")
+    tls_insecure: bool = setting(False, help="skip the broker hostname check (testing only)")
+    keepalive: int = setting(30, min=5, max=3600, help="MQTT keepalive seconds")
+    backoff_min: float = setting(0.5, min=0.05, max=60.0, help="first reconnect delay, seconds (doubles, with jitter)")
+    backoff_max: float = setting(30.0, min=0.1, max=3600.0, help="longest reconnect delay, seconds")
+    max_payload: int = setting(131072, min=1024, max=256 * 1024 * 1024,
+                               help="largest MQTT payload; bigger messages are chunked (managed brokers: 128 KiB)")
+    inflight: int = setting(32, min=1, max=65535, help="QoS 1 chunks awaiting PUBACK at once (throttles backlog replay)")
+    spool_quota_mb: float = setting(1024.0, min=1.0, help="spool byte quota; full = evict by priority, counted")
+    fsync: Literal["always", "interval", "off"] = setting("interval", help="spool durability: per record, every fsync_interval_ms, or never")
+    fsync_interval_ms: float = setting(200.0, min=1.0, max=60000.0, help="fsync period for fsync = interval")
+    jpeg_quality: int = setting(85, min=10, max=100, live=True, help="colour JPEG quality")
+    depth_codec: str = setting("delta-zstd", help="lossless depth codec on the wire (depth.codec names: delta-zstd, zstd, rvl, png16, raw)")
+    bandwidth: int = setting(0, min=0, live=True, help="uplink budget in bytes/s; 0 = unlimited")
+    degrade_after: float = setting(5.0, min=0.1, live=True,
+                                   help="seconds of backlog at the budget before degrading (lower JPEG quality, then keyframes only)")
+    degraded_jpeg_quality: int = setting(50, min=10, max=100, live=True, help="JPEG quality at degrade level 1")
+
+    def check(self) -> None:
+        if self.broker:
+            parse_broker(self.broker)
+        if self.backoff_max < self.backoff_min:
+            raise ConfigError(f"backoff_max: expected >= backoff_min ({self.backoff_min}), got {self.backoff_max}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert: tls_cert and tls_key must be given together")
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name}: file not found: {path}")

@@ -218,6 +218,13 @@ def chunks(message: bytes, message_id: bytes, max_payload: int) -> list[bytes]:
             + message[i * per:(i + 1) * per] for i in range(count)]
 
 
+def single_chunk(message: bytes) -> bytes:
+    """A small message as one MQTT payload (status, last will) under a fresh random message id."""
+    import os
+
+    return chunks(message, os.urandom(16), len(message) + CHUNK_HEADER_SIZE)[0]
+
+
 def parse_chunk(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Chunk:
     """The chunk header checked for sanity (count, index, total within limits and consistent)."""
     if len(payload) < CHUNK_HEADER_SIZE:

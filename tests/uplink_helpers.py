@@ -1,0 +1,84 @@
+"""Shared bits of the uplink tests: small synthetic-looking frames, a threaded ingest, folder counts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from capture.frame import Intrinsics, RGBDFrame
+from uplink.config import UplinkConfig
+from uplink.ingest import Ingest
+
+INTR = Intrinsics(160, 120, 130.0, 130.0, 79.5, 59.5)
+
+
+def make_frame(seq: int, device_id: str = "dev1", session_id: str = "s1", keyframe: bool | None = None,
+               cloud: bool = False, size: tuple[int, int] = (160, 120)) -> RGBDFrame:
+    w, h = size
+    rng = np.random.default_rng(seq)
+    yy, xx = np.mgrid[0:h, 0:w]
+    color = np.stack([(xx + seq) % 256, (yy * 2) % 256, ((xx + yy) // 2 + seq * 3) % 256], -1).astype(np.uint8)
+    depth = (1500 + 3 * xx + rng.integers(0, 8, (h, w))).astype(np.uint16)
+    depth[::17, ::13] = 0
+    pose = np.eye(4)
+    pose[:3, 3] = [0.01 * seq, 0.0, 0.002 * seq]
+    intr = INTR if (w, h) == (160, 120) else Intrinsics(w, h, 525.0, 525.0, w / 2 - 0.5, h / 2 - 0.5)
+    kf = (seq % 10 == 0) if keyframe is None else keyframe
+    att = {}
+    if cloud:
+        att["cloud"] = {"points": rng.normal(size=(500, 3)).astype(np.float32),
+                        "colors": rng.integers(0, 255, (500, 3), dtype=np.uint8)}
+    return RGBDFrame(device_id, session_id, seq, time.monotonic_ns(), time.time(), color, depth, 1000.0, intr,
+                     pose=pose, keyframe=kf, attachments=att,
+                     redaction={"regions": [{"bbox": [10, 10, 40, 50], "class": "face"}], "policy": "test"})
+
+
+def uplink_cfg(tmp: Path, broker: str = "", **kw) -> UplinkConfig:
+    kw.setdefault("fsync", "off")
+    kw.setdefault("backoff_min", 0.1)
+    kw.setdefault("backoff_max", 0.5)
+    kw.setdefault("max_payload", 16 * 1024)  # several chunks per frame: exercises reassembly
+    return UplinkConfig(broker=broker, spool_dir=str(tmp / "spool"), **kw)
+
+
+class IngestThread:
+    def __init__(self, url: str, out: Path, **kw) -> None:
+        self.ingest = Ingest(url, out, report_every=3600, **kw)
+        self.result: dict | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.ingest.connected:
+            assert time.monotonic() < deadline, "ingest did not connect"
+            assert self.thread.is_alive(), "ingest thread died"
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        self.result = self.ingest.run()
+
+    def stop(self) -> dict:
+        self.ingest.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        return self.result
+
+
+def committed_seqs(out: Path, device: str = "dev1", session: str = "s1") -> list[int]:
+    """Every committed frame seq (with repeats, so duplicates show)."""
+    path = out / device / session / "frames.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["seq"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for_frames(out: Path, n: int, timeout: float, **kw) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        seqs = committed_seqs(out, **kw)
+        if len(set(seqs)) >= n or time.monotonic() > deadline:
+            return seqs
+        time.sleep(0.05)

@@ -1,0 +1,214 @@
+"""The reference backend ingest: subscribe, reassemble, verify, dedupe, write session folders.
+
+    ing = Ingest("mqtt://127.0.0.1:1883", "out/", share_group=None)
+    threading.Thread(target=ing.run, kwargs={"idle_exit": 5.0}).start()  ...  ing.stop(); ing.stats()
+
+- Without a share group the ingest keeps a persistent broker session (fixed client id, clean start
+  off, 1 day expiry): messages published while it is down are queued by the broker for it.
+- With `share_group`, it subscribes to `$share/<group>/crowdcap/v1/#` (MQTT 5): workers split the
+  load. Workers of one group must share OUT (reassembly and dedupe happen through the filesystem).
+- A message is PUBACKed only after it is stored (chunks: after the chunk is on disk), so an ingest
+  crash never loses an acknowledged message.
+- Everything malformed is counted under `rejected[reason]` and never stops the ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from uplink import wire
+from uplink.config import parse_broker
+from uplink.reassembly import Reassembler
+from uplink.sink import Sink, safe_ident
+from uplink.wire import WireError
+
+log = logging.getLogger(__name__)
+
+ROOT = "crowdcap/v1"
+
+
+class Ingest:
+    def __init__(self, broker_url: str, out_dir: str | os.PathLike, share_group: str | None = None, *,
+                 client_id: str | None = None, protocol: str = "auto", limits: wire.Limits = wire.DEFAULT_LIMITS,
+                 partial_timeout: float = 600.0, report_every: float = 30.0) -> None:
+        _, self.host, self.port, self.tls = parse_broker(broker_url)
+        self.out = Path(out_dir)
+        self.share_group = share_group or None
+        if self.share_group and any(c in self.share_group for c in "/+#"):
+            raise ValueError(f"share_group: may not contain / + or #, got {share_group!r}")
+        self.limits = limits
+        self.sink = Sink(self.out)
+        self.reassembler = Reassembler(self.out / ".partials", limits, timeout=partial_timeout)
+        digest = hashlib.sha1(str(self.out.resolve()).encode()).hexdigest()[:10]
+        self.persistent = self.share_group is None
+        self.client_id = client_id or (f"crowdcap-ingest-{digest}" if self.persistent
+                                       else f"crowdcap-ingest-{self.share_group}-{os.getpid()}-{os.urandom(2).hex()}")
+        self.protocol = protocol
+        self.report_every = report_every
+        self.counters: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._last_message = time.monotonic()
+        self._lock = threading.Lock()
+
+    # ---- message path (paho's network thread) ------------------------------------------------
+
+    def handle(self, topic_name: str, payload: bytes) -> str:
+        """Process one MQTT payload; returns what happened. Never raises on bad input."""
+        self._last_message = time.monotonic()
+        arrival = time.time()
+        parts = topic_name.split("/")
+        if len(parts) < 4 or parts[0] != "crowdcap" or parts[1] != "v1":
+            return self._reject("bad_topic")
+        if parts[3] == "cmd" and len(parts) == 4:
+            return "ignored"  # downlink commands are not ours
+        source = parts[2]
+        try:
+            safe_ident(source)
+            chunk = wire.parse_chunk(payload, self.limits)
+            data = self.reassembler.add(source, chunk)
+            if data is None:
+                with self._lock:
+                    self.counters["chunks_buffered"] += 1
+                return "partial"
+            return self._message(source, data, arrival)
+        except WireError as e:
+            return self._reject(e.reason)
+        except (OSError, MemoryError) as e:
+            log.error("ingest: storing a message failed: %s", e)
+            return self._reject("storage_error")
+        except Exception:  # a bug must not take the ingest down; counted and logged
+            log.exception("ingest: unexpected error")
+            return self._reject("internal_error")
+
+    def _message(self, source: str, data: bytes, arrival: float) -> str:
+        msg = wire.decode(data, self.limits)
+        if msg.device_id != source:
+            raise WireError("topic_mismatch", f"{msg.device_id!r} on {source!r}'s topic")
+        what = self.sink.write(msg, arrival, len(data))
+        with self._lock:
+            self.counters[what] += 1
+            self.counters["messages"] += 1
+            if msg.historical:
+                self.counters["historical"] += 1
+        return what
+
+    def _reject(self, reason: str) -> str:
+        with self._lock:
+            self.rejected[reason] += 1
+        return "rejected"
+
+    def _recover(self) -> None:
+        for folder in self.reassembler.leftovers():
+            try:
+                data = self.reassembler.assemble(folder)
+                if data is not None:
+                    self._message(_source_of(folder), data, time.time())
+            except WireError as e:
+                self._reject(e.reason)
+        for dev in self.out.iterdir() if self.out.exists() else []:
+            if dev.is_dir() and not dev.name.startswith("."):
+                for ses in dev.iterdir():
+                    if ses.is_dir() and (ses / "frames.jsonl").exists():
+                        self.sink.session(dev.name, ses.name)
+
+    # ---- MQTT ---------------------------------------------------------------------------------
+
+    def _client(self, proto: int) -> mqtt.Client:
+        kwargs = {} if proto == mqtt.MQTTv5 else {"clean_session": not self.persistent}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, **kwargs)
+        c.max_inflight_messages_set(1000)
+        if self.tls:
+            c.tls_set()
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self._connected.clear()
+        c.on_message = lambda _c, _u, m: self.handle(m.topic, m.payload)
+        c.reconnect_delay_set(0.2, 5)
+        return c
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if reason_code.is_failure:
+            self.counters["connect_refused"] += 1
+            return
+        sub = f"{ROOT}/#"
+        if self.share_group:
+            sub = f"$share/{self.share_group}/{sub}"
+        client.subscribe(sub, qos=1)
+        self.counters["connects"] += 1
+        self._connected.set()
+
+    def run(self, idle_exit: float | None = None) -> dict:
+        """Serve until stop() (or `idle_exit` seconds without a message); returns stats()."""
+        self._recover()
+        protos = [mqtt.MQTTv5] if self.protocol == "mqtt5" or self.share_group else (
+            [mqtt.MQTTv311] if self.protocol == "mqtt311" else [mqtt.MQTTv5, mqtt.MQTTv311])
+        client = None
+        for proto in protos:
+            client = self._client(proto)
+            try:
+                if proto == mqtt.MQTTv5:
+                    props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+                    props.SessionExpiryInterval = 86400 if self.persistent else 0
+                    client.connect(self.host, self.port, 30, clean_start=not self.persistent, properties=props)
+                else:
+                    client.connect(self.host, self.port, 30)
+            except OSError as e:
+                raise ConnectionError(f"ingest: cannot connect to {self.host}:{self.port}: {e}") from None
+            client.loop_start()
+            deadline = time.monotonic() + 5.0
+            while not self._connected.is_set() and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(0.02)
+            if self._connected.is_set():
+                break
+            client.loop_stop()
+            client.disconnect()
+        else:
+            raise ConnectionError(f"ingest: broker {self.host}:{self.port} refused MQTT 5 and 3.1.1")
+        self._last_message = time.monotonic()
+        last_report = time.monotonic()
+        try:
+            while not self._stop.wait(0.2):
+                now = time.monotonic()
+                if idle_exit is not None and now - self._last_message >= idle_exit:
+                    break
+                if now - last_report >= self.report_every:
+                    self.reassembler.expire()
+                    self.sink.finalize_all(only_dirty=True)
+                    last_report = now
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            self.sink.finalize_all()
+        return self.stats()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"connected": self._connected.is_set(), **dict(self.counters),
+                    "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
+                    "reassembly": dict(self.reassembler.counters), "partials": self.reassembler.partials(),
+                    "sessions": [str(s.root.relative_to(self.out)) for s in self.sink.sessions()]}
+
+
+def _source_of(folder: Path) -> str:
+    """The device id a claimed partial folder came from (hex-encoded in its name)."""
+    name = folder.name[len(".assembling-"):]
+    try:
+        return bytes.fromhex(name.split("-", 1)[0]).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""

@@ -1,0 +1,135 @@
+"""Chunk reassembly for the ingest, on disk: bounded memory, survives restarts, shared by workers.
+
+Each chunk of a multi-chunk message is written to `DIR/<message id>/<index>` (tmp + rename) before the
+ingest PUBACKs it, so a restarted ingest (or another worker of a shared subscription, with the same
+DIR) still completes the message. The worker that sees the last chunk claims the message by renaming
+its folder (atomic: exactly one worker wins) and assembles it. Partials older than `timeout` are
+deleted and counted; so is anything over the byte budget. Single-chunk messages never touch the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+from uplink import wire
+from uplink.wire import Chunk, Limits, WireError
+
+
+class Reassembler:
+    def __init__(self, directory: str | os.PathLike, limits: Limits = wire.DEFAULT_LIMITS, timeout: float = 600.0,
+                 max_bytes: int = 2 * 1024**3) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.limits = limits
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.counters: Counter[str] = Counter()
+        self._recent: OrderedDict[bytes, None] = OrderedDict()  # completed message ids (late duplicates)
+        self._tag = f"{os.getpid()}-{os.urandom(3).hex()}"
+
+    def add(self, source: str, chunk: Chunk) -> bytes | None:
+        """The whole message once `chunk` completes it, else None. WireError on inconsistent chunks."""
+        if chunk.count == 1:
+            if len(chunk.data) != chunk.total:
+                raise WireError("bad_chunk_size", f"single chunk of {len(chunk.data)} != {chunk.total}")
+            return chunk.data
+        key = source.encode().hex() + "-" + chunk.message_id.hex()
+        if chunk.message_id in self._recent:
+            self.counters["late_duplicate_chunks"] += 1
+            return None
+        folder = self.dir / key
+        meta = f"{chunk.count}-{chunk.total}"
+        try:
+            folder.mkdir(exist_ok=False)
+            (folder / "meta").write_text(meta)
+        except FileExistsError:
+            try:
+                if (folder / "meta").read_text() != meta:
+                    raise WireError("chunk_mismatch", f"count/total differ from earlier chunks of {key}")
+            except FileNotFoundError:
+                pass  # being created by another worker; its meta check covers it
+        tmp = folder / f".{chunk.index}.{self._tag}"
+        try:
+            tmp.write_bytes(chunk.data)
+            os.replace(tmp, folder / str(chunk.index))
+        except FileNotFoundError:
+            return None  # claimed and completed by another worker meanwhile: a duplicate
+        present = [n for n in os.listdir(folder) if n.isdigit()]
+        if len(present) < chunk.count:
+            return None
+        claimed = self.dir / f".assembling-{key}-{self._tag}"
+        try:
+            os.rename(folder, claimed)
+        except FileNotFoundError:
+            return None  # another worker won
+        return self.assemble(claimed, chunk.message_id)
+
+    def assemble(self, folder: Path, message_id: bytes | None = None) -> bytes | None:
+        """Join a claimed folder's chunks (then delete it); None and counted if inconsistent."""
+        try:
+            count, total = (int(x) for x in (folder / "meta").read_text().split("-"))
+            parts = [(folder / str(i)).read_bytes() for i in range(count)]
+        except (OSError, ValueError):
+            self.counters["partial_corrupt"] += 1
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        shutil.rmtree(folder, ignore_errors=True)
+        data = b"".join(parts)
+        if message_id is not None:
+            self._recent[message_id] = None
+            while len(self._recent) > 10000:
+                self._recent.popitem(last=False)
+        if len(data) != total:
+            raise WireError("bad_chunk_size", f"assembled {len(data)} bytes, header said {total}")
+        return data
+
+    def leftovers(self) -> list[Path]:
+        """Claimed folders of a process that died mid-assembly (process them again at startup)."""
+        out = []
+        for p in self.dir.glob(".assembling-*"):
+            pid = p.name.rsplit("-", 2)[-2]
+            if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
+                out.append(p)
+        return out
+
+    def expire(self) -> None:
+        """Drop partials older than the timeout, and the oldest ones while over the byte budget."""
+        now = time.time()
+        entries = []
+        for p in self.dir.iterdir():
+            if p.name.startswith("."):
+                continue
+            try:
+                st = p.stat()
+                size = sum(f.stat().st_size for f in p.iterdir())
+            except OSError:
+                continue
+            entries.append((st.st_mtime, size, p))
+        entries.sort()
+        total = sum(e[1] for e in entries)
+        for mtime, size, p in entries:
+            if now - mtime > self.timeout:
+                self.counters["partial_expired"] += 1
+            elif total > self.max_bytes:
+                self.counters["partial_over_budget"] += 1
+            else:
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            total -= size
+
+    def partials(self) -> int:
+        return sum(1 for p in self.dir.iterdir() if not p.name.startswith("."))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,392 @@
+"""`Sender`: one thread that moves spool records to the broker (paho-mqtt 2.x, QoS 1) and back.
+
+It drives paho's socket itself (`loop_read/loop_write/loop_misc` on a select with a wake-up pipe), so
+publishing, PUBACK handling and reconnecting all happen in this one thread: no locks around paho.
+
+- A fresh paho client per connection, clean start: nothing is kept in paho's memory across a
+  disconnect; after a reconnect the spool is replayed from its oldest record (the ingest dedupes).
+- MQTT 5 first; if the broker refuses it (or hangs up before CONNACK), 3.1.1 from then on.
+- At most `inflight` chunks await PUBACK (and never more than the broker's Receive Maximum), so a
+  backlog replay cannot flood the broker. A record is acked in the spool once every chunk is PUBACKed.
+- Records written before the current connection came up are backlog: sent with FLAG_HISTORICAL.
+- Reconnect delay: exponential from backoff_min to backoff_max with full jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from uplink import wire
+from uplink.budget import TokenBucket
+from uplink.config import UplinkConfig, parse_broker
+from uplink.spool import PRIO_NAMES, Spool
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "crowdcap/v1"
+KIND_TOPIC = {wire.FRAME: "frame", wire.CLOUD: "cloud", wire.STATUS: "status", wire.TELEMETRY: "telemetry",
+              wire.EVENT: "event", wire.CMD_RESULT: "cmd/result"}
+
+
+def topic(device_id: str, kind: str) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/{kind}"
+
+
+@dataclass
+class _Outgoing:
+    rid: int
+    chunks: list[bytes]
+    retain: bool
+    topic: str
+    next_index: int = 0
+    unacked: set[int] = field(default_factory=set)  # chunk indexes published, not yet PUBACKed
+
+
+class Sender:
+    """Ships `spool` to `cfg.broker`. `start()` / `stop()`; thread-safe `wake()`, `stats()`, `drained()`."""
+
+    def __init__(self, cfg: UplinkConfig, device_id: str, spool: Spool, *, will_payload: bytes,
+                 status_payload: Callable[[], bytes | None] | None = None) -> None:
+        _, self.host, self.port, self.tls = parse_broker(cfg.broker)
+        self.cfg = cfg
+        self.device_id = device_id
+        self.spool = spool
+        self.will_payload = will_payload
+        self.status_payload = status_payload  # retained "online" status sent on every connect
+        self.on_command: Callable[[bytes], None] | None = None
+        self.bucket = TokenBucket(cfg.bandwidth)
+        self.counters: Counter[str] = Counter()
+        self._proto = mqtt.MQTTv311 if cfg.protocol == "mqtt311" else mqtt.MQTTv5
+        self._proto_confirmed = cfg.protocol != "auto"
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._connack: int | None = None
+        self._window = cfg.inflight
+        self._out: dict[int, _Outgoing] = {}  # rid -> record being sent
+        self._mids: dict[int, tuple[int, int]] = {}  # paho mid -> (rid, chunk index)
+        self._cursor = 0
+        self._live_from = 0  # records with id < this were spooled before the link came up: historical
+        self._direct: list[tuple[str, bytes, bool]] = []  # status / immediate messages (not spooled)
+        self._direct_lock = threading.Lock()
+        self._rate_bytes = 0
+        self._rate_t = time.monotonic()
+        self.bytes_per_s = 0.0
+        self._idle = threading.Condition()
+
+    # ---- public, any thread ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="uplink-sender", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def send_direct(self, topic_name: str, payload: bytes, retain: bool) -> None:
+        """Publish without spooling (latest status): sent now if connected, else on the next connect."""
+        with self._direct_lock:
+            if retain:
+                self._direct = [d for d in self._direct if d[0] != topic_name]
+            self._direct.append((topic_name, payload, retain))
+        self.wake()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def inflight(self) -> int:
+        return len(self._mids)
+
+    def stats(self) -> dict:
+        return {"connected": self._connected, "inflight_chunks": len(self._mids), "window": self._window,
+                "protocol": "mqtt5" if self._proto == mqtt.MQTTv5 else "mqtt311",
+                "bytes_per_s": round(self.bytes_per_s, 1), **dict(self.counters)}
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once the spool is empty and nothing is in flight (everything PUBACKed)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while len(self.spool) or self._mids:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    # ---- the sender thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            if not self._connect():
+                attempt += 1
+                delay = random.uniform(0, min(self.cfg.backoff_max, self.cfg.backoff_min * 2 ** min(attempt, 20)))
+                self.counters["connect_failures"] += 1
+                self._stop.wait(max(delay, self.cfg.backoff_min / 2))
+                continue
+            attempt = 0
+            try:
+                self._serve()
+            except Exception:  # never let the sender thread die: log, drop the link, reconnect
+                log.exception("uplink sender error; reconnecting")
+                self.counters["sender_errors"] += 1
+            self._teardown()
+            if not self._stop.is_set():
+                self._stop.wait(random.uniform(0, self.cfg.backoff_min))
+
+    def _new_client(self) -> mqtt.Client:
+        kwargs = {} if self._proto == mqtt.MQTTv5 else {"clean_session": True}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id or f"crowdcap-{self.device_id}",
+                        protocol=self._proto, **kwargs)
+        c.max_inflight_messages_set(0)  # our window is the bound; paho must not hold a second queue
+        c.max_queued_messages_set(0)
+        c.will_set(topic(self.device_id, "status"), self.will_payload, qos=1, retain=True)
+        if self.cfg.username:
+            c.username_pw_set(self.cfg.username, self.cfg.password or None)
+        if self.tls:
+            c.tls_set(ca_certs=self.cfg.tls_ca or None, certfile=self.cfg.tls_cert or None,
+                      keyfile=self.cfg.tls_key or None, cert_reqs=ssl.CERT_REQUIRED)
+            c.tls_insecure_set(self.cfg.tls_insecure)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        return c
+
+    def _connect(self) -> bool:
+        c = self._client = self._new_client()
+        self._connack = None
+        try:
+            if self._proto == mqtt.MQTTv5:
+                c.connect(self.host, self.port, self.cfg.keepalive, clean_start=True)
+            else:
+                c.connect(self.host, self.port, self.cfg.keepalive)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            log.debug("uplink connect to %s:%s failed: %s", self.host, self.port, e)
+            self._client = None
+            return False
+        deadline = time.monotonic() + 10.0
+        while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+            if self._pump(0.1) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if self._connack != 0:
+            self._fallback_protocol()
+            self._teardown()
+            return False
+        self._proto_confirmed = True
+        self._connected = True
+        self.counters["connects"] += 1
+        self._live_from = self._next_spool_id()
+        self._cursor = 0
+        c.subscribe(topic(self.device_id, "cmd"), qos=1)
+        if self.status_payload is not None and (p := self.status_payload()) is not None:
+            c.publish(topic(self.device_id, "status"), p, qos=1, retain=True)
+        return True
+
+    def _next_spool_id(self) -> int:
+        ids = self.spool.pending_after(0, 1 << 30)
+        return (ids[-1] + 1) if ids else 0
+
+    def _fallback_protocol(self) -> None:
+        if self.cfg.protocol == "auto" and not self._proto_confirmed:
+            self._proto = mqtt.MQTTv311 if self._proto == mqtt.MQTTv5 else mqtt.MQTTv5
+            self.counters["protocol_fallbacks"] += 1
+
+    def _teardown(self) -> None:
+        was = self._connected
+        self._connected = False
+        c = self._client
+        if c is not None:
+            try:
+                if was and self._stop.is_set():
+                    c.disconnect()  # clean: the broker does not publish the will (close() sent "offline")
+                    self._pump(0.2)
+                elif (sock := c.socket()) is not None:
+                    sock.close()  # abrupt: whatever paho still holds is dropped; the spool resends it
+            except Exception:  # noqa: BLE001 - the socket may already be gone
+                pass
+        self._client = None
+        for out in self._out.values():
+            self.spool.release(out.rid)
+        if self._out:
+            self.counters["records_resent_after_disconnect"] += len(self._out)
+        self._out.clear()
+        self._mids.clear()
+        self._cursor = 0
+        with self._idle:
+            self._idle.notify_all()
+
+    def _pump(self, timeout: float) -> int:
+        """One round of socket I/O; MQTT_ERR_SUCCESS or the error that ended the connection."""
+        c = self._client
+        sock = c.socket() if c else None
+        if sock is None:
+            return mqtt.MQTT_ERR_NO_CONN
+        try:
+            r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [], timeout)
+        except (OSError, ValueError):
+            return mqtt.MQTT_ERR_CONN_LOST
+        if self._wake_r in r:
+            try:
+                self._wake_r.recv(4096)
+            except BlockingIOError:
+                pass
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if sock in r:
+            rc = c.loop_read(16)
+        if rc == mqtt.MQTT_ERR_SUCCESS and sock in w:
+            rc = c.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = c.loop_misc()
+        return rc
+
+    def _serve(self) -> None:
+        last_sync = time.monotonic()
+        sync_every = self.cfg.fsync_interval_ms / 1000.0
+        while not self._stop.is_set():
+            self._send_direct()
+            wait = self._fill_window()
+            rc = self._pump(min(wait, sync_every, 0.5))
+            if rc != mqtt.MQTT_ERR_SUCCESS or not self._connected:
+                self.counters["disconnects"] += 1
+                return
+            now = time.monotonic()
+            if self.spool.fsync == "interval" and now - last_sync >= sync_every:
+                self.spool.sync()
+                last_sync = now
+            if now - self._rate_t >= 1.0:
+                self.bytes_per_s = self._rate_bytes / (now - self._rate_t)
+                self._rate_bytes, self._rate_t = 0, now
+
+    def _send_direct(self) -> None:
+        if not self._direct:
+            return
+        with self._direct_lock:
+            items, self._direct = self._direct, []
+        for t, payload, retain in items:
+            self._client.publish(t, payload, qos=1, retain=retain)
+
+    def _fill_window(self) -> float:
+        """Publish chunks until the window is full; returns how long the loop may sleep."""
+        while len(self._mids) < self._window:
+            out = self._next_outgoing()
+            if out is None:
+                return 0.5
+            payload = out.chunks[out.next_index]
+            wait = self.bucket.wait_time(len(payload))
+            if wait > 0:
+                self.counters["budget_waits"] += 1
+                return wait
+            info = self._client.publish(out.topic, payload, qos=1, retain=out.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self._connected = False
+                return 0.0
+            self.bucket.consume(len(payload))
+            self._mids[info.mid] = (out.rid, out.next_index)
+            out.unacked.add(out.next_index)
+            out.next_index += 1
+            self._rate_bytes += len(payload)
+            self.counters["chunks_sent"] += 1
+            self.counters["bytes_sent"] += len(payload)
+        return 0.5
+
+    def _next_outgoing(self) -> _Outgoing | None:
+        for out in self._out.values():
+            if out.next_index < len(out.chunks):
+                return out
+        while True:
+            ids = self.spool.pending_after(self._cursor, 1)
+            if not ids:
+                return None
+            rid = ids[0]
+            self._cursor = rid
+            got = self.spool.read(rid)
+            if got is None:
+                continue  # evicted meanwhile
+            data, rec = got
+            if rec.recovered or rid < self._live_from:
+                data = wire.set_flags(data, wire.peek_flags(data) | wire.FLAG_HISTORICAL)
+                self.counters["historical_sent"] += 1
+            mid = self.spool.epoch + rid.to_bytes(8, "big")
+            out = _Outgoing(rid, wire.chunks(data, mid, self.cfg.max_payload), bool(rec.flags & 1),
+                            topic(self.device_id, KIND_TOPIC.get(rec.kind, "event")))
+            self._out[rid] = out
+            return out
+
+    # ---- paho callbacks (run inside _pump, in this thread) -----------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        self._connack = 0 if not reason_code.is_failure else int(reason_code.value)
+        recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        self._window = min(self.cfg.inflight, recv_max) if recv_max else self.cfg.inflight
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        self._connected = False
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
+        entry = self._mids.pop(mid, None)
+        if entry is None:
+            return  # a direct (status) publish
+        rid, index = entry
+        out = self._out.get(rid)
+        if out is None:
+            return
+        if reason_code is not None and reason_code.is_failure:
+            # The broker refused it (e.g. packet too large, not authorised): retrying would loop
+            # forever. Drop the record and count it under the broker's reason: never silent.
+            rec = self.spool.record(rid)
+            name = PRIO_NAMES.get(rec.priority, "?") if rec else "?"
+            self.spool.evictions[f"broker_refused_{name}_{reason_code.getName().replace(' ', '_')}"] += 1
+            self.spool.ack(rid)
+            del self._out[rid]
+            self._mids = {m: e for m, e in self._mids.items() if e[0] != rid}
+            self._notify_idle()
+            return
+        out.unacked.discard(index)
+        if not out.unacked and out.next_index == len(out.chunks):
+            self.spool.ack(rid)
+            del self._out[rid]
+            self.counters["records_sent"] += 1
+            self._notify_idle()
+
+    def _notify_idle(self) -> None:
+        with self._idle:
+            self._idle.notify_all()
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        if msg.topic == topic(self.device_id, "cmd") and self.on_command is not None:
+            self.counters["commands_received"] += 1
+            try:
+                self.on_command(bytes(msg.payload))
+            except Exception:  # a bad command handler must not take the uplink down
+                log.exception("command callback failed")
+                self.counters["command_callback_errors"] += 1

@@ -1,0 +1,265 @@
+"""The ingest's exactly-once sink: one TUM-layout folder per device and session.
+
+    OUT/<device>/<session>/rgb/<seq>.jpg  depth/<seq>.png (16-bit)  clouds/<seq>.ply
+                           rgb.txt depth.txt groundtruth.txt manifests.jsonl camera.json report.html
+                           frames.jsonl   <- the commit log (one line per frame; the source of truth)
+                           events.jsonl telemetry.jsonl   OUT/<device>/status.json (latest)
+
+A frame is committed by one line appended to frames.jsonl, after its files are written. Dedupe is on
+(device, session, seq): a marker `.seen/f<seq>` is created with O_EXCL just before the commit line,
+so two workers sharing OUT never both commit a frame. At startup a torn last line is cut and markers
+without a commit line are removed (their frame is committed again when redelivered). The text files
+(rgb.txt, depth.txt, groundtruth.txt, manifests.jsonl) are regenerated from frames.jsonl, sorted by
+time, whenever the session is finalized.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from uplink import messages, wire
+from uplink.wire import Message, WireError
+
+_IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def safe_ident(s: str) -> str:
+    if not _IDENT.match(s) or s in (".", ".."):
+        raise WireError("bad_ident", f"{s!r} is not a safe folder name")
+    return s
+
+
+def quaternion(r: np.ndarray) -> tuple[float, float, float, float]:
+    """(qx, qy, qz, qw) of a 3×3 rotation (Shepperd's method, robust near 180°)."""
+    m = r
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        return ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s)
+    i = int(np.argmax([m[0, 0], m[1, 1], m[2, 2]]))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k]) * 2
+    q = [0.0, 0.0, 0.0, 0.0]
+    q[i] = 0.25 * s
+    q[j] = (m[j, i] + m[i, j]) / s
+    q[k] = (m[k, i] + m[i, k]) / s
+    q[3] = (m[k, j] - m[j, k]) / s
+    return q[0], q[1], q[2], q[3]
+
+
+def write_ply(path: Path, points: np.ndarray, colors: np.ndarray | None) -> None:
+    n = len(points)
+    props = "property float x\nproperty float y\nproperty float z\n"
+    dtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        props += "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+        dtype += [("r", "u1"), ("g", "u1"), ("b", "u1")]
+    rec = np.empty(n, dtype=dtype)
+    rec["x"], rec["y"], rec["z"] = points[:, 0], points[:, 1], points[:, 2]
+    if colors is not None:
+        rec["r"], rec["g"], rec["b"] = colors[:, 0], colors[:, 1], colors[:, 2]
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n{props}end_header\n".encode()
+    _atomic_write(path, header + rec.tobytes())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _append_line(path: Path, obj: Any) -> None:
+    line = (json.dumps(obj, separators=(",", ":"), default=wire._json_default) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)  # one write on O_APPEND: lines from several workers never interleave
+    finally:
+        os.close(fd)
+
+
+class Session:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("rgb", "depth", "clouds", ".seen"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        self.seen_frames: set[int] = set()
+        self.seen_clouds: set[int] = set()
+        self.dirty = True
+        self._recover()
+
+    def _recover(self) -> None:
+        log = self.root / "frames.jsonl"
+        committed: set[int] = set()
+        if log.exists():
+            data = log.read_bytes()
+            if data and not data.endswith(b"\n"):  # torn last line from a crash
+                data = data[: data.rfind(b"\n") + 1]
+                _atomic_write(log, data)
+            for line in data.splitlines():
+                try:
+                    committed.add(int(json.loads(line)["seq"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        clouds = {int(p.stem) for p in (self.root / "clouds").glob("*.ply") if p.stem.isdigit()}
+        for marker in (self.root / ".seen").iterdir():
+            kind, num = marker.name[:1], marker.name[1:]
+            if not num.isdigit():
+                continue
+            seq = int(num)
+            if kind == "f" and seq not in committed:
+                marker.unlink(missing_ok=True)  # crashed between marker and commit: commit it next time
+            elif kind == "c" and seq not in clouds:
+                marker.unlink(missing_ok=True)
+        self.seen_frames = committed
+        self.seen_clouds = clouds
+
+    def claim(self, kind: str, seq: int) -> bool:
+        """True exactly once per (kind, seq) across restarts and workers."""
+        seen = self.seen_frames if kind == "f" else self.seen_clouds
+        if seq in seen:
+            return False
+        try:
+            os.close(os.open(self.root / ".seen" / f"{kind}{seq}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            seen.add(seq)
+            return False
+        seen.add(seq)
+        return True
+
+
+class Sink:
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.counters: Counter[str] = Counter()
+        self._sessions: dict[tuple[str, str], Session] = {}
+        self._lock = threading.Lock()
+
+    def session(self, device_id: str, session_id: str) -> Session:
+        key = (safe_ident(device_id), safe_ident(session_id))
+        s = self._sessions.get(key)
+        if s is None:
+            s = self._sessions[key] = Session(self.out / key[0] / key[1])
+        return s
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def write(self, msg: Message, arrival: float, size: int) -> str:
+        """Store one verified message; returns what happened ('frame', 'duplicate', ...)."""
+        with self._lock:
+            if msg.type == wire.FRAME:
+                return self._frame(msg, arrival, size)
+            if msg.type == wire.CLOUD:
+                return self._cloud(msg)
+            return self._json(msg, arrival)
+
+    def _frame(self, msg: Message, arrival: float, size: int) -> str:
+        s = self.session(msg.device_id, msg.session_id)
+        if msg.seq in s.seen_frames:
+            return "duplicate"
+        f = messages.decode_frame(msg)  # raises WireError before anything is written
+        name = f"{msg.seq:08d}"
+        _atomic_write(s.root / "rgb" / f"{name}.jpg", f.jpeg)
+        ok, png = cv2.imencode(".png", f.depth)
+        if not ok:
+            raise WireError("bad_depth", "PNG encoding failed")
+        _atomic_write(s.root / "depth" / f"{name}.png", png.tobytes())
+        cam = s.root / "camera.json"
+        if not cam.exists():
+            intr = f.meta.get("intrinsics") or {}
+            _atomic_write(cam, json.dumps({
+                "width": f.width, "height": f.height, "fx": intr.get("fx"), "fy": intr.get("fy"),
+                "cx": intr.get("cx"), "cy": intr.get("cy"), "depth_scale": f.meta.get("depth_scale"),
+                "distortion": intr.get("distortion", [])}, indent=2).encode())
+        if not s.claim("f", msg.seq):
+            return "duplicate"
+        t = msg.t_capture_ns / 1e9
+        _append_line(s.root / "frames.jsonl", {
+            "seq": msg.seq, "t": t, "rgb": f"rgb/{name}.jpg", "depth": f"depth/{name}.png",
+            "pose": f.meta.get("pose"), "keyframe": bool(msg.flags & wire.FLAG_KEYFRAME),
+            "historical": msg.historical, "degraded": bool(msg.flags & wire.FLAG_DEGRADED),
+            "bytes": size, "arrival": arrival, "latency_s": round(arrival - t, 6), "manifest": f.manifest})
+        s.dirty = True
+        return "frame"
+
+    def _cloud(self, msg: Message) -> str:
+        s = self.session(msg.device_id, msg.session_id)
+        if msg.seq in s.seen_clouds:
+            return "duplicate"
+        pts, colors, _meta = messages.decode_cloud(msg)
+        write_ply(s.root / "clouds" / f"{msg.seq:08d}.ply", pts, colors)
+        if not s.claim("c", msg.seq):
+            return "duplicate"
+        s.dirty = True
+        return "cloud"
+
+    def _json(self, msg: Message, arrival: float) -> str:
+        payload = msg.json_section(wire.SEC_META)
+        dev = self.out / safe_ident(msg.device_id)
+        dev.mkdir(parents=True, exist_ok=True)
+        entry = {"kind": msg.kind, "seq": msg.seq, "t": msg.t_capture_ns / 1e9, "arrival": arrival,
+                 "session_id": msg.session_id, "historical": msg.historical, "payload": payload}
+        if msg.type == wire.STATUS:
+            _atomic_write(dev / "status.json", json.dumps(entry).encode())
+            return "status"
+        s = self.session(msg.device_id, msg.session_id)
+        _append_line(s.root / ("telemetry.jsonl" if msg.type == wire.TELEMETRY else "events.jsonl"), entry)
+        return msg.kind
+
+    def finalize(self, session: Session, report: bool = True) -> None:
+        """Regenerate the TUM text files (sorted by time) and report.html from the commit log."""
+        frames = read_frames(session.root)
+        lines = {"rgb.txt": ["# color images", "# timestamp filename"],
+                 "depth.txt": ["# depth maps", "# timestamp filename"],
+                 "groundtruth.txt": ["# ground truth trajectory (from device poses)", "# timestamp tx ty tz qx qy qz qw"]}
+        manifests = []
+        for fr in frames:
+            lines["rgb.txt"].append(f"{fr['t']:.6f} {fr['rgb']}")
+            lines["depth.txt"].append(f"{fr['t']:.6f} {fr['depth']}")
+            if fr.get("pose"):
+                p = np.asarray(fr["pose"], dtype=float).reshape(4, 4)
+                q = quaternion(p[:3, :3])
+                lines["groundtruth.txt"].append(
+                    f"{fr['t']:.6f} {p[0, 3]:.6f} {p[1, 3]:.6f} {p[2, 3]:.6f} " + " ".join(f"{v:.6f}" for v in q))
+            manifests.append(json.dumps({"seq": fr["seq"], "t": fr["t"], "manifest": fr.get("manifest")},
+                                        default=wire._json_default))
+        for name, ls in lines.items():
+            _atomic_write(session.root / name, ("\n".join(ls) + "\n").encode())
+        _atomic_write(session.root / "manifests.jsonl", ("\n".join(manifests) + "\n" if manifests else "").encode())
+        if report:
+            from uplink.report import write_report
+
+            write_report(session.root, frames)
+        session.dirty = False
+
+    def finalize_all(self, only_dirty: bool = False) -> None:
+        with self._lock:
+            for s in self.sessions():
+                if not only_dirty or s.dirty:
+                    self.finalize(s)
+
+
+def read_frames(root: Path) -> list[dict]:
+    """The committed frames of a session folder, sorted by capture time."""
+    out = []
+    try:
+        data = (root / "frames.jsonl").read_bytes()
+    except FileNotFoundError:
+        return out
+    for line in data.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    out.sort(key=lambda f: (f.get("t", 0), f.get("seq", 0)))
+    return out

@@ -1,0 +1,195 @@
+"""`UplinkStage`: the pipeline's last stage — encode, spool (durable), and hand over to the `Sender`.
+
+    stage = uplink.build_stage(cfg.uplink, device_id, session_id)
+    stage.start()              # starts the Sender thread (no-op without a broker); apply() also does it lazily
+    pipeline stages: [..., stage]
+    stage.drain(timeout)       # at shutdown: True when every accepted record has its PUBACKs
+    stage.close()              # retained "offline" status, stop the sender, close the spool
+
+`apply` refuses an unredacted frame (FrameWithheld "unredacted"): nothing raw reaches the spool.
+A frame is "accepted" when `apply` returns: it is in the spool (durable per the fsync policy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from capture.config import ConfigError
+from capture.frame import FrameWithheld, RGBDFrame
+from uplink import messages, wire
+from uplink.budget import DEGRADE_KEYFRAMES_ONLY, DEGRADE_NAMES, DEGRADE_QUALITY, degrade_level
+from uplink.config import UplinkConfig
+from uplink.sender import Sender, topic
+from uplink.spool import PRIO_CLOUD, PRIO_CONTROL, PRIO_FRAME, PRIO_KEYFRAME, PRIO_TELEMETRY, Spool
+
+log = logging.getLogger(__name__)
+
+_JSON_PRIORITY = {"telemetry": PRIO_TELEMETRY, "event": PRIO_CONTROL, "status": PRIO_CONTROL,
+                  "cmd_result": PRIO_CONTROL}
+
+
+class UplinkStage:
+    name = "uplink"
+
+    def __init__(self, cfg: UplinkConfig, device_id: str, session_id: str) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.session_id = session_id
+        try:
+            self.codec = messages.depth_codec(cfg.depth_codec)
+        except ValueError as e:
+            raise ConfigError(f"uplink.depth_codec: {e}") from None
+        Path(cfg.spool_dir).mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(cfg.spool_dir, quota_bytes=int(cfg.spool_quota_mb * 1024 * 1024), fsync=cfg.fsync,
+                           fsync_interval_ms=cfg.fsync_interval_ms)
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._json_seq = itertools.count(1)
+        self._latest_status: bytes | None = None
+        self.degrade = 0
+        self.sender: Sender | None = None
+        if cfg.broker:
+            will = wire.single_chunk(wire.encode(messages.encode_json("status", device_id, session_id, 0, time.time(),
+                                                    {"state": "offline", "device_id": device_id})))
+            self.sender = Sender(cfg, device_id, self.spool, will_payload=will, status_payload=self._connect_status)
+        self._started = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sender thread (idempotent; nothing to start in spool-only mode)."""
+        if not self._started:
+            self._started = True
+            if self.sender is not None:
+                self.sender.start()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every accepted record is PUBACKed; False on timeout or with no broker and a backlog."""
+        self.spool.sync()
+        if self.sender is None or not self._started:
+            return len(self.spool) == 0
+        return self.sender.wait_idle(timeout)
+
+    def close(self) -> None:
+        if self.sender is not None:
+            if self._started and self.sender.connected:
+                self.sender.send_direct(topic(self.device_id, "status"), self._json_chunk("status", {
+                    "state": "offline", "device_id": self.device_id}), retain=True)
+                deadline = time.monotonic() + 1.0
+                while self.sender._direct and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            self.sender.stop()
+        self.spool.close()
+
+    # ---- the stage ----------------------------------------------------------------------------
+
+    def apply(self, frame: RGBDFrame) -> RGBDFrame:
+        if frame.redaction is None:
+            raise FrameWithheld("unredacted", "the uplink only stores and sends redacted frames")
+        if not self._started:
+            self.start()
+        level = self._degrade_level()
+        if level >= DEGRADE_KEYFRAMES_ONLY and not frame.keyframe:
+            self._count("degraded_dropped_frames")
+            return frame
+        quality, flags = self.cfg.jpeg_quality, 0
+        if level >= DEGRADE_QUALITY:
+            quality, flags = min(quality, self.cfg.degraded_jpeg_quality), wire.FLAG_DEGRADED
+            self._count("degraded_quality_frames")
+        data = wire.encode(messages.encode_frame(frame, self.codec, quality, flags))
+        prio = PRIO_KEYFRAME if frame.keyframe else PRIO_FRAME
+        if self.spool.append(data, prio, wire.FRAME) is not None:
+            self._count("frames_accepted")
+            self._count("frame_bytes", len(data))
+        cloud = frame.attachments.get("cloud")
+        if cloud is not None:
+            cdata = wire.encode(messages.encode_cloud(frame, cloud))
+            if self.spool.append(cdata, PRIO_CLOUD, wire.CLOUD) is not None:
+                self._count("clouds_accepted")
+        if self.sender is not None:
+            self.sender.wake()
+        return frame
+
+    def _degrade_level(self) -> int:
+        level = degrade_level(self.spool.live_bytes, self.cfg.bandwidth, self.cfg.degrade_after)
+        if level != self.degrade:
+            self._count(f"degrade_to_{DEGRADE_NAMES[level]}")
+            self.degrade = level
+        return level
+
+    # ---- JSON messages and commands -------------------------------------------------------------
+
+    def _json_chunk(self, kind: str, payload: dict) -> bytes:
+        return wire.single_chunk(self._json(kind, payload))
+
+    def _json(self, kind: str, payload: dict) -> bytes:
+        return wire.encode(messages.encode_json(kind, self.device_id, self.session_id, next(self._json_seq),
+                                                time.time(), payload))
+
+    def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
+        """status / telemetry / event as JSON in the wire envelope. retain=True: latest-value semantics
+        (sent directly, the newest replaces an unsent older one, re-sent on every connect for status);
+        otherwise spooled like frames (events and status outrank frames; telemetry is evicted first)."""
+        if kind not in ("status", "telemetry", "event"):
+            raise ValueError(f"kind: expected status, telemetry or event, got {kind!r}")
+        data = self._json(kind, payload)
+        if retain:
+            if kind == "status":
+                self._latest_status = wire.single_chunk(data)
+            if self.sender is not None:
+                self.sender.send_direct(topic(self.device_id, kind), wire.single_chunk(data), retain=True)
+            return
+        self.spool.append(data, _JSON_PRIORITY[kind], wire.TYPE_BY_NAME[kind])
+        self._count(f"{kind}_accepted")
+        if self.sender is not None:
+            self.sender.wake()
+
+    def publish_command_result(self, payload: dict) -> None:
+        """A command's result on crowdcap/v1/<device>/cmd/result (spooled, high priority)."""
+        self.spool.append(self._json("cmd_result", payload), PRIO_CONTROL, wire.CMD_RESULT)
+        if self.sender is not None:
+            self.sender.wake()
+
+    def on_command(self, callback: Callable[[bytes], None]) -> None:
+        """Call `callback(raw payload)` (in the sender thread; keep it quick) for each message on
+        crowdcap/v1/<device>/cmd. The subscription is made on every connect."""
+        if self.sender is not None:
+            self.sender.on_command = callback
+
+    def _connect_status(self) -> bytes:
+        return self._latest_status or self._json_chunk("status", {"state": "online", "device_id": self.device_id,
+                                                            "session_id": self.session_id})
+
+    # ---- health ---------------------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] += n
+
+    def status(self) -> dict[str, Any]:
+        sp = self.spool.stats()
+        snd = self.sender.stats() if self.sender is not None else {"connected": False, "inflight_chunks": 0}
+        with self._lock:
+            counters = dict(self.counters)
+        return {
+            "broker": self.cfg.broker or None,
+            "spool": sp,
+            "spool_records": sp["records"], "spool_bytes": sp["bytes"],
+            "oldest_unsent_age_s": sp["oldest_unsent_age_s"],
+            "evictions": sp["evictions"],
+            "connected": snd["connected"], "inflight": snd["inflight_chunks"],
+            "sent": snd.get("records_sent", 0), "bytes_per_s": snd.get("bytes_per_s", 0.0),
+            "degrade_level": self.degrade, "degrade": DEGRADE_NAMES[self.degrade],
+            "sender": snd, **counters,
+        }
+
+
+def build_stage(cfg: UplinkConfig, device_id: str, session_id: str) -> UplinkStage:
+    return UplinkStage(cfg, device_id, session_id)
