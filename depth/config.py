@@ -10,8 +10,9 @@ from capture.config import ConfigError, setting
 @dataclass
 class DepthConfig:
     enabled: bool = setting(True, help="run odometry, keyframes and clouds")
-    # delta-zstd: best measured ratio × speed on both noisy synthetic and Kinect-like depth (bench depth).
-    codec: str = setting("delta-zstd", help="lossless depth codec for the wire: raw | png16 | zstd | rvl | delta-zstd")
+    # auto: per frame, zstd on quantised sensor depth, delta-zstd on noisy depth — best ratio × speed
+    # measured on both (python -m bench depth).
+    codec: str = setting("auto", help="lossless depth codec for the wire: auto | delta-zstd | zstd | rvl | png16 | raw")
     depth_trunc: float = setting(4.0, min=0.1, max=20.0, help="ignore depth beyond this many metres")
     odometry_width: int = setting(320, min=80, max=1920, help="odometry works on images this wide")
     keyframe_translation: float = setting(0.10, min=0.01, max=5.0, help="new keyframe after this motion (m)")

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from depth.codec import DepthCodec, codec_by_id, get_codec, names
 
 ALL = names()
-WIRE_IDS = {"raw": 0, "png16": 1, "zstd": 2, "rvl": 3, "delta-zstd": 4}
+WIRE_IDS = {"raw": 0, "png16": 1, "zstd": 2, "rvl": 3, "delta-zstd": 4, "auto": 5}
 
 
 def kinect_like(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_round_trip_fixed_frames(name: str, kind: str) -> None:
 
 def test_compression_beats_raw_on_kinect_like_depth() -> None:
     depth = kinect_like()
-    for name in ("png16", "zstd", "rvl", "delta-zstd"):
+    for name in ("png16", "zstd", "rvl", "delta-zstd", "auto"):
         assert len(get_codec(name).encode(depth)) < depth.nbytes / 2, name
 
 
@@ -149,3 +149,21 @@ def test_bad_encoder_input_is_a_clear_error(name: str) -> None:
         codec.encode(np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="uint16"):
         codec.encode(np.zeros((4, 4, 3), np.uint16))
+
+
+def test_auto_picks_zstd_for_quantised_and_delta_for_noisy_depth() -> None:
+    auto = get_codec("auto")
+    quantised = (np.round(kinect_like() / 16) * 16).astype(np.uint16)  # coarse steps, like disparity
+    rng = np.random.default_rng(5)
+    noisy = (quantised.astype(np.int32) + rng.integers(-3, 4, size=quantised.shape)).clip(0, 0xFFFF).astype(np.uint16)
+    noisy[quantised == 0] = 0
+    for depth, inner in ((quantised, "zstd"), (noisy, "delta-zstd")):
+        data = auto.encode(depth)
+        assert data[0] == get_codec(inner).codec_id
+        assert np.array_equal(auto.decode(data, 640, 480), depth)
+
+
+def test_auto_refuses_to_nest_itself() -> None:
+    inner = get_codec("auto").encode(kinect_like(60, 80))
+    with pytest.raises(ValueError, match="inner codec"):
+        get_codec("auto").decode(bytes((5,)) + inner, 80, 60)

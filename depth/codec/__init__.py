@@ -13,8 +13,12 @@ Wire ids (stable; the backend decodes by id, never change or reuse one):
  1    png16         16-bit greyscale PNG via OpenCV
  2    zstd          zstd level 1 on the raw little-endian bytes
  3    rvl           RVL-class: zero/non-zero run lengths + zigzag deltas, 4-bit varints
- 4    delta-zstd    previous-pixel delta per row, byte planes split, zstd level 1
+ 4    delta-zstd    previous-pixel delta per row, zigzagged, byte planes split, zstd level 1
+ 5    auto          1 byte inner id (2 or 4, chosen per frame) + that codec's payload
 ====  ============  =====================================================================
+
+Default (`[depth] codec`): auto — zstd on quantised sensor depth, delta-zstd on noisy continuous
+depth; see `python -m bench depth`.
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ class DepthCodec(Protocol):
 
 
 def _registry() -> dict[str, DepthCodec]:
+    from depth.codec.auto import AutoCodec
     from depth.codec.delta_zstd import DeltaZstdCodec
     from depth.codec.png16 import Png16Codec
     from depth.codec.raw import RawCodec
     from depth.codec.rvl import RvlCodec
     from depth.codec.zstd import ZstdCodec
 
-    codecs: list[DepthCodec] = [RawCodec(), Png16Codec(), ZstdCodec(), RvlCodec(), DeltaZstdCodec()]
+    codecs: list[DepthCodec] = [RawCodec(), Png16Codec(), ZstdCodec(), RvlCodec(), DeltaZstdCodec(),
+                               AutoCodec()]
     return {c.name: c for c in codecs}
 
 
