@@ -1,0 +1,65 @@
+"""Human text for command replies: the status summary (also sd_notify's STATUS=) and flat key: value lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """Human summary of `Service.status()` for the console."""
+    lines = [summary_line(status)]
+    for name, st in (status.get("stages") or {}).items():
+        if isinstance(st, dict):
+            extra = "".join(f"  {k} {dict(st[k])}" for k in ("withheld", "errors") if st.get(k))
+            lines.append(f"  {name:<10} {st.get('fps', 0):6.1f} fps  p99 {st.get('latency_ms_p99', 0):7.1f} ms"
+                         f"  in {st.get('frames_in', 0)}  out {st.get('frames_out', 0)}"
+                         f"  q {st.get('queue_depth', 0)}{extra}")
+    sections = {"health": status.get("health"), **(status.get("details") or {})}
+    for section, d in sections.items():
+        if isinstance(d, dict) and d:
+            lines.append(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in flatten(d).items()))
+    return "\n".join(lines)
+
+
+def summary_line(status: dict[str, Any]) -> str:
+    """One line for sd_notify STATUS= and the console: state, fps, drops, spool, broker, temperature."""
+    if not status.get("running", True):
+        state = "stopped"
+    elif status.get("paused"):
+        state = "paused"
+    else:
+        state = "running"
+    stages = status.get("stages") or {}
+    fps = [st.get("fps", 0.0) for st in stages.values() if isinstance(st, dict)]
+    parts = [state, f"{min(fps) if fps else 0.0:.1f} fps", f"drops {status.get('frames_dropped', 0)}"]
+    uplink = status.get("uplink") or (status.get("details") or {}).get("uplink") or {}
+    spool = status.get("spool") or uplink.get("spool") or {}
+    if spool:
+        parts.append(f"spool {spool.get('frames', spool.get('messages', '?'))} msgs "
+                     f"{spool.get('bytes', 0) / 2**20:.1f} MiB")
+    if uplink:
+        parts.append("broker up" if uplink.get("connected") else "broker down")
+    health = status.get("health") or {}
+    if health.get("temperature_c") is not None:
+        parts.append(f"{health['temperature_c']:.0f}°C")
+    thermal = health.get("thermal") or {}
+    if thermal.get("rate_limit_fps"):
+        parts.append(f"HOT: capture capped at {thermal['rate_limit_fps']:.0f} fps")
+    if status.get("stalled_stage"):
+        parts.append(f"STALLED: {status['stalled_stage']}")
+    return ", ".join(parts)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def text_of(d: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in flatten(d).items())
