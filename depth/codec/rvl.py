@@ -17,32 +17,40 @@ import numpy as np
 
 from depth.codec import check_depth, check_size
 
-_MAX_NIBBLES = 11  # 33 payload bits: enough for any run length we accept and any delta
+_MAX_NIBBLES = 10  # 30 payload bits: any run length we accept (≤ 2^28 pixels) and any delta (< 2^17)
 
 
 def _vle_encode(values: np.ndarray) -> np.ndarray:
-    """Nibble varints of non-negative integers (int64) → uint8 nibbles."""
-    counts = np.ones(values.shape, np.int64)
+    """Nibble varints of non-negative integers (uint32) → uint8 nibbles.
+
+    One scatter per nibble position k: position k is written only for values that need > k nibbles,
+    which on smooth depth is a small minority beyond k = 0.
+    """
+    counts = np.ones(values.shape, np.uint8)
     threshold = 8
-    while True:
+    while threshold < 2**33:
         over = values >= threshold
         if not over.any():
             break
         counts += over
         threshold <<= 3
-    if counts.max(initial=1) == 1:  # common case for deltas on smooth depth: no gathers needed
+    if values.size == 0:
+        return np.zeros(0, np.uint8)
+    total = int(counts.sum())
+    if total == values.size:  # all one nibble
         return values.astype(np.uint8)
-    ends = np.cumsum(counts)
-    owner = np.repeat(np.arange(values.size), counts)
-    k = np.arange(ends[-1]) - np.repeat(ends - counts, counts)
-    v = values[owner]
-    nib = ((v >> (3 * k)) & 7).astype(np.uint8)
-    nib |= ((k + 1) < counts[owner]).astype(np.uint8) << 3
-    return nib
+    starts = np.cumsum(counts, dtype=np.int64) - counts
+    out = np.empty(total, np.uint8)
+    out[starts] = (values & 7).astype(np.uint8) | ((counts > 1).astype(np.uint8) << 3)
+    for k in range(1, int(counts.max())):
+        sel = np.flatnonzero(counts > k)
+        v = values[sel]
+        out[starts[sel] + k] = ((v >> (3 * k)) & 7).astype(np.uint8) | ((counts[sel] > k + 1).astype(np.uint8) << 3)
+    return out
 
 
 def _vle_decode(nib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nibbles → (values int64, index of each value's last nibble)."""
+    """Nibbles → (values uint32, index of each value's last nibble)."""
     ends = np.flatnonzero(nib < 8)
     used = int(ends[-1]) + 1 if ends.size else 0
     if used != nib.size:
@@ -51,13 +59,14 @@ def _vle_decode(nib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     lengths = ends - starts + 1
-    if lengths.max() > _MAX_NIBBLES:
-        raise ValueError("rvl: corrupt data (a number longer than 33 bits)")
-    if lengths.max() == 1:
-        return nib.astype(np.int64), ends
-    k = np.arange(used) - np.repeat(starts, lengths)
-    payload = (nib & 7).astype(np.int64) << (3 * k)
-    return np.add.reduceat(payload, starts), ends
+    longest = int(lengths.max())
+    if longest > _MAX_NIBBLES:
+        raise ValueError("rvl: corrupt data (a number longer than 30 bits)")
+    values = (nib[starts] & 7).astype(np.uint32)
+    for k in range(1, longest):
+        sel = np.flatnonzero(lengths > k)
+        values[sel] |= (nib[starts[sel] + k] & 7).astype(np.uint32) << np.uint32(3 * k)
+    return values, ends
 
 
 class RvlCodec:
@@ -77,7 +86,7 @@ class RvlCodec:
         nz = flat[valid].astype(np.int32)
         delta = np.diff(nz, prepend=np.int32(0))
         zig = (delta << 1) ^ (delta >> 31)  # zigzag: small |delta| → small code
-        nib = np.concatenate((_vle_encode(runs.astype(np.int64)), _vle_encode(zig.astype(np.int64))))
+        nib = np.concatenate((_vle_encode(runs.astype(np.uint32)), _vle_encode(zig.view(np.uint32))))
         if nib.size % 2:
             nib = np.concatenate((nib, np.zeros(1, np.uint8)))
         packed = nib[0::2] | (nib[1::2] << 4)
@@ -109,6 +118,7 @@ class RvlCodec:
             deltas = deltas[:-1]  # the padding nibble
         if deltas.size != n_valid:
             raise ValueError(f"rvl: {deltas.size} depth values for {n_valid} valid pixels")
+        deltas = deltas.astype(np.int64)
         signed = (deltas >> 1) ^ -(deltas & 1)
         depth_values = np.cumsum(signed)
         if n_valid and (depth_values.min() < 1 or depth_values.max() > 0xFFFF):
