@@ -58,6 +58,7 @@ class Ingest:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._last_message = time.monotonic()
+        self._hung_up = False
         self._lock = threading.Lock()
 
     # ---- message path (paho's network thread) ------------------------------------------------
@@ -130,10 +131,14 @@ class Ingest:
         if self.tls:
             c.tls_set()
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a: self._connected.clear()
+        c.on_disconnect = self._on_disconnect
         c.on_message = lambda _c, _u, m: self.handle(m.topic, m.payload)
         c.reconnect_delay_set(0.2, 5)
         return c
+
+    def _on_disconnect(self, *args: object) -> None:
+        self._connected.clear()
+        self._hung_up = True
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         if reason_code.is_failure:
@@ -163,9 +168,12 @@ class Ingest:
                     client.connect(self.host, self.port, 30)
             except OSError as e:
                 raise ConnectionError(f"ingest: cannot connect to {self.host}:{self.port}: {e}") from None
+            self._hung_up = False
             client.loop_start()
-            deadline = time.monotonic() + 5.0
-            while not self._connected.is_set() and time.monotonic() < deadline and not self._stop.is_set():
+            # a 3.1.1-only broker (amqtt) may hang on an MQTT 5 CONNECT instead of refusing it
+            deadline = time.monotonic() + (2.0 if proto == mqtt.MQTTv5 and len(protos) > 1 else 10.0)
+            while not self._connected.is_set() and time.monotonic() < deadline and not self._stop.is_set() \
+                    and not self._hung_up:
                 time.sleep(0.02)
             if self._connected.is_set():
                 break

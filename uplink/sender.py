@@ -194,7 +194,8 @@ class Sender:
             log.debug("uplink connect to %s:%s failed: %s", self.host, self.port, e)
             self._client = None
             return False
-        deadline = time.monotonic() + 10.0
+        # An MQTT 3.1.1-only broker may just hang on an MQTT 5 CONNECT: give the first try less time.
+        deadline = time.monotonic() + (2.0 if not self._proto_confirmed and self._proto == mqtt.MQTTv5 else 10.0)
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
             if self._pump(0.1) != mqtt.MQTT_ERR_SUCCESS:
                 break
