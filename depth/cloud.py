@@ -8,6 +8,7 @@ Agrees with Open3D's `PointCloud.create_from_rgbd_image` (same points, same orde
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,21 @@ def _rays(intr: Intrinsics, stride: int) -> tuple[np.ndarray, np.ndarray]:
     return (us - intr.cx) / intr.fx, (vs - intr.cy) / intr.fy
 
 
+@lru_cache(maxsize=8)
+def _metres_lut(depth_scale: float, depth_trunc: float) -> np.ndarray:
+    # uint16 → float32 metres for every possible value, computed as Open3D does (double divide, then
+    # float), with truncation baked in: one gather per frame instead of a divide, cast and compare.
+    lut = (np.arange(65536, dtype=np.float64) / depth_scale).astype(np.float32)
+    if depth_trunc > 0:
+        lut[lut >= depth_trunc] = 0.0
+    lut.setflags(write=False)
+    return lut
+
+
 def depth_to_metres(depth: np.ndarray, depth_scale: float, depth_trunc: float) -> np.ndarray:
     """float32 metres, 0 where there is no data or at/beyond `depth_trunc` (as Open3D does)."""
+    if depth.dtype == np.uint16:
+        return _metres_lut(float(depth_scale), float(depth_trunc))[depth]
     z = (depth / np.float64(depth_scale)).astype(np.float32)
     if depth_trunc > 0:
         z[z >= depth_trunc] = 0.0
@@ -75,18 +89,20 @@ def back_project(depth: np.ndarray, intr: Intrinsics, depth_scale: float, color_
     d = depth[::stride, ::stride]
     z = depth_to_metres(d, depth_scale, depth_trunc)
     rx, ry = _rays(intr, stride)
-    valid = z > 0
-    rows, cols = np.nonzero(valid)
-    zv = z[rows, cols].astype(np.float64)
+    w = z.shape[1]
+    idx = np.flatnonzero(z)  # row-major, the order Open3D emits points in
+    rows, cols = np.divmod(idx, w)
+    zv = z.reshape(-1)[idx].astype(np.float64)
     pts = np.empty((zv.size, 3), np.float64)
-    pts[:, 0] = rx[cols] * zv
-    pts[:, 1] = ry[rows] * zv
+    np.multiply(rx[cols], zv, out=pts[:, 0])
+    np.multiply(ry[rows], zv, out=pts[:, 1])
     pts[:, 2] = zv
     if color_bgr is not None:
-        colors = color_bgr[::stride, ::stride][rows, cols][:, ::-1]
+        c = color_bgr if stride == 1 else color_bgr[::stride, ::stride]
+        colors = c.reshape(-1, 3)[idx][:, ::-1] if c.flags.c_contiguous else c[rows, cols][:, ::-1]
     else:
         colors = np.full((zv.size, 3), 255, np.uint8)
-    nrm = _grid_normals(z, rx, ry)[rows, cols] if normals else None
+    nrm = _grid_normals(z, rx, ry).reshape(-1, 3)[idx] if normals else None
     cloud = PointCloud(pts, np.ascontiguousarray(colors), nrm)
     return voxel_downsample(cloud, voxel_size) if voxel_size > 0 else cloud
 
