@@ -95,3 +95,22 @@ def test_eval_odometry_needs_groundtruth(session: Path, tmp_path: Path, capsys) 
     (copy / "groundtruth.txt").unlink()
     assert main(["eval-odometry", str(copy)]) == 2
     assert "groundtruth.txt" in capsys.readouterr().err
+
+
+def test_cloud_accepts_open3d_camera_json(session: Path, tmp_path: Path) -> None:
+    color, depth = first_pair(session)
+    cam = json.loads((session / "camera.json").read_text())
+    o3d_cam = tmp_path / "o3d.json"
+    o3d_cam.write_text(json.dumps({"width": 640, "height": 480, "depth_scale": cam["depth_scale"],
+                                   "intrinsic_matrix": [cam["fx"], 0, 0, 0, cam["fy"], 0, cam["cx"], cam["cy"], 1]}))
+    a, b = tmp_path / "a.ply", tmp_path / "b.ply"
+    assert main(["cloud", str(color), str(depth), "--camera", str(o3d_cam), "-o", str(a)]) == 0
+    assert main(["cloud", str(color), str(depth), "--camera", str(session / "camera.json"), "-o", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_eval_odometry_side_by_side_with_open3d(session: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["eval-odometry", str(session), "--max-frames", "4", "--open3d"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["open3d_hybrid"]["frames"] == 4 and report["open3d_hybrid"]["ate_rmse_m"] < 0.05
+    assert report["ours_on_same_frames"]["scored_frames"] == 4
