@@ -53,6 +53,14 @@ def _metres_lut(depth_scale: float, depth_trunc: float) -> np.ndarray:
     return lut
 
 
+@lru_cache(maxsize=8)
+def _first_truncated(depth_scale: float, depth_trunc: float) -> int:
+    """The smallest uint16 value that truncation drops (65536 if none): the LUT is monotonic."""
+    lut = _metres_lut(depth_scale, depth_trunc)
+    dropped = np.flatnonzero(lut[1:] == 0)
+    return int(dropped[0]) + 1 if dropped.size else 65536
+
+
 def depth_to_metres(depth: np.ndarray, depth_scale: float, depth_trunc: float) -> np.ndarray:
     """float32 metres, 0 where there is no data or at/beyond `depth_trunc` (as Open3D does)."""
     if depth.dtype == np.uint16:
@@ -87,22 +95,34 @@ def back_project(depth: np.ndarray, intr: Intrinsics, depth_scale: float, color_
     if stride < 1:
         raise ValueError(f"stride: expected a positive integer, got {stride}")
     d = depth[::stride, ::stride]
-    z = depth_to_metres(d, depth_scale, depth_trunc)
     rx, ry = _rays(intr, stride)
-    w = z.shape[1]
-    idx = np.flatnonzero(z)  # row-major, the order Open3D emits points in
-    rows, cols = np.divmod(idx, w)
-    zv = z.reshape(-1)[idx].astype(np.float64)
+    w = d.shape[1]
+    z = None
+    if d.dtype == np.uint16 and not normals:
+        # Select on the integers (valid ⟺ 0 < d < first truncated value), convert only valid pixels.
+        lut = _metres_lut(float(depth_scale), float(depth_trunc))
+        limit = np.uint16(_first_truncated(float(depth_scale), float(depth_trunc)) - 1)
+        valid = (d - np.uint16(1)) < limit  # uint16 wrap-around sends 0 to 65535
+        idx = np.flatnonzero(valid)  # row-major, the order Open3D emits points in
+        rows = np.repeat(np.arange(d.shape[0]), np.count_nonzero(valid, axis=1))  # cheaper than divmod
+        zv = lut[np.take(d, idx)].astype(np.float64)
+    else:
+        z = depth_to_metres(d, depth_scale, depth_trunc)
+        idx = np.flatnonzero(z)
+        rows = np.repeat(np.arange(d.shape[0]), np.count_nonzero(z, axis=1))
+        zv = np.take(z, idx).astype(np.float64)
+    cols = idx - rows * w
     pts = np.empty((zv.size, 3), np.float64)
     np.multiply(rx[cols], zv, out=pts[:, 0])
     np.multiply(ry[rows], zv, out=pts[:, 1])
     pts[:, 2] = zv
     if color_bgr is not None:
         c = color_bgr if stride == 1 else color_bgr[::stride, ::stride]
-        colors = c.reshape(-1, 3)[idx][:, ::-1] if c.flags.c_contiguous else c[rows, cols][:, ::-1]
+        flat = c.reshape(-1, 3) if c.flags.c_contiguous else np.ascontiguousarray(c).reshape(-1, 3)
+        colors = np.take(flat, idx, axis=0)[:, ::-1]  # take: ~4x faster than fancy indexing here
     else:
         colors = np.full((zv.size, 3), 255, np.uint8)
-    nrm = _grid_normals(z, rx, ry).reshape(-1, 3)[idx] if normals else None
+    nrm = _grid_normals(z, rx, ry).reshape(-1, 3)[idx] if z is not None and normals else None
     cloud = PointCloud(pts, np.ascontiguousarray(colors), nrm)
     return voxel_downsample(cloud, voxel_size) if voxel_size > 0 else cloud
 

@@ -94,3 +94,18 @@ def test_ply_round_trip(frame, tmp_path) -> None:  # type: ignore[no-untyped-def
     assert np.allclose(np.asarray(pc.points), cloud.points, atol=1e-6)
     assert np.allclose(np.asarray(pc.colors) * 255, cloud.colors, atol=0.5)
     assert pc.has_normals()
+
+
+@pytest.mark.parametrize("trunc", [0.0, 0.0005, 2.0, 65.535, 70.0])
+def test_integer_and_float_paths_agree_at_the_extremes(trunc: float) -> None:
+    intr = Intrinsics(8, 4, 5.0, 5.0, 3.5, 1.5)
+    depth = np.array([[0, 1, 2, 999, 1000, 1999, 2000, 2001],
+                      [65535, 65534, 0, 0, 3, 4, 5, 6],
+                      [7, 8, 9, 10, 11, 12, 13, 14],
+                      [60000, 65535, 1, 0, 2, 0, 3, 0]], np.uint16)
+    fast = back_project(depth, intr, 1000.0, depth_trunc=trunc)
+    slow = back_project(depth, intr, 1000.0, depth_trunc=trunc, normals=True)  # the float path
+    z = depth / 1000.0
+    expected = np.count_nonzero((depth > 0) & ((z < trunc) if trunc > 0 else True))
+    assert len(fast) == len(slow) == expected
+    assert np.array_equal(fast.points, slow.points)
