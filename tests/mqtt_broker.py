@@ -3,8 +3,9 @@
     with MosquittoBroker() as b:        # or the `broker` fixture in conftest.py
         connect(b.host, b.port); b.restart(); b.stop(); b.start()
 
-The port stays the same across restarts so clients can reconnect to the same URL. Persistence is off:
-a restart loses the broker's in-memory queues, which is exactly what the fault tests need to survive.
+The port stays the same across restarts so clients can reconnect to the same URL. Persistence is off
+by default (a restart loses sessions and queues); `persistence=True` keeps them across a graceful
+(SIGTERM) restart, like a production broker.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class MosquittoBroker:
     """One mosquitto process on a fixed free port, restartable."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, max_queued: int = 100000,
-                 message_size_limit: int = 0) -> None:
+                 message_size_limit: int = 0, persistence: bool = False) -> None:
         if not os.path.exists(MOSQUITTO):
             raise RuntimeError(f"mosquitto binary not found at {MOSQUITTO}")
         self.host = host
@@ -66,13 +67,18 @@ class MosquittoBroker:
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
-            "persistence false",
+            # persistence: sessions, subscriptions and queued messages survive a graceful restart
+            # (mosquitto writes its database on SIGTERM; a SIGKILL loses what was only in memory).
+            "persistence true" if persistence else "persistence false",
+            f"persistence_location {self._dir}/",
             f"max_queued_messages {max_queued}",
             "max_inflight_messages 0",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
         ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else mosquitto drops to 'mosquitto' and cannot write our temp dir
         if message_size_limit:
             lines.append(f"message_size_limit {message_size_limit}")
         self.config_path.write_text("\n".join(lines) + "\n")
