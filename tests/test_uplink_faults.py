@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 from mqtt_broker import MosquittoBroker
-from uplink_helpers import Feeder, IngestThread, TcpProxy, committed_seqs, make_frame, uplink_cfg, wait_for_frames
+from uplink_helpers import (
+    Feeder,
+    IngestThread,
+    TcpProxy,
+    committed_seqs,
+    make_frame,
+    uplink_cfg,
+    wait_for_frames,
+)
 
 from uplink import build_stage, messages, wire
 
