@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if not keyframes:
         raise CliError(f"{args.session}: no posed frames to fuse ({n_read} read, {skipped} without a pose)")
     say(f"{n_read} frames read, {skipped} without a pose; fusing {len(keyframes)} keyframes "
-        f"({'ground truth' if use_truth else 'odometry'} poses)")
+        f"(poses from {'groundtruth.txt' if use_truth else 'our odometry'})")
     mesh = fuse_keyframes(keyframes, voxel_size=args.voxel, depth_trunc=args.depth_trunc,
                           progress=lambda k: say(f"integrated {k}/{len(keyframes)}") if k % 20 == 0 else None)
     try:
