@@ -70,7 +70,7 @@ def evaluate_sequence(frames: Iterable[RGBDFrame], *, open3d: bool = False,
         if odo is None:
             odo = Odometry(f.intrinsics, f.depth_scale)
         t = time.perf_counter()
-        result = odo.track(f.color, f.depth)
+        result = odo.track(f.color, f.depth, f.seq)
         ms.append((time.perf_counter() - t) * 1e3)
         est.append(result.pose)
         gt = f.attachments.get("truth", {}).get("pose")

@@ -55,6 +55,8 @@ class _Keyframe:
 class _State:
     pose: np.ndarray | None = None
     velocity: np.ndarray = field(default_factory=lambda: np.eye(4))  # last relative motion (cam-to-cam)
+    velocity_dt: float = 0.0       # stamps the last relative motion took (0: unknown → per frame)
+    t: float | None = None         # stamp of the last tracked frame
     gray: np.ndarray | None = None
     pts2d: np.ndarray | None = None
     world: np.ndarray | None = None
@@ -64,6 +66,18 @@ class _State:
 
 def rotation_angle_deg(r: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
+
+
+def scale_motion(motion: np.ndarray, factor: float) -> np.ndarray:
+    """The rigid motion `factor` times as long (rotation angle and translation scaled; factor ≤ 5)."""
+    if factor == 1.0:
+        return motion
+    factor = float(np.clip(factor, 0.0, 5.0))  # a long gap: extrapolating further is a guess anyway
+    rvec, _ = cv2.Rodrigues(motion[:3, :3])
+    out = np.eye(4)
+    out[:3, :3] = cv2.Rodrigues(rvec * factor)[0]
+    out[:3, 3] = motion[:3, 3] * factor
+    return out
 
 
 def invert(pose: np.ndarray) -> np.ndarray:
@@ -93,7 +107,10 @@ class Odometry:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def track(self, color_bgr: np.ndarray, depth: np.ndarray) -> TrackResult:
+    def track(self, color_bgr: np.ndarray, depth: np.ndarray, t: float | None = None) -> TrackResult:
+        """Pose of this frame. `t`: its stamp in any increasing unit — the capture sequence number is
+        best (frames dropped upstream leave gaps; wall time lies in fast replays) — so the motion prior
+        is scaled across gaps."""
         if depth.shape != (self.intr.height, self.intr.width) or color_bgr.shape[:2] != depth.shape:
             raise ValueError(f"odometry: frame {color_bgr.shape[1]}×{color_bgr.shape[0]} / depth "
                              f"{depth.shape[1]}×{depth.shape[0]} does not match the camera "
@@ -102,8 +119,10 @@ class Odometry:
         gray = cv2.resize(cv2.cvtColor(color_bgr, cv2.COLOR_BGR2GRAY), self.work_size, interpolation=cv2.INTER_AREA)
         st = self.state
         if st.pose is None:
+            st.t = t
             return self._start(gray, depth, self._initial)
-        prior = st.pose @ st.velocity
+        dt = None if t is None or st.t is None else t - st.t
+        prior = st.pose @ scale_motion(st.velocity, dt / st.velocity_dt if dt and st.velocity_dt > 0 else 1.0)
         valid_fraction = np.count_nonzero(depth[::8, ::8]) / depth[::8, ::8].size
         reason = ""
         pose, inliers, keep = None, 0, None
@@ -123,6 +142,7 @@ class Odometry:
         if pose is None:
             self.counters["lost"] += 1
             st.pose, st.velocity, st.lost = prior, np.eye(4), True  # hold; do not extrapolate blindly
+            st.t = t
             if st.keyframe is not None:  # next time, track from the keyframe
                 st.gray, st.pts2d, st.world = st.keyframe.gray, st.keyframe.pts2d, st.keyframe.world
             return TrackResult(prior, ok=False, keyframe=False, reason=reason)
@@ -132,7 +152,8 @@ class Odometry:
             self.counters["relocalised"] += 1
         assert keep is not None
         st.velocity = invert(st.pose) @ pose
-        st.pose = pose
+        st.velocity_dt = dt if dt and dt > 0 else 0.0
+        st.pose, st.t = pose, t
         st.gray, st.pts2d, st.world = gray, keep[0], keep[1]
         if self._needs_keyframe(pose, len(keep[0])):
             return self._start(gray, depth, pose, inliers=inliers, relocalised=relocalised)

@@ -40,7 +40,7 @@ class DepthStage:
                 work_width=self.cfg.odometry_width, depth_trunc=self.cfg.depth_trunc,
                 kf_translation=self.cfg.keyframe_translation, kf_rotation_deg=self.cfg.keyframe_rotation_deg))
             self._camera = camera
-        result = self._odometry.track(frame.color, frame.depth)
+        result = self._odometry.track(frame.color, frame.depth, frame.seq)  # seq: gaps = dropped frames
         self.counters["frames"] += 1
         self.counters["tracking_lost"] += not result.ok
         self.counters["relocalised"] += result.relocalised

@@ -86,3 +86,31 @@ def test_umeyama_recovers_a_rigid_transform() -> None:
     dst = src @ r.T + [1, 2, 3]
     r_est, t_est, s = umeyama(src, dst)
     assert np.allclose(r_est, r) and np.allclose(t_est, [1, 2, 3]) and s == 1.0
+
+
+def test_dropped_frames_scale_the_motion_prior(frames) -> None:  # type: ignore[no-untyped-def]
+    """Irregular gaps (frames dropped before this stage) still track: the prior is scaled by the seq gap."""
+    odo = Odometry(frames[0].intrinsics, frames[0].depth_scale, initial_pose=frames[0].attachments["truth"]["pose"])
+    rng = np.random.default_rng(4)
+    picked = [0]
+    while picked[-1] < len(frames) - 6:
+        picked.append(picked[-1] + int(rng.integers(1, 6)))
+    est = []
+    for i in picked:
+        r = odo.track(frames[i].color, frames[i].depth, frames[i].seq)
+        assert r.ok, (i, r.reason)
+        est.append(r.pose)
+    truth = np.array([frames[i].attachments["truth"]["pose"] for i in picked])
+    assert ate_rmse(np.array(est), truth) < 0.02
+
+
+def test_scale_motion() -> None:
+    from depth.odometry import scale_motion
+
+    m = np.eye(4)
+    angle = 0.1
+    m[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    m[:3, 3] = [0.01, 0, 0.02]
+    twice = scale_motion(m, 2.0)
+    assert np.allclose(twice[:3, :3], m[:3, :3] @ m[:3, :3]) and np.allclose(twice[:3, 3], [0.02, 0, 0.04])
+    assert np.allclose(scale_motion(m, 0.0), np.eye(4))
