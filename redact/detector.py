@@ -1,6 +1,6 @@
-"""One model run over a frame on a schedule: the whole frame downscaled every frame, plus one
-full-resolution tile per frame round-robin, so small faces get full resolution every few frames
-and every frame is detected as a whole.
+"""Model runs over a frame on a schedule: the whole frame downscaled every frame, plus
+full-resolution tiles round-robin (at least one per frame, more while the frame's tile budget
+allows), so small faces get full resolution every frame or few and every frame is detected whole.
 """
 
 from __future__ import annotations
@@ -45,45 +45,95 @@ class Detector:
         self.decoder: Decoder = make_decoder(card)
         self._tile_index = 0
 
-    def plan(self, width: int, height: int, detect: tuple[int, int], tile: tuple[int, int]) -> list[Pass]:
-        """Passes for this frame (advances the tile round-robin)."""
+    def plan(self, width: int, height: int, detect: tuple[int, int], tile: tuple[int, int]) -> tuple[Pass, list[Pass]]:
+        """(the whole-frame pass, the full-resolution tiles in round-robin order from the next one due).
+
+        Call `advance(n)` with the number of tiles actually run."""
         fixed = self.card.input.size
         if fixed is not None:
-            return [Pass(0, 0, width, height, 0.0)]  # resized to the fixed size, aspect not kept
+            return Pass(0, 0, width, height, 0.0), []  # resized to the fixed size, aspect not kept
         scale = min(1.0, detect[0] / width, detect[1] / height)
-        passes = [Pass(0, 0, width, height, scale)]
-        if scale < 1.0 and tile[0] and tile[1]:
-            tiles = [(x, y) for y in tile_origins(height, tile[1]) for x in tile_origins(width, tile[0])]
-            x, y = tiles[self._tile_index % len(tiles)]
-            self._tile_index += 1
-            passes.append(Pass(x, y, min(tile[0], width), min(tile[1], height), 1.0))
-        return passes
+        whole = Pass(0, 0, width, height, scale)
+        if scale >= 1.0 or not (tile[0] and tile[1]):
+            return whole, []
+        origins = [(x, y) for y in tile_origins(height, tile[1]) for x in tile_origins(width, tile[0])]
+        k = self._tile_index % len(origins)
+        tw, th = min(tile[0], width), min(tile[1], height)
+        return whole, [Pass(x, y, tw, th, 1.0) for x, y in origins[k:] + origins[:k]]
 
-    def run(self, color: np.ndarray, p: Pass, run_options: Any) -> np.ndarray:
+    def advance(self, tiles_run: int) -> None:
+        self._tile_index += tiles_run
+
+    def run(self, color: np.ndarray, p: Pass, run_options: Any, threshold: float | None = None) -> np.ndarray:
         """Detections (N×6, frame pixels) of one pass over a BGR frame."""
         roi = color[p.y0:p.y0 + p.h, p.x0:p.x0 + p.w]
-        inp = self.card.input
         if p.scale == 0.0:
-            tw, th = inp.size  # type: ignore[misc]
+            tw, th = self.card.input.size  # type: ignore[misc]
             img = cv2.resize(roi, (tw, th), interpolation=cv2.INTER_AREA)
             sx, sy = tw / p.w, th / p.h
         else:
             if p.scale != 1.0:
                 roi = cv2.resize(roi, (max(1, round(p.w * p.scale)), max(1, round(p.h * p.scale))),
                                  interpolation=cv2.INTER_AREA)
-            m = inp.multiple
+            m = self.card.input.multiple
             pad_h, pad_w = -roi.shape[0] % m, -roi.shape[1] % m
             img = cv2.copyMakeBorder(roi, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0) if pad_h or pad_w else roi
             sx = roi.shape[1] / p.w
             sy = roi.shape[0] / p.h
-        blob = cv2.dnn.blobFromImage(img, scalefactor=inp.scale, mean=(inp.mean, inp.mean, inp.mean),
-                                     swapRB=inp.channels == "rgb")
-        outputs = self.session.run(blob, run_options)
-        dets = self.decoder.decode(outputs, (img.shape[1], img.shape[0]))
+        dets = self._infer(img, run_options, threshold)
         if len(dets):
             dets[:, 0:4:2] = dets[:, 0:4:2] / sx + p.x0
             dets[:, 1:4:2] = dets[:, 1:4:2] / sy + p.y0
         return dets
+
+    def _infer(self, img: np.ndarray, run_options: Any, threshold: float | None) -> np.ndarray:
+        inp = self.card.input
+        blob = cv2.dnn.blobFromImage(img, scalefactor=inp.scale, mean=(inp.mean, inp.mean, inp.mean),
+                                     swapRB=inp.channels == "rgb")
+        outputs = self.session.run(blob, run_options)
+        return self.decoder.decode(outputs, (img.shape[1], img.shape[0]), threshold)
+
+    def verify(self, color: np.ndarray, candidates: np.ndarray, run_options: Any) -> np.ndarray:
+        """Full-resolution look at weak, small candidates of a downscaled pass, in one model run:
+        a 64×64 crop around each is laid out on a mosaic (32 px gaps) and detected at once.
+        Returns the confirmed detections (N×6, frame pixels)."""
+        h, w = color.shape[:2]
+        if not len(candidates) or h < VERIFY_CELL or w < VERIFY_CELL or self.card.input.size is not None:
+            return np.zeros((0, 6), np.float32)
+        n = len(candidates)
+        cols = min(n, VERIFY_COLUMNS)
+        rows = -(-n // cols)
+        pitch, off = VERIFY_CELL + VERIFY_GAP, VERIFY_GAP // 2
+        mosaic = np.zeros((rows * pitch, cols * pitch, 3), np.uint8)
+        cx = (candidates[:, 0] + candidates[:, 2]) / 2
+        cy = (candidates[:, 1] + candidates[:, 3]) / 2
+        x0 = np.clip(np.round(cx - VERIFY_CELL / 2), 0, w - VERIFY_CELL).astype(np.int64)
+        y0 = np.clip(np.round(cy - VERIFY_CELL / 2), 0, h - VERIFY_CELL).astype(np.int64)
+        for i in range(n):  # one copy per candidate (at most verify_candidates)
+            r, c = divmod(i, cols)
+            mosaic[r * pitch + off:r * pitch + off + VERIFY_CELL, c * pitch + off:c * pitch + off + VERIFY_CELL] = \
+                color[y0[i]:y0[i] + VERIFY_CELL, x0[i]:x0[i] + VERIFY_CELL]
+        dets = self._infer(mosaic, run_options, None)
+        if not len(dets):
+            return dets
+        col = ((dets[:, 0] + dets[:, 2]) / 2 // pitch).astype(np.int64)
+        row = ((dets[:, 1] + dets[:, 3]) / 2 // pitch).astype(np.int64)
+        idx = row * cols + col
+        ok = (col < cols) & (idx < n)
+        dets, idx, col, row = dets[ok], idx[ok], col[ok], row[ok]
+        dx = x0[idx] - (col * pitch + off)
+        dy = y0[idx] - (row * pitch + off)
+        dets[:, 0:4:2] += dx[:, None]
+        dets[:, 1:4:2] += dy[:, None]
+        # Keep each box inside its own crop: nothing outside it was seen.
+        dets[:, 0:4:2] = np.clip(dets[:, 0:4:2], x0[idx, None], (x0[idx] + VERIFY_CELL)[:, None])
+        dets[:, 1:4:2] = np.clip(dets[:, 1:4:2], y0[idx, None], (y0[idx] + VERIFY_CELL)[:, None])
+        return dets
+
+
+VERIFY_CELL = 64
+VERIFY_GAP = 32
+VERIFY_COLUMNS = 4
 
 
 class Deadline:

@@ -28,6 +28,8 @@ from redact.tracker import Tracker
 
 log = logging.getLogger("crowdcap.redact")
 
+VERIFY_MAX_SIDE = 40  # px: weak candidates larger than this were seen well enough downscaled
+
 
 class RedactStage:
     name = "redact"
@@ -49,6 +51,7 @@ class RedactStage:
         self._obscured = 0
         self._times: deque[float] = deque(maxlen=1000)
         self._last_fault = ""
+        self._tile_ms = 0.0  # running estimate of one tile run
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -117,17 +120,22 @@ class RedactStage:
         found = []
         with Deadline(budget_s) as deadline:
             for det in self.detectors:
-                for p in det.plan(width, height, (self.cfg.detect_width, self.cfg.detect_height),
-                                  (self.cfg.tile_width, self.cfg.tile_height)):
-                    d = det.run(frame.color, p, deadline.options)
-                    if len(d):
-                        ids = np.array([self._class_ids[det.card.classes[int(c)]] for c in d[:, 5]])
-                        d[:, 5] = ids
-                        found.append(d)
+                whole, tiles = det.plan(width, height, (self.cfg.detect_width, self.cfg.detect_height),
+                                        (self.cfg.tile_width, self.cfg.tile_height))
+                found.append(self._classed(det, self._whole_pass(det, frame.color, whole, deadline.options)))
+                ran = 0
+                for p in tiles:  # at least one tile; more while the estimate fits the tile budget
+                    now_ms = (time.perf_counter() - t0) * 1000.0
+                    if ran and now_ms + self._tile_ms > self.cfg.tile_budget_ms:
+                        break
+                    found.append(self._classed(det, det.run(frame.color, p, deadline.options)))
+                    ran += 1
+                    self._tile_ms = 0.8 * self._tile_ms + 0.2 * ((time.perf_counter() - t0) * 1000.0 - now_ms)
+                det.advance(ran)
         detector_ms = (time.perf_counter() - t0) * 1000.0
         if deadline.expired or detector_ms > self.cfg.budget_ms:
             raise FrameWithheld("model_timeout", f"detection took {detector_ms:.0f} ms, budget {self.cfg.budget_ms:.0f} ms")
-        dets = np.concatenate(found) if found else np.zeros((0, 6), np.float32)
+        dets = np.concatenate(found)
         if len(dets):
             rules = [policy.rule_for(c) for c in self._classes]
             min_score = np.array([r.min_score if r else np.inf for r in rules])
@@ -148,6 +156,25 @@ class RedactStage:
                             "action": rule.action, "applies_to": rule.applies_to,
                             "source": "detected" if tr.age[i] == 0 else "propagated"})
         return regions, detector_ms
+
+    def _whole_pass(self, det: Detector, color: np.ndarray, whole: Any, run_options: Any) -> np.ndarray:
+        """The downscaled whole-frame pass; its weak, small candidates get a full-resolution look."""
+        cfg = self.cfg
+        if not cfg.verify_candidates or whole.scale in (0.0, 1.0) or cfg.verify_min_score >= det.decoder.threshold:
+            return det.run(color, whole, run_options)
+        d = det.run(color, whole, run_options, threshold=cfg.verify_min_score)
+        strong = d[:, 4] > det.decoder.threshold
+        weak = d[~strong]
+        small = np.maximum(weak[:, 2] - weak[:, 0], weak[:, 3] - weak[:, 1]) <= VERIFY_MAX_SIDE
+        weak = weak[small][: cfg.verify_candidates]  # decoders return best first
+        confirmed = det.verify(color, weak, run_options)
+        return np.concatenate([d[strong], confirmed])
+
+    def _classed(self, det: Detector, d: np.ndarray) -> np.ndarray:
+        """Detections with the model's class ids replaced by the stage's."""
+        if len(d):
+            d[:, 5] = np.array([self._class_ids[det.card.classes[int(c)]] for c in d[:, 5]])
+        return d
 
     def _fault(self, frame: RGBDFrame, policy: Policy, e: FrameWithheld) -> RGBDFrame:
         with self._lock:

@@ -20,9 +20,12 @@ class ModelGarbage(ValueError):
 
 class Decoder(Protocol):
     name: str
+    threshold: float  # the card's score threshold
 
-    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int]) -> np.ndarray:
-        """Boxes (N×6) from outputs of one image whose tensor was `size` = (width, height)."""
+    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int],
+               threshold: float | None = None) -> np.ndarray:
+        """Boxes (N×6) from outputs of one image whose tensor was `size` = (width, height);
+        `threshold` overrides the card's (to collect weak candidates)."""
         ...
 
 

@@ -26,7 +26,9 @@ class CenterFaceDecoder:
         self.offset = text(card, "offset", "539")
         self.class_id = float(card.classes.index("face")) if "face" in card.classes else 0.0
 
-    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int],
+               threshold: float | None = None) -> np.ndarray:
+        thr = self.threshold if threshold is None else threshold
         width, height = size
         hm = output(outputs, self.heatmap, self.model)
         sc = output(outputs, self.box_scale, self.model)
@@ -37,7 +39,7 @@ class CenterFaceDecoder:
                 raise ModelGarbage(f"{self.model}: output {name!r} has shape {a.shape}, "
                                    f"expected {(1, ch, h, w)} for a {width}x{height} input")
         check_finite(hm, f"{self.model}: heatmap")
-        c0, c1 = np.nonzero(hm[0, 0] > self.threshold)
+        c0, c1 = np.nonzero(hm[0, 0] > thr)
         if c0.size == 0:
             return empty()
         s = np.stack([sc[0, 0, c0, c1], sc[0, 1, c0, c1], of[0, 0, c0, c1], of[0, 1, c0, c1]])

@@ -31,7 +31,9 @@ class YoloDecoder:
         self.threshold = number(card, "threshold", 0.25, 0.0, 1.0)
         self.nms_iou = number(card, "nms_iou", 0.45, 0.0, 1.0)
 
-    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int],
+               threshold: float | None = None) -> np.ndarray:
+        thr = self.threshold if threshold is None else threshold
         name = self.output or next(iter(outputs))
         if name not in outputs:
             raise ModelGarbage(f"{self.model}: no output {name!r} (outputs: {', '.join(outputs)})")
@@ -55,7 +57,7 @@ class YoloDecoder:
         score = cls_scores[np.arange(len(rows)), cls]
         if obj is not None:
             score = score * obj
-        sel = score > self.threshold
+        sel = score > thr
         if not sel.any():
             return empty()
         b = rows[sel, :4].astype(np.float64)
