@@ -105,3 +105,17 @@ def test_tiles_cover_the_frame_with_overlap() -> None:
     starts = tile_origins(1920, 384)
     assert starts[0] == 0 and starts[-1] == 1920 - 384
     assert all(b - a <= 384 - 96 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_verify_mosaic_maps_back_to_frame_pixels(tmp_path: Path) -> None:
+    """One weak candidate → a 96×96 mosaic (64 px crop at offset 16); a box found there maps back."""
+    # Mosaic box centre (46, 46), 8×8 -> [42, 42, 50, 50]; crop origin (73, 73) -> +57 in the frame.
+    card = write_constant(tmp_path, "cf", centerface_outputs((96, 96), [(11, 11, 0.9, 8, 8, 0, 0)]),
+                          "centerface", ["face"])
+    det = Detector(load_card(card), threads=1)
+    cand = np.array([[100, 100, 110, 110, 0.05, 0]], np.float32)
+    with Deadline(5.0) as dl:
+        got = det.verify(np.zeros((200, 200, 3), np.uint8), cand, dl.options)
+    np.testing.assert_allclose(got, [[99, 99, 107, 107, 0.9, 0]], atol=1e-5)
+    with Deadline(5.0) as dl:  # nothing to check -> no run at all
+        assert len(det.verify(np.zeros((200, 200, 3), np.uint8), cand[:0], dl.options)) == 0
