@@ -21,7 +21,7 @@ class RedactConfig:
     tile_width: int = setting(384, min=0, max=4096,
                               help="full-resolution tiles, round-robin (see tile_budget_ms); 0 = no tiles")
     tile_height: int = setting(288, min=0, max=4096, help="height of the full-resolution tiles")
-    tile_budget_ms: float = setting(20.0, min=0.0, max=10000.0,
+    tile_budget_ms: float = setting(15.0, min=0.0, max=10000.0,
                                     help="more tiles run in a frame while detection stays under this (≥ 1 tile)")
     verify_candidates: int = setting(8, min=0, max=32,
                                      help="weak small candidates of the downscaled pass re-checked at full resolution")

@@ -55,7 +55,8 @@ def _const_outputs(outputs: dict[str, np.ndarray]) -> tuple[list[object], list[o
 
 
 def write_constant(directory: Path, name: str, outputs: dict[str, np.ndarray], decoder: str,
-                   classes: list[str], options: dict[str, object] | None = None) -> Path:
+                   classes: list[str], options: dict[str, object] | None = None,
+                   input_size: str = '"dynamic"') -> Path:
     """A model with one image input (1×3×H×W, unused) whose outputs are the given constants."""
     from onnx import TensorProto, helper
 
@@ -63,7 +64,7 @@ def write_constant(directory: Path, name: str, outputs: dict[str, np.ndarray], d
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
     graph = helper.make_graph(nodes, name, [image], infos)  # type: ignore[arg-type]
     save_graph(graph, directory / f"{name}.onnx")
-    return write_card(directory, name, f"{name}.onnx", decoder, classes, options)
+    return write_card(directory, name, f"{name}.onnx", decoder, classes, options, input_size=input_size)
 
 
 def centerface_outputs(size: tuple[int, int], cells: list[tuple[int, int, float, float, float, float, float]],

@@ -69,6 +69,17 @@ def test_yolo_decoder_exact(tmp_path: Path, layout: str) -> None:
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_fixed_size_model_gets_the_whole_frame_resized(tmp_path: Path) -> None:
+    rows = np.array([[10, 10, 8, 8, 0.9, 0.9]], np.float32)  # box [6, 6, 14, 14] in a 32×32 input
+    card = write_constant(tmp_path, "fixed", {"out": rows[None]}, "yolo", ["plate"], input_size="[32, 32]")
+    det = Detector(load_card(card), threads=1)
+    whole, tiles = det.plan(64, 128, (384, 288), (384, 288))
+    assert tiles == [] and whole.scale == 0.0
+    with Deadline(5.0) as dl:
+        got = det.run(np.zeros((128, 64, 3), np.uint8), whole, dl.options)
+    np.testing.assert_allclose(got[:, :4], [[12, 24, 28, 56]], atol=1e-4)  # x ×2, y ×4
+
+
 def test_garbage_outputs_are_rejected(tmp_path: Path) -> None:
     outs = centerface_outputs((32, 32), [(2, 3, 0.9, 8, 6, 0, 0)])
     outs["537"][0, 0, 5, 5] = np.nan
