@@ -334,12 +334,11 @@ class Sender:
             if got is None:
                 continue  # evicted meanwhile
             data, rec = got
+            parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self.cfg.max_payload)
             if rec.recovered or rid < self._live_from:
-                data = wire.set_flags(data, wire.peek_flags(data) | wire.FLAG_HISTORICAL)
+                parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
                 self.counters["historical_sent"] += 1
-            mid = self.spool.epoch + rid.to_bytes(8, "big")
-            out = _Outgoing(rid, wire.chunks(data, mid, self.cfg.max_payload), bool(rec.flags & 1),
-                            topic(self.device_id, KIND_TOPIC.get(rec.kind, "event")))
+            out = _Outgoing(rid, parts, bool(rec.flags & 1), topic(self.device_id, KIND_TOPIC.get(rec.kind, "event")))
             self._out[rid] = out
             return out
 

@@ -91,6 +91,11 @@ class Spool:
         self._records: dict[int, Record] = {}
         self._ids: list[int] = []  # ascending; may hold dead ids (skipped, pruned lazily)
         self._inflight: set[int] = set()
+        # Recently appended payloads by id (bounded): the sender normally reads a record moments after
+        # it was appended, so it gets the same bytes object instead of a read back from the file.
+        self._cache: dict[int, bytes] = {}
+        self._cache_bytes = 0
+        self.cache_limit = min(64 << 20, self.quota // 4)
         self._next_id = 1
         self._active: _Segment | None = None
         self._last_sync = time.monotonic()
@@ -216,6 +221,11 @@ class Spool:
             self._next_id += 1
             self._write(rid, payload, priority, kind, flags, time.monotonic(), recovered=False)
             self._ids.append(rid)
+            if size <= self.cache_limit:
+                self._cache[rid] = payload
+                self._cache_bytes += size
+                while self._cache_bytes > self.cache_limit:
+                    self._uncache(next(iter(self._cache)))
             self._maybe_sync()
             self._maybe_compact()
             self.counters["appended"] += 1
@@ -302,7 +312,9 @@ class Spool:
             r = self._records.get(rid)
             if r is None:
                 return None
-            data = os.pread(self._segments[r.segment].fd, r.size, r.offset)
+            data = self._cache.get(rid)
+            if data is None:
+                data = os.pread(self._segments[r.segment].fd, r.size, r.offset)
             self._inflight.add(rid)
             return data, r
 
@@ -319,7 +331,13 @@ class Spool:
                 self._drop(rid, reason=0)
                 self.counters["acked"] += 1
 
+    def _uncache(self, rid: int) -> None:
+        data = self._cache.pop(rid, None)
+        if data is not None:
+            self._cache_bytes -= len(data)
+
     def _drop(self, rid: int, reason: int) -> None:
+        self._uncache(rid)
         r = self._records.pop(rid)
         seg = self._segments[r.segment]
         entry = _ACK.pack(rid, reason, 0)[:-4]

@@ -214,8 +214,21 @@ def chunks(message: bytes, message_id: bytes, max_payload: int) -> list[bytes]:
         raise ValueError("message_id: expected 16 bytes")
     per = max_payload - CHUNK_HEADER_SIZE
     count = chunk_count(len(message), max_payload)
-    return [_CHUNK.pack(CHUNK_MAGIC, VERSION, 0, 0, message_id, i, count, len(message))
-            + message[i * per:(i + 1) * per] for i in range(count)]
+    view = memoryview(message)  # one copy per chunk (header + slice), not two
+    return [b"".join((_CHUNK.pack(CHUNK_MAGIC, VERSION, 0, 0, message_id, i, count, len(message)),
+                      view[i * per:(i + 1) * per])) for i in range(count)]
+
+
+def set_chunk0_flags(chunk0: bytes, flags: int) -> bytes:
+    """Chunk 0 of a message with the envelope flags replaced (no copy of the rest of the message)."""
+    off = CHUNK_HEADER_SIZE + _FLAGS_OFFSET
+    if len(chunk0) < off + 2:
+        raise ValueError("chunk 0 too short to hold the envelope header")
+    return b"".join((memoryview(chunk0)[:off], struct.pack(">H", flags), memoryview(chunk0)[off + 2:]))
+
+
+def peek_chunk0_flags(chunk0: bytes) -> int:
+    return struct.unpack_from(">H", chunk0, CHUNK_HEADER_SIZE + _FLAGS_OFFSET)[0]
 
 
 def single_chunk(message: bytes) -> bytes:
