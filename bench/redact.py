@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -146,6 +147,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--frames", type=int, default=300, help="synthetic frames (30 fps trajectory)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ablation", action="store_true", help="skip the schedule variants")
+    ap.add_argument("--model", action="append", default=[], metavar="CARD",
+                    help="also run our stage with this model card (e.g. an int8 one from python -m redact.quantize)")
     args = ap.parse_args(argv)
     from capture.synthetic import SyntheticSource
 
@@ -167,6 +170,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             "ours_fullres_every_frame": {"detect_width": 640, "detect_height": 480, "tile_width": 0,
                                          "tile_height": 0, "hold_frames": 0},
         })
+    for card in args.model:
+        variants[f"ours_model_{Path(card).stem}"] = {"models": [card]}
     result: dict[str, Any] = {"frames_per_set": len(frames), "size": [640, 480], "cpus": os.cpu_count(),
                               "coverage_threshold": COVER, "sets": list(sets)}
     # Interleaved frame by frame (rotating order), so every contender sees the same machine load.
