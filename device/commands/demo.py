@@ -37,7 +37,7 @@ def _progress(service: Any, t_end: float, seconds: float) -> None:
             f"faces {red.get('regions_total', red.get('regions', 0))!s:>5}  "
             f"withheld {sum(s['stages'].get('redact', {}).get('withheld', {}).values()):3d}  "
             f"spooled {s['stages'].get('uplink', {}).get('frames_out', 0):5d}  "
-            f"sent {up.get('sent_records', up.get('sent', 0))!s:>5}  fps {s['stages']['capture']['fps']:5.1f}")
+            f"records sent {up.get('sent', 0)!s:>5}  fps {s['stages']['capture']['fps']:5.1f}")
     print(line, end="", file=sys.stderr, flush=True)
 
 
@@ -80,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         service.close()
     wall = time.monotonic() - t0
-    ingest.wait_idle(5.0) if hasattr(ingest, "wait_idle") else None
+    spooled = status["stages"].get("uplink", {}).get("frames_out", 0)
+    deadline = time.monotonic() + 15.0  # the broker has acked everything; let the ingest finish writing
+    while ingest.stats().get("frame", 0) < spooled and time.monotonic() < deadline:
+        time.sleep(0.1)
     ingest.stop()
     ingest_thread.join(10)
     stop_broker()
@@ -114,7 +117,8 @@ def _summary(status: dict[str, Any], ingest: dict[str, Any], wall: float, delive
         "faces_redacted": redact.get("regions_total", redact.get("regions")),
         "keyframes": status["details"].get("depth", {}).get("keyframes"),
         "frames_spooled": stages.get("uplink", {}).get("frames_out", 0),
-        "frames_ingested": ingest.get("frames_written", ingest.get("frames")),
+        "frames_ingested": ingest.get("frame", 0),
+        "duplicates_at_ingest": ingest.get("duplicate", 0),
         "all_delivered": delivered,
         "fps": round(stages.get("uplink", {}).get("frames_out", 0) / wall, 2) if wall else 0.0,
         "latency_ms_p50": status["latency_ms_p50"],
@@ -134,7 +138,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("redacted / withheld", f"{s['frames_redacted']} / {s['frames_withheld']} {s['withheld_by_reason'] or ''}"),
         ("faces redacted", s["faces_redacted"]),
         ("keyframes", s["keyframes"]),
-        ("spooled / ingested", f"{s['frames_spooled']} / {s['frames_ingested']}"),
+        ("spooled / ingested", f"{s['frames_spooled']} / {s['frames_ingested']} "
+                               f"({s['duplicates_at_ingest']} duplicates dropped by the ingest)"),
         ("throughput", f"{s['fps']} frames/s over {s['seconds']} s"),
         ("latency capture→spool", f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms"),
         ("per stage p50/p99 ms", ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in s["stage_latency_ms"].items())),
