@@ -93,7 +93,8 @@ class Detector:
         outputs = self.session.run(blob, run_options)
         return self.decoder.decode(outputs, (img.shape[1], img.shape[0]), threshold)
 
-    def verify(self, color: np.ndarray, candidates: np.ndarray, run_options: Any) -> np.ndarray:
+    def verify(self, color: np.ndarray, candidates: np.ndarray, run_options: Any,
+               threshold: float | None = None) -> np.ndarray:
         """Full-resolution look at weak, small candidates of a downscaled pass, in one model run:
         a 64×64 crop around each is laid out on a mosaic (32 px gaps) and detected at once.
         Returns the confirmed detections (N×6, frame pixels)."""
@@ -113,7 +114,7 @@ class Detector:
             r, c = divmod(i, cols)
             mosaic[r * pitch + off:r * pitch + off + VERIFY_CELL, c * pitch + off:c * pitch + off + VERIFY_CELL] = \
                 color[y0[i]:y0[i] + VERIFY_CELL, x0[i]:x0[i] + VERIFY_CELL]
-        dets = self._infer(mosaic, run_options, None)
+        dets = self._infer(mosaic, run_options, threshold)
         if not len(dets):
             return dets
         col = ((dets[:, 0] + dets[:, 2]) / 2 // pitch).astype(np.int64)

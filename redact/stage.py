@@ -122,13 +122,15 @@ class RedactStage:
             for det in self.detectors:
                 whole, tiles = det.plan(width, height, (self.cfg.detect_width, self.cfg.detect_height),
                                         (self.cfg.tile_width, self.cfg.tile_height))
-                found.append(self._classed(det, self._whole_pass(det, frame.color, whole, deadline.options)))
+                # A rule asking for a lower score than the card's threshold gets it.
+                thr = min([det.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in det.card.classes])
+                found.append(self._classed(det, self._whole_pass(det, frame.color, whole, deadline.options, thr)))
                 ran = 0
                 for p in tiles:  # at least one tile; more while the estimate fits the tile budget
                     now_ms = (time.perf_counter() - t0) * 1000.0
                     if ran and now_ms + self._tile_ms > self.cfg.tile_budget_ms:
                         break
-                    found.append(self._classed(det, det.run(frame.color, p, deadline.options)))
+                    found.append(self._classed(det, det.run(frame.color, p, deadline.options, thr)))
                     ran += 1
                     self._tile_ms = 0.8 * self._tile_ms + 0.2 * ((time.perf_counter() - t0) * 1000.0 - now_ms)
                 det.advance(ran)
@@ -157,17 +159,17 @@ class RedactStage:
                             "source": "detected" if tr.age[i] == 0 else "propagated"})
         return regions, detector_ms
 
-    def _whole_pass(self, det: Detector, color: np.ndarray, whole: Any, run_options: Any) -> np.ndarray:
+    def _whole_pass(self, det: Detector, color: np.ndarray, whole: Any, run_options: Any, thr: float) -> np.ndarray:
         """The downscaled whole-frame pass; its weak, small candidates get a full-resolution look."""
         cfg = self.cfg
-        if not cfg.verify_candidates or whole.scale in (0.0, 1.0) or cfg.verify_min_score >= det.decoder.threshold:
-            return det.run(color, whole, run_options)
+        if not cfg.verify_candidates or whole.scale in (0.0, 1.0) or cfg.verify_min_score >= thr:
+            return det.run(color, whole, run_options, thr)
         d = det.run(color, whole, run_options, threshold=cfg.verify_min_score)
-        strong = d[:, 4] > det.decoder.threshold
+        strong = d[:, 4] > thr
         weak = d[~strong]
         small = np.maximum(weak[:, 2] - weak[:, 0], weak[:, 3] - weak[:, 1]) <= VERIFY_MAX_SIDE
         weak = weak[small][: cfg.verify_candidates]  # decoders return best first
-        confirmed = det.verify(color, weak, run_options)
+        confirmed = det.verify(color, weak, run_options, thr)
         return np.concatenate([d[strong], confirmed])
 
     def _classed(self, det: Detector, d: np.ndarray) -> np.ndarray:

@@ -155,6 +155,10 @@ def test_policy_actions_and_applies_to(stage: RedactStage, tmp_path: Path) -> No
         assert e.value.reason == "policy_drop"
         assert stage.status()["frames_withheld"]["policy_drop"] >= 1
 
+        stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\nmin_score = 0.999\n'))
+        stage.tracker.reset()
+        assert stage.apply(canvas_frame()[0]).redaction["regions"] == []  # the wearer's threshold rules
+
         with pytest.raises(PolicyError, match=r"rules\[0\]\.action"):
             stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\naction = "smudge"\n'))
         assert stage.policy.version == "test-7"  # a bad file changes nothing
