@@ -24,16 +24,29 @@ def short_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="cc", dir="/tmp"))
 
 
-def make_service(root: Path, *, stages: list[Any] | None = None, extra: str = "") -> Service:
-    """A real Service on a small synthetic source, with a config file in `root`."""
+def make_service(root: Path, *, stages: list[Any] | str | None = None, extra: str = "", broker: str = "",
+                 pace: str = "realtime") -> Service:
+    """A real Service on a small synthetic source, with a config file in `root`. stages="config": the
+    chain the config builds (no redaction, no depth, the real uplink stage to `broker`)."""
     cfg_path = root / "crowdcap.toml"
     cfg_path.write_text(
         f'[device]\nid = "test-dev"\nstate_dir = "{root / "state"}"\n\n'
-        f'[uplink]\nspool_dir = "{root / "spool"}"\n\n'
+        f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
+        '[redact]\nenabled = false\n\n[depth]\nenabled = false\n\n'
         f'[console]\npin_hash = "{PIN_HASH}"\nlockout_s = 60.0\n' + extra)
     cfg = config_mod.load(cfg_path)
-    source = SyntheticSource(64, 48, fps=30.0, pace="realtime", device_id="test-dev", noise=False, cycle=2)
+    source = SyntheticSource(64, 48, fps=30.0, pace=pace, device_id="test-dev", noise=False, cycle=2)
+    if stages == "config":
+        return Service(cfg, cfg_path, source=source)
     return Service(cfg, cfg_path, source=source, stages=stages if stages is not None else [RedactionDisabled()])
+
+
+def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
+    """(kind, payload) of a single-chunk JSON message as the uplink publishes it."""
+    from uplink import wire
+
+    msg = wire.decode(wire.parse_chunk(payload).data)
+    return msg.kind, msg.meta()
 
 
 def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> Any:

@@ -35,7 +35,7 @@ def summary_line(status: dict[str, Any]) -> str:
     uplink = status.get("uplink") or (status.get("details") or {}).get("uplink") or {}
     spool = status.get("spool") or uplink.get("spool") or {}
     if spool:
-        parts.append(f"spool {spool.get('frames', spool.get('messages', '?'))} msgs "
+        parts.append(f"spool {spool.get('records', spool.get('messages', '?'))} msgs "
                      f"{spool.get('bytes', 0) / 2**20:.1f} MiB")
     if uplink:
         parts.append("broker up" if uplink.get("connected") else "broker down")
