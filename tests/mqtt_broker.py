@@ -55,7 +55,7 @@ class MosquittoBroker:
     """One mosquitto process on a fixed free port, restartable."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, max_queued: int = 100000,
-                 message_size_limit: int = 0, persistence: bool = False) -> None:
+                 message_size_limit: int = 0, max_packet_size: int = 0, persistence: bool = False) -> None:
         if not os.path.exists(MOSQUITTO):
             raise RuntimeError(f"mosquitto binary not found at {MOSQUITTO}")
         self.host = host
@@ -79,8 +79,10 @@ class MosquittoBroker:
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto' and cannot write our temp dir
-        if message_size_limit:
+        if message_size_limit:  # silently refuses bigger publishes (disconnects), announces nothing
             lines.append(f"message_size_limit {message_size_limit}")
+        if max_packet_size:  # announced to MQTT 5 clients in CONNACK
+            lines.append(f"max_packet_size {max_packet_size}")
         self.config_path.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -83,3 +83,26 @@ def test_spool_only_then_backlog_is_historical(tmp_path, broker) -> None:
     new = [json.loads(x) for x in (out / "dev1" / "s2" / "frames.jsonl").read_text().splitlines()]
     assert len(old) == 10 and all(f["historical"] for f in old)
     assert len(new) == 5 and not any(f["historical"] for f in new)
+
+
+@pytest.mark.parametrize("limit", ["max_packet_size", "message_size_limit"])
+def test_broker_packet_limit_respected(tmp_path, limit) -> None:
+    """A broker's packet limit: announced (MQTT 5 Maximum Packet Size) -> smaller chunks at once;
+    silent (mosquitto's message_size_limit just drops the link) -> chunk size halves until it fits."""
+    from mqtt_broker import MosquittoBroker
+
+    with MosquittoBroker(**{limit: 6000}) as b:
+        out = tmp_path / "out"
+        ing = IngestThread(b.url, out)
+        stage = build_stage(uplink_cfg(tmp_path, b.url, max_payload=65536), "dev1", "s1")
+        stage.start()
+        for i in range(5):
+            stage.apply(make_frame(i))
+        assert stage.drain(30)
+        seqs = wait_for_frames(out, 5, 10)
+        st = stage.status()
+        ing.stop()
+        stage.close()
+    assert sorted(seqs) == list(range(5)) and st["evictions"] == {}
+    assert st["sender"]["max_payload"] < 6000
+    assert (st["sender"].get("payload_limit_halved", 0) > 0) == (limit == "message_size_limit")

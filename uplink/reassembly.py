@@ -37,7 +37,9 @@ class Reassembler:
             if len(chunk.data) != chunk.total:
                 raise WireError("bad_chunk_size", f"single chunk of {len(chunk.data)} != {chunk.total}")
             return chunk.data
-        key = source.encode().hex() + "-" + chunk.message_id.hex()
+        # The chunk count is part of the key: a re-send after the sender shrank its chunk size has a
+        # different layout, and must not be mixed with the stale partial of the first attempt.
+        key = f"{source.encode().hex()}-{chunk.message_id.hex()}-{chunk.count}"
         if chunk.message_id in self._recent:
             self.counters["late_duplicate_chunks"] += 1
             return None

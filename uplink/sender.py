@@ -78,6 +78,9 @@ class Sender:
         self._connected = False
         self._connack: int | None = None
         self._window = cfg.inflight
+        self._max_payload = cfg.max_payload
+        self._strikes = 0
+        self._acks_this_connection = 0
         self._out: dict[int, _Outgoing] = {}  # rid -> record being sent
         self._mids: dict[int, tuple[int, int]] = {}  # paho mid -> (rid, chunk index)
         self._cursor = 0
@@ -128,6 +131,7 @@ class Sender:
 
     def stats(self) -> dict:
         return {"connected": self._connected, "inflight_chunks": len(self._mids), "window": self._window,
+                "max_payload": self._max_payload,
                 "protocol": "mqtt5" if self._proto == mqtt.MQTTv5 else "mqtt311",
                 "bytes_per_s": round(self.bytes_per_s, 1), **dict(self.counters)}
 
@@ -279,6 +283,7 @@ class Sender:
             rc = self._pump(min(wait, sync_every, 0.5))
             if rc != mqtt.MQTT_ERR_SUCCESS or not self._connected:
                 self.counters["disconnects"] += 1
+                self._note_fruitless_connection()
                 return
             now = time.monotonic()
             if self.spool.fsync == "interval" and now - last_sync >= sync_every:
@@ -287,6 +292,19 @@ class Sender:
             if now - self._rate_t >= 1.0:
                 self.bytes_per_s = self._rate_bytes / (now - self._rate_t)
                 self._rate_bytes, self._rate_t = 0, now
+
+    def _note_fruitless_connection(self) -> None:
+        """A broker that silently drops the link on a too-large publish (no Maximum Packet Size
+        announced, or MQTT 3.1.1) would make us resend the same record forever: after three
+        connections in a row that published but got no PUBACK at all, halve the chunk size."""
+        if self._mids and self._acks_this_connection == 0:
+            self._strikes += 1
+            if self._strikes >= 3 and self._max_payload > 4096:
+                self._max_payload = max(4096, self._max_payload // 2)
+                self._strikes = 0
+                self.counters["payload_limit_halved"] += 1
+        else:
+            self._strikes = 0
 
     def _send_direct(self) -> None:
         if not self._direct:
@@ -334,7 +352,7 @@ class Sender:
             if got is None:
                 continue  # evicted meanwhile
             data, rec = got
-            parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self.cfg.max_payload)
+            parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self._max_payload)
             if rec.recovered or rid < self._live_from:
                 parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
                 self.counters["historical_sent"] += 1
@@ -348,6 +366,12 @@ class Sender:
         self._connack = 0 if not reason_code.is_failure else int(reason_code.value)
         recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         self._window = min(self.cfg.inflight, recv_max) if recv_max else self.cfg.inflight
+        # MQTT 5 brokers may announce a smaller packet limit than our max_payload: chunk below it
+        # (300 bytes of room for the fixed header, topic and properties).
+        max_packet = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
+        self._acks_this_connection = 0
+        if max_packet and max_packet - 300 < self._max_payload:
+            self._max_payload = max(wire.CHUNK_HEADER_SIZE + 256, max_packet - 300)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self._connected = False
@@ -371,6 +395,7 @@ class Sender:
             self._mids = {m: e for m, e in self._mids.items() if e[0] != rid}
             self._notify_idle()
             return
+        self._acks_this_connection += 1
         out.unacked.discard(index)
         if not out.unacked and out.next_index == len(out.chunks):
             self.spool.ack(rid)
