@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from redact.cards import CardError, ModelCard, read_verified
+from redact.cards import ModelCard, read_verified
 
 log = logging.getLogger("crowdcap.redact")
 
 _prepared: dict[str, bytes] = {}  # sha256 of the original file -> prepared model bytes
 _prepared_lock = threading.Lock()
-_PREP_VERSION = "1"  # bump when preparation changes, so disk caches are not reused
+_PREP_VERSION = "2"  # bump when preparation changes, so disk caches are not reused
 
 
 class ModelLoadError(Exception):
@@ -48,6 +48,10 @@ def prepare(model_bytes: bytes, card: ModelCard) -> bytes:
     if len(inputs) != len(model.graph.input):
         del model.graph.input[:]
         model.graph.input.extend(inputs)
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    unused = [init for init in model.graph.initializer if init.name not in used]
+    for init in unused:  # e.g. batch-norm counters: onnxruntime would warn about each one
+        model.graph.initializer.remove(init)
     if card.input.size is None:
         # Keep batch and channels of inputs; free the spatial sides and every output dim.
         in_dims: dict[str, list[Any]] = {}
@@ -63,6 +67,7 @@ def prepare(model_bytes: bytes, card: ModelCard) -> bytes:
 
 def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
     """Verified and prepared bytes of the card's model (memory cache, then disk cache, then build)."""
+    original = read_verified(card)  # always: the file on disk must still be the one the card pins
     with _prepared_lock:
         hit = _prepared.get(card.sha256)
     if hit is not None:
@@ -70,13 +75,10 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
     cache_file = Path(cache_dir) / f"{card.sha256}.v{_PREP_VERSION}.onnx" if cache_dir else None
     data: bytes | None = None
     if cache_file is not None and cache_file.is_file():
-        read_verified(card)  # the original must still be the one the card pins
         data = cache_file.read_bytes()
     if data is None:
         try:
-            data = prepare(read_verified(card), card)
-        except CardError:
-            raise
+            data = prepare(original, card)
         except Exception as e:  # onnx raises many types for a corrupt protobuf
             raise ModelLoadError(f"{card.file}: not a loadable ONNX model ({type(e).__name__}: {e})") from None
         if cache_file is not None:
@@ -93,7 +95,7 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
 
 
 class Session:
-    """One onnxruntime session on CPUExecutionProvider; `run` is stopped after `limit_s` seconds."""
+    """One onnxruntime session on CPUExecutionProvider; a run is stopped when its RunOptions say so."""
 
     def __init__(self, card: ModelCard, threads: int, cache_dir: str = "") -> None:
         import onnxruntime as ort

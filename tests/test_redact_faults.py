@@ -131,3 +131,23 @@ def test_pipeline_passes_nothing_from_a_failing_model(tmp_path: Path) -> None:
     assert p.run(timeout=60)
     assert seen == []
     assert stage.status()["faults"]["model_garbage"] == 6  # every frame reached the stage and was withheld
+
+
+def test_model_replaced_on_disk_is_caught_despite_the_cache(tmp_path: Path) -> None:
+    """Prepared models are cached by hash; the file is still re-hashed on every load."""
+    import shutil
+
+    from redact.cards import default_card_path, load_card
+
+    original = load_card(default_card_path())
+    shutil.copy(original.file, tmp_path / "cf.onnx")
+    card = write_card(tmp_path, "cf", "cf.onnx", "centerface", ["face"])
+    assert stage_for(card).load_error == ""
+    with (tmp_path / "cf.onnx").open("r+b") as fh:  # flip one byte of a weight
+        fh.seek(4_000_000)
+        b = fh.read(1)
+        fh.seek(4_000_000)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    stage = stage_for(card)
+    assert "sha256" in stage.load_error
+    expect_withheld(stage, "no_model", n=1)
