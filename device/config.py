@@ -82,6 +82,17 @@ class DownlinkConfig:
     clock_skew_s: float = setting(300.0, min=0.0, help="accept commands issued this far in the future")
     models_dir: str = setting("models", help="where model updates are kept (current.onnx points at the active one)")
     max_bytes: int = setting(64 * 1024 * 1024, min=1024, help="largest command message accepted")
+    selftest_min_recall: float = setting(0.8, min=0.0, max=1.0,
+                                         help="a model update must find this share of the reference faces")
+
+    def check(self) -> None:
+        if self.public_key:
+            from device.downlink import load_public_key
+
+            try:
+                load_public_key(self.public_key)
+            except ValueError as e:
+                raise ConfigError(str(e).removeprefix("downlink.")) from None
 
 
 @dataclass

@@ -98,7 +98,7 @@ class Controller:
         self.health_sample: Callable[[], dict[str, Any]] | None = None  # set by the runtime (HealthReporter)
         self.counters: Counter[str] = Counter()
         self._clock = clock
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self.commands = {name: _Command(name, usage, text, getattr(self, f"_{name}"))
                          for name, usage, text in COMMANDS}
 
@@ -120,7 +120,7 @@ class Controller:
             self.counters["refused_login"] += 1
             return _error(name, "login required: login PIN")
         try:
-            with self._lock:
+            with self.lock:
                 data, text = cmd.run(argv[1:], session)
         except (CommandError, ConfigError) as e:
             self.counters["failed"] += 1

@@ -1,0 +1,314 @@
+"""Signed commands from the backend on `crowdcap/v1/<device_id>/cmd`, answered on `.../cmd/result`.
+
+A command message is JSON:
+
+    {"payload": "<base64 of the UTF-8 JSON command>", "sig": "<base64 Ed25519 signature of those bytes>"}
+
+and the signed command is
+
+    {"v": 1, "device_id": "...", "id": "req-42", "cmd": "config set", "args": {...},
+     "nonce": "<8-128 chars>", "issued_at": <unix s>, "expires_at": <unix s>}
+
+Signing the exact payload bytes avoids any canonical-JSON ambiguity. The device checks, in order: size,
+shape, a configured key, the signature, the device id, the time window (expired, too far ahead, not
+yet valid), and the nonce against a replay cache persisted in the state dir (entries live until their
+command expires, so a restart does not reopen the window). Every rejection is answered with a reason
+and counted. Commands (args):
+
+    start {}              stop {}                  reboot-service {}
+    config set {"key": "capture.fps", "value": 15}
+    policy update {"policy": "<policy TOML text>"}
+    model update {"card": "<model card TOML; file = a plain file name>", "model": "<base64 ONNX>"}
+
+They run through the same command layer as the console (`device.control`); work happens on one worker
+thread, never on the MQTT thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from capture.config import ConfigError
+from device.configfile import atomic_write
+from device.control import Controller, Session, set_config
+
+log = logging.getLogger("crowdcap.downlink")
+
+COMMANDS = ("start", "stop", "config set", "policy update", "model update", "reboot-service")
+_MAX_REPLAY_ENTRIES = 10000
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def load_public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from base64 of its 32 raw bytes, or PEM; ValueError naming the problem."""
+    text = text.strip()
+    if not text:
+        raise ValueError("downlink.public_key: not configured")
+    if text.startswith("-----BEGIN"):
+        key = load_pem_public_key(text.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("downlink.public_key: PEM key is not Ed25519")
+        return key
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("downlink.public_key: expected base64 of 32 bytes or a PEM block") from None
+    if len(raw) != 32:
+        raise ValueError(f"downlink.public_key: expected 32 raw bytes, got {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def sign_command(key: Ed25519PrivateKey, device_id: str, cmd: str, args: dict[str, Any] | None = None, *,
+                 ttl_s: float = 300.0, nonce: str | None = None, now: float | None = None,
+                 request_id: str = "") -> bytes:
+    """The message the backend publishes (also what tests and tools use)."""
+    import secrets
+
+    now = time.time() if now is None else now
+    payload = json.dumps({"v": 1, "device_id": device_id, "id": request_id or secrets.token_hex(6), "cmd": cmd,
+                          "args": args or {}, "nonce": nonce or secrets.token_hex(16), "issued_at": now,
+                          "expires_at": now + ttl_s}, separators=(",", ":")).encode()
+    return json.dumps({"payload": base64.b64encode(payload).decode(),
+                       "sig": base64.b64encode(key.sign(payload)).decode()}).encode()
+
+
+class ReplayCache:
+    """Nonces seen, each kept until its command expires; persisted atomically in `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: dict[str, float] = {}
+        try:
+            data = json.loads(path.read_text())
+            self._seen = {str(k): float(v) for k, v in data.items()}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError, TypeError):
+            # unreadable cache: refuse nothing silently — keep it empty but say so
+            log.error("replay cache %s unreadable; starting empty", path)
+
+    def check_and_add(self, nonce: str, expires_at: float, now: float) -> None:
+        self._seen = {n: e for n, e in self._seen.items() if e >= now}
+        if nonce in self._seen:
+            raise Rejected("replayed", "this nonce was already used")
+        if len(self._seen) >= _MAX_REPLAY_ENTRIES:
+            raise Rejected("replay_cache_full", "too many unexpired commands; retry later")
+        self._seen[nonce] = expires_at
+        atomic_write(self.path, json.dumps(self._seen).encode(), 0o600)
+
+
+class Verifier:
+    def __init__(self, public_key: str, device_id: str, replay: ReplayCache, *, max_ttl_s: float,
+                 clock_skew_s: float, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        try:
+            self.key: Ed25519PublicKey | None = load_public_key(public_key)
+            self.key_error = ""
+        except ValueError as e:
+            self.key, self.key_error = None, str(e)
+        self.device_id = device_id
+        self.replay = replay
+        self.max_ttl_s, self.clock_skew_s, self.max_bytes = max_ttl_s, clock_skew_s, max_bytes
+        self.clock = clock
+
+    def verify(self, raw: bytes) -> dict[str, Any]:
+        """The verified command, or Rejected with a reason."""
+        if len(raw) > self.max_bytes:
+            raise Rejected("too_large", f"{len(raw)} bytes > {self.max_bytes}")
+        try:
+            outer = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise Rejected("malformed", "not JSON") from None
+        if not isinstance(outer, dict) or not isinstance(outer.get("payload"), str):
+            raise Rejected("malformed", 'expected {"payload": base64, "sig": base64}')
+        if not outer.get("sig"):
+            raise Rejected("unsigned", "no signature")
+        if self.key is None:
+            raise Rejected("no_key", self.key_error)
+        try:
+            payload = base64.b64decode(outer["payload"], validate=True)
+            sig = base64.b64decode(str(outer["sig"]), validate=True)
+        except binascii.Error:
+            raise Rejected("malformed", "payload or sig is not base64") from None
+        try:
+            self.key.verify(sig, payload)
+        except InvalidSignature:
+            raise Rejected("bad_signature", "signature does not match the configured key") from None
+        try:
+            cmd = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise Rejected("malformed", "signed payload is not JSON") from None
+        if not isinstance(cmd, dict) or cmd.get("v") != 1:
+            raise Rejected("malformed", "expected a version 1 command object")
+        for key, kind in (("device_id", str), ("cmd", str), ("nonce", str), ("args", dict)):
+            if not isinstance(cmd.get(key), kind):
+                raise Rejected("malformed", f"{key}: expected a {kind.__name__}")
+        for key in ("issued_at", "expires_at"):
+            if isinstance(cmd.get(key), bool) or not isinstance(cmd.get(key), int | float):
+                raise Rejected("malformed", f"{key}: expected a unix time in seconds")
+        if cmd["device_id"] != self.device_id:
+            raise Rejected("wrong_device", f"command is for {cmd['device_id']!r}")
+        if not 8 <= len(cmd["nonce"]) <= 128:
+            raise Rejected("malformed", "nonce: expected 8-128 characters")
+        now = self.clock()
+        if cmd["expires_at"] < now:
+            raise Rejected("expired", f"expired {now - cmd['expires_at']:.0f} s ago")
+        if cmd["issued_at"] > now + self.clock_skew_s:
+            raise Rejected("not_yet_valid", f"issued {cmd['issued_at'] - now:.0f} s in the future")
+        if cmd["expires_at"] - now > self.max_ttl_s:
+            raise Rejected("expiry_too_far", f"expires in {cmd['expires_at'] - now:.0f} s > {self.max_ttl_s:.0f} s")
+        self.replay.check_and_add(cmd["nonce"], float(cmd["expires_at"]), now)
+        return cmd
+
+
+class Downlink:
+    """Verifies and executes downlink commands; results go to the uplink's cmd/result topic.
+
+    `attach()` subscribes through the uplink stage; `handle(raw)` is the whole path, synchronously
+    (tests and tools); `close()` stops the worker."""
+
+    def __init__(self, service: Any, controller: Controller, *, clock: Callable[[], float] = time.time,
+                 model_updater: Any = None) -> None:
+        cfg = service.config
+        self.service = service
+        self.controller = controller
+        state = Path(cfg.device.state_dir)
+        self.verifier = Verifier(cfg.downlink.public_key, service.device_id, ReplayCache(state / "downlink-nonces.json"),
+                                 max_ttl_s=cfg.downlink.max_ttl_s, clock_skew_s=cfg.downlink.clock_skew_s,
+                                 max_bytes=cfg.downlink.max_bytes, clock=clock)
+        if model_updater is None:
+            from device.model_update import ModelUpdater
+
+            model_updater = ModelUpdater(service)
+        self.models = model_updater
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.failed = 0
+        self._session = Session(origin="downlink", authorized=True)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread: threading.Thread | None = None
+        self._last_reject_publish = 0.0
+
+    def attach(self) -> None:
+        uplink = self.service.stages.get("uplink")
+        if uplink is None or not hasattr(uplink, "on_command"):
+            log.info("downlink: no uplink stage, commands are not received")
+            return
+        self._thread = threading.Thread(target=self._worker, name="downlink", daemon=True)
+        self._thread.start()
+        uplink.on_command(self.submit)
+
+    def submit(self, raw: bytes) -> None:
+        """From the MQTT thread: queue it (bounded) and return at once."""
+        try:
+            self._queue.put_nowait(bytes(raw))
+        except queue.Full:
+            self._reject(None, Rejected("busy", "too many commands queued"))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(5.0)
+
+    def status(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "failed": self.failed, "rejected": dict(self.rejected),
+                "key": "configured" if self.verifier.key is not None else self.verifier.key_error}
+
+    def _worker(self) -> None:
+        while True:
+            raw = self._queue.get()
+            if raw is None:
+                return
+            try:
+                self.handle(raw)
+            except Exception as e:  # never let one command kill the worker
+                log.error("downlink: %s: %s", type(e).__name__, e)
+
+    def handle(self, raw: bytes) -> dict[str, Any]:
+        try:
+            cmd = self.verifier.verify(raw)
+        except Rejected as e:
+            return self._reject(None, e)
+        name = cmd["cmd"]
+        base = {"id": cmd.get("id"), "nonce": cmd["nonce"], "cmd": name}
+        if name not in COMMANDS:
+            return self._reject(base, Rejected("unknown_command", f"{name!r}; known: {', '.join(COMMANDS)}"))
+        log.info("downlink: %s (id %s)", name, base["id"])
+        try:
+            ok, data = self._execute(name, cmd["args"])
+        except Rejected as e:
+            return self._reject(base, e)
+        except (ConfigError, ValueError) as e:
+            ok, data = False, {"error": str(e)}
+        self.accepted += 1
+        if not ok:
+            self.failed += 1
+        result = {**base, "ok": ok, **({"result": data} if ok else {"reason": "failed", "detail": data.get("error")})}
+        self._publish(result)
+        return result
+
+    def _execute(self, name: str, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        if name == "config set":
+            key, value = args.get("key"), args.get("value")
+            if not isinstance(key, str) or value is None:
+                raise Rejected("malformed", 'config set: expected args {"key": str, "value": ...}')
+            with self.controller.lock:
+                return True, set_config(self.service, key, value)
+        if name == "policy update":
+            if not isinstance(args.get("policy"), str):
+                raise Rejected("malformed", 'policy update: expected args {"policy": TOML text}')
+            argv = ["privacy", "update", args["policy"]]
+        elif name == "model update":
+            card, model = args.get("card"), args.get("model")
+            if not isinstance(card, str) or not isinstance(model, str):
+                raise Rejected("malformed", 'model update: expected args {"card": TOML, "model": base64}')
+            try:
+                blob = base64.b64decode(model, validate=True)
+            except binascii.Error:
+                raise Rejected("malformed", "model: not base64") from None
+            with self.controller.lock:
+                return self.models.update(card, blob)
+        else:
+            argv = {"start": ["start"], "stop": ["stop"], "reboot-service": ["restart"]}[name]
+        reply = self.controller.execute(argv, self._session)
+        return reply.ok, reply.data
+
+    def _reject(self, base: dict[str, Any] | None, e: Rejected) -> dict[str, Any]:
+        self.rejected[e.reason] += 1
+        log.warning("downlink: rejected (%s) %s", e.reason, e.detail)
+        result = {**(base or {"id": None, "nonce": None, "cmd": None}), "ok": False, "reason": e.reason,
+                  "detail": e.detail}
+        now = time.monotonic()
+        # signed commands always get an answer; a flood of junk must not become a flood of results
+        if base is not None or now - self._last_reject_publish >= 1.0:
+            self._last_reject_publish = now
+            self._publish(result)
+        return result
+
+    def _publish(self, result: dict[str, Any]) -> None:
+        uplink = self.service.stages.get("uplink")
+        publish = getattr(uplink, "publish_command_result", None)
+        if publish is not None:
+            try:
+                publish(result)
+            except Exception as e:
+                log.warning("downlink: result not published: %s", e)
