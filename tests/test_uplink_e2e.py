@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -106,3 +107,35 @@ def test_broker_packet_limit_respected(tmp_path, limit) -> None:
     assert sorted(seqs) == list(range(5)) and st["evictions"] == {}
     assert st["sender"]["max_payload"] < 6000
     assert (st["sender"].get("payload_limit_halved", 0) > 0) == (limit == "message_size_limit")
+
+
+def test_commands_reach_callback_and_results_reach_ingest(tmp_path, broker) -> None:
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    out = tmp_path / "out"
+    ing = IngestThread(broker.url, out)
+    stage = build_stage(uplink_cfg(tmp_path, broker.url), "dev1", "s1")
+    got: list[bytes] = []
+    arrived = threading.Event()
+    stage.on_command(lambda p: (got.append(p), arrived.set()))
+    stage.start()
+    stage.publish("event", {"hello": 1})
+    assert stage.drain(10)  # connected and subscribed
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.publish("crowdcap/v1/dev1/cmd", b"\x00signed-bytes", qos=1).wait_for_publish(5)
+    assert arrived.wait(10) and got == [b"\x00signed-bytes"]
+    stage.publish_command_result({"id": 7, "ok": True})
+    assert stage.drain(10)
+    c.loop_stop()
+    c.disconnect()
+    deadline = time.monotonic() + 10
+    events = out / "dev1" / "s1" / "events.jsonl"
+    while not (events.exists() and '"id":7' in events.read_text().replace(" ", "")):
+        assert time.monotonic() < deadline, "command result not ingested"
+        time.sleep(0.05)
+    ing.stop()
+    stage.close()
