@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from capture import open_source
+from capture.config import ConfigError
 from capture.devices import enumerate_devices, list_serial, list_video
 
 
@@ -42,3 +47,22 @@ def test_cli_json_and_text() -> None:
         assert d["device"] in text
     if not any(found[k] for k in ("realsense", "oakd", "video", "serial")):
         assert "no capture devices found" in text
+
+
+@pytest.mark.parametrize("spec,module,extra", [("realsense", "pyrealsense2", "crowdcap[realsense]"),
+                                               ("oakd:1944301011", "depthai", "crowdcap[oakd]")])
+def test_camera_without_its_sdk_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch, spec: str, module: str,
+                                                        extra: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=re.escape(extra)):
+        open_source(spec)
+    from capture import oakd, realsense
+
+    assert realsense.list_devices() == [] if module == "pyrealsense2" else oakd.list_devices() == []
+
+
+def test_unknown_source_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="stereo:CONFIG, realsense"):
+        open_source("kinect")
+    with pytest.raises(ValueError, match="stereo needs a config file"):
+        open_source("stereo")

@@ -110,10 +110,10 @@ def test_depth_error_on_synthetic_pairs(tmp_path: Path, name: str, calibration) 
         assert frame is not None
         assert frame.intrinsics == source.intrinsics and frame.intrinsics.distortion == ()
         assert frame.depth_scale == 1000.0 and frame.color.shape == (480, 640, 3)
-        results.append(depth_error(source, quads, pose, frame.depth))
+        results.append({**depth_error(source, quads, pose, frame.depth), "ms": frame.attachments["stereo"]["ms"]})
     assert source.read() is None  # end of the folders
     source.close()
-    summary = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    summary = {k: round(float(np.mean([r[k] for r in results])), 4) for k in results[0]}
     print(json.dumps({"stereo_depth_error": name, "baseline_m": BASELINE, **summary}))
     # SGBM at 8 cm baseline, scene at 1.2-7 m: ~1 % median, few % at p90; a broken rectification
     # (swapped maps, wrong baseline, wrong R1) gives tens of percent.
