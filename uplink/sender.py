@@ -67,6 +67,7 @@ class Sender:
         self.on_command: Callable[[bytes], None] | None = None
         self.bucket = TokenBucket(cfg.bandwidth)
         self.counters: Counter[str] = Counter()
+        self.last_error = ""
         self._proto = mqtt.MQTTv311 if cfg.protocol == "mqtt311" else mqtt.MQTTv5
         self._proto_confirmed = cfg.protocol != "auto"
         self._wake_r, self._wake_w = socket.socketpair()
@@ -131,7 +132,7 @@ class Sender:
 
     def stats(self) -> dict:
         return {"connected": self._connected, "inflight_chunks": len(self._mids), "window": self._window,
-                "max_payload": self._max_payload,
+                "max_payload": self._max_payload, "last_error": self.last_error,
                 "protocol": "mqtt5" if self._proto == mqtt.MQTTv5 else "mqtt311",
                 "bytes_per_s": round(self.bytes_per_s, 1), **dict(self.counters)}
 
@@ -196,6 +197,7 @@ class Sender:
                 c.connect(self.host, self.port, self.cfg.keepalive)
         except (OSError, ssl.SSLError, ValueError) as e:
             log.debug("uplink connect to %s:%s failed: %s", self.host, self.port, e)
+            self.last_error = f"connect to {self.host}:{self.port}: {e}"
             self._client = None
             return False
         # An MQTT 3.1.1-only broker may just hang on an MQTT 5 CONNECT: give the first try less time.
@@ -204,11 +206,14 @@ class Sender:
             if self._pump(0.1) != mqtt.MQTT_ERR_SUCCESS:
                 break
         if self._connack != 0:
+            self.last_error = (f"broker refused the connection (CONNACK {self._connack})" if self._connack
+                               else "no CONNACK from the broker")
             self._fallback_protocol()
             self._teardown()
             return False
         self._proto_confirmed = True
         self._connected = True
+        self.last_error = ""
         self.counters["connects"] += 1
         self._live_from = self._next_spool_id()
         self._cursor = 0

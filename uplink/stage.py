@@ -77,6 +77,14 @@ class UplinkStage:
             return len(self.spool) == 0
         return self.sender.wait_idle(timeout)
 
+    def flush(self) -> dict[str, Any]:
+        """Make everything accepted durable now and nudge the sender (console `spool flush`)."""
+        self.spool.sync()
+        if self.sender is not None:
+            self.sender.wake()
+        return {"records": len(self.spool), "bytes": self.spool.live_bytes,
+                "connected": bool(self.sender and self.sender.connected)}
+
     def close(self) -> None:
         if self.sender is not None:
             if self._started and self.sender.connected:
@@ -185,6 +193,7 @@ class UplinkStage:
             "oldest_unsent_age_s": sp["oldest_unsent_age_s"],
             "evictions": sp["evictions"],
             "connected": snd["connected"], "inflight": snd["inflight_chunks"],
+            "last_error": snd.get("last_error", "") if self.sender is not None else "no broker configured",
             "sent": snd.get("records_sent", 0), "bytes_per_s": snd.get("bytes_per_s", 0.0),
             "degrade_level": self.degrade, "degrade": DEGRADE_NAMES[self.degrade],
             "sender": snd, **counters,
