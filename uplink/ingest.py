@@ -131,6 +131,7 @@ class Ingest:
         if self.tls:
             c.tls_set()
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = lambda _c, _u, m: self.handle(m.topic, m.payload)
         c.reconnect_delay_set(0.2, 5)
@@ -149,7 +150,13 @@ class Ingest:
             sub = f"$share/{self.share_group}/{sub}"
         client.subscribe(sub, qos=1)
         self.counters["connects"] += 1
-        self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("ingest: subscription refused: %s", [str(rc) for rc in reason_codes])
+            self.counters["subscribe_refused"] += 1
+            return
+        self._connected.set()  # subscribed (SUBACK): from now on nothing published is missed
 
     def run(self, idle_exit: float | None = None) -> dict:
         """Serve until stop() (or `idle_exit` seconds without a message); returns stats()."""
@@ -203,6 +210,7 @@ class Ingest:
 
     @property
     def connected(self) -> bool:
+        """True while connected and subscribed (wait for this before starting devices in a demo)."""
         return self._connected.is_set()
 
     def stats(self) -> dict:
