@@ -225,8 +225,8 @@ class Controller:
                 text_of(st) or "(no policy status)"
         if verb == "reload":
             path = self.service.config.redact.policy or None
-            result = redact.reload_policy(path)
-            return {"reloaded": True, "policy_file": path or "(built-in default)", "result": result}, \
+            result = _policy_summary(redact.reload_policy(path))
+            return {"reloaded": True, "policy_file": path or "(built-in default)", **result}, \
                 f"policy reloaded from {path or 'built-in default'}"
         if verb == "update":  # downlink: the new policy text; written atomically, rolled back if refused
             if len(args) != 2:
@@ -240,7 +240,7 @@ class Controller:
         old = path.read_bytes() if path.exists() else None
         atomic_write(path, text.encode())
         try:
-            result = redact.reload_policy(str(path))
+            result = _policy_summary(redact.reload_policy(str(path)))
         except Exception as e:
             if old is None:
                 path.unlink(missing_ok=True)
@@ -249,7 +249,7 @@ class Controller:
             raise CommandError(f"policy refused, previous policy kept: {e}") from None
         if not cfg.redact.policy:
             set_config(self.service, "redact.policy", str(path))
-        return {"updated": True, "policy_file": str(path), "result": result}, f"policy updated ({path})"
+        return {"updated": True, "policy_file": str(path), **result}, f"policy {result['policy_version']} in force ({path})"
 
     def _spool(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
         verb = args[0].lower() if args else "stats"
@@ -315,14 +315,19 @@ class Controller:
         redact = self.service.stages.get("redact")
         if redact is None:
             return {"result": "skip", "detail": "no redaction stage"}
-        selftest = getattr(redact, "selftest", None)
-        if selftest is not None:
-            r = selftest()
-            return {"result": "pass" if r.get("ok") else "fail", "detail": str(r.get("detail", r))}
-        m = self.service.pipeline.snapshot()["stages"].get(getattr(redact, "name", "redact"), {})
-        if m.get("errors"):
-            return {"result": "fail", "detail": f"errors {m['errors']}"}
-        return {"result": "pass", "detail": f"{m.get('frames_out', 0)} frames redacted"}
+        cfg = self.service.config
+        if not cfg.redact.enabled:
+            return {"result": "skip", "detail": "redaction disabled in config"}
+        from device.model_update import reference_frames, selftest
+        from redact.cards import default_card_path
+
+        frames = reference_frames()
+        details, ok = [], True
+        for card in cfg.redact.models or [str(default_card_path())]:
+            r = selftest(Path(card), cfg.redact, frames)
+            ok = ok and r["ok"] and r["recall"] >= cfg.downlink.selftest_min_recall
+            details.append(f"{Path(card).name}: {r['detail']}")
+        return {"result": "pass" if ok else "fail", "detail": "; ".join(details)}
 
     def _check_broker(self) -> dict[str, str]:
         if not self.service.config.uplink.broker:
@@ -378,6 +383,10 @@ def set_config(service: Any, key: str, value: Any) -> dict[str, Any]:
         for part in key.split("."):
             shown = shown[part]
     return {"key": key, "value": shown, "persisted": persisted, "applied": applied}
+
+
+def _policy_summary(policy: Any) -> dict[str, Any]:
+    return {"policy_version": str(getattr(policy, "version", "?")), "policy_origin": str(getattr(policy, "origin", ""))}
 
 
 def _stage_status(stage: Any) -> dict[str, Any]:

@@ -101,3 +101,13 @@ def test_loop_url_console_survives_its_own_echo_flood(controller):
     finally:
         console.stop(timeout=5)
     assert console._thread is not None and not console._thread.is_alive()
+
+
+def test_stray_escape_does_not_swallow_the_line_end():
+    from device.console.lineeditor import LineEditor
+
+    ed = LineEditor()
+    events, _ = ed.feed(b"!\x1b\rversion\r")  # found by the fuzz test above
+    assert [(e.kind, e.text) for e in events] == [("line", "!"), ("line", "version")]
+    events, _ = ed.feed(b"\x1b[1;5Ahelp\r")  # a full CSI sequence is skipped
+    assert [(e.kind, e.text) for e in events] == [("line", "help")]

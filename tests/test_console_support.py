@@ -25,14 +25,14 @@ def short_dir() -> Path:
 
 
 def make_service(root: Path, *, stages: list[Any] | str | None = None, extra: str = "", broker: str = "",
-                 pace: str = "realtime") -> Service:
+                 pace: str = "realtime", redact: bool = False) -> Service:
     """A real Service on a small synthetic source, with a config file in `root`. stages="config": the
     chain the config builds (no redaction, no depth, the real uplink stage to `broker`)."""
     cfg_path = root / "crowdcap.toml"
     cfg_path.write_text(
         f'[device]\nid = "test-dev"\nstate_dir = "{root / "state"}"\n\n'
         f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
-        '[redact]\nenabled = false\n\n[depth]\nenabled = false\n\n'
+        f'[redact]\nenabled = {str(redact).lower()}\n\n[depth]\nenabled = false\n\n'
         f'[console]\npin_hash = "{PIN_HASH}"\nlockout_s = 60.0\n' + extra)
     cfg = config_mod.load(cfg_path)
     source = SyntheticSource(64, 48, fps=30.0, pace=pace, device_id="test-dev", noise=False, cycle=2)

@@ -42,12 +42,15 @@ class LineEditor:
         echo = bytearray()
         for b in data:
             if self._escape:
-                # ESC [ ... final byte (0x40-0x7e); ESC X (two bytes) for anything else
-                if self._escape == 1:
-                    self._escape = 2 if b == 0x5B else 0
-                elif 0x40 <= b <= 0x7E:
-                    self._escape = 0
-                continue
+                if b < 0x20 or b > 0x7E:
+                    self._escape = 0  # a stray ESC never swallows a line end or a BREAK
+                else:
+                    # ESC [ ... final byte (0x40-0x7e); ESC X (two bytes) for anything else
+                    if self._escape == 1:
+                        self._escape = 2 if b == 0x5B else 0
+                    elif 0x40 <= b <= 0x7E:
+                        self._escape = 0
+                    continue
             was_cr, self._last_cr = self._last_cr, False
             if b in (0x0D, 0x0A):
                 if b == 0x0A and was_cr:
