@@ -96,9 +96,11 @@ class FrameInput(Protocol):
 class _Capture:
     """One cv2.VideoCapture: a camera (index or /dev path) or a video file."""
 
-    def __init__(self, what: str, role: str) -> None:
+    def __init__(self, what: str, role: str, size: tuple[int, int] = (0, 0), fps: float = 0.0) -> None:
         self.what = what
         self.role = role
+        self.size = size
+        self.fps = fps
         self.live = what.isdigit() or what.startswith("/dev/")
         self.cap: cv2.VideoCapture | None = None
 
@@ -109,6 +111,12 @@ class _Capture:
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"stereo: {self.role} camera {self.what}: cannot open (unplugged? permissions?)")
+        if self.live and self.size[0]:  # a camera must deliver the size it was calibrated at
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a stale queued one
         self.cap = cap
 
     def grab(self) -> bool:
@@ -132,8 +140,12 @@ class _Capture:
 class CaptureInput:
     """Two VideoCaptures, or one side-by-side. grab() on both first so the exposures are close in time."""
 
-    def __init__(self, left: str, right: str | None) -> None:
-        self.caps = [_Capture(left, "left" if right else "side-by-side")] + ([_Capture(right, "right")] if right else [])
+    def __init__(self, left: str, right: str | None, size: tuple[int, int] = (0, 0), fps: float = 0.0) -> None:
+        w, h = size
+        if right:
+            self.caps = [_Capture(left, "left", size, fps), _Capture(right, "right", size, fps)]
+        else:
+            self.caps = [_Capture(left, "side-by-side", (2 * w, h), fps)]
 
     def open(self) -> None:
         try:
@@ -186,10 +198,10 @@ class FolderInput:
         name = self._names[self.index]
         images = []
         for d in self.dirs:
-            if not d.is_dir():  # same message as open(): one gap in the fault log, not two
-                raise SourceError(f"stereo: image folder {d}: not found")
             image = cv2.imread(str(d / name), cv2.IMREAD_COLOR)
             if image is None:
+                if not d.is_dir():  # same message as open(): one outage is one gap in the fault log
+                    raise SourceError(f"stereo: image folder {d}: not found")
                 raise SourceError(f"stereo: {d / name}: missing or unreadable")
             images.append(image)
         self.index += 1
@@ -199,7 +211,7 @@ class FolderInput:
         self._names = []
 
 
-def _input_from(fs: cv2.FileStorage, base: Path) -> FrameInput:
+def _input_from(fs: cv2.FileStorage, base: Path, size: tuple[int, int], fps: float) -> FrameInput:
     def get(key: str) -> str:
         node = fs.getNode(key)
         if node.empty():
@@ -217,13 +229,13 @@ def _input_from(fs: cv2.FileStorage, base: Path) -> FrameInput:
 
     left, right, sbs = get("left"), get("right"), get("sbs")
     if sbs:
-        return CaptureInput(resolve(sbs), None)
+        return CaptureInput(resolve(sbs), None, size, fps)
     if not left or not right:
         raise CalibrationError(f"{base}: left/right: both are needed (or sbs for a side-by-side camera)")
     left, right = resolve(left), resolve(right)
     if Path(left).is_dir() or Path(right).is_dir():
         return FolderInput(Path(left), Path(right))
-    return CaptureInput(left, right)
+    return CaptureInput(left, right, size, fps)
 
 
 class StereoSource:
@@ -234,7 +246,7 @@ class StereoSource:
                  frame_input: FrameInput | None = None) -> None:
         self.config = Path(config)
         calib, fs = StereoCalibration.load(self.config)
-        self.input = frame_input or _input_from(fs, self.config)
+        self.input = frame_input or _input_from(fs, self.config, calib.size, fps)
         fs.release()
         self.calibration = calib
         self.rectifier = Rectifier(calib)
