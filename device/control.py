@@ -94,7 +94,8 @@ class Controller:
     def __init__(self, service: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
         cc = service.config.console
-        self.guard = LoginGuard(max_failures=cc.max_failures, lockout_s=cc.lockout_s, clock=clock)
+        self.guard = LoginGuard(max_failures=cc.max_failures, lockout_s=cc.lockout_s, clock=clock,
+                                state_file=Path(service.config.device.state_dir) / "console-lockout.json")
         self.health_sample: Callable[[], dict[str, Any]] | None = None  # set by the runtime (HealthReporter)
         self.counters: Counter[str] = Counter()
         self._clock = clock

@@ -87,6 +87,9 @@ def test_lockout_after_five_failures_survives_reconnect(rig):
     assert not r["ok"] and "console locked" in r["error"]
     # a new console session (reconnect) shares the device-wide lock
     assert "console locked" in LocalBackend(controller).execute(["login", PIN]).data["error"]
+    # and so does a restarted service (the count is kept in the state dir)
+    restarted = Controller(service)
+    assert "console locked" in LocalBackend(restarted).execute(["login", PIN]).data["error"]
 
 
 def test_lockout_delay_grows_and_success_resets():
@@ -145,3 +148,16 @@ def test_flood_is_rate_limited_and_pipeline_keeps_going(rig):
     assert b"input flood" in out and b"lines dropped" in out
     assert console.shell.commands_run <= 41 + 20 * 30  # burst + rate over a generous window
     wait_for(lambda: service.pipeline.capture.frames_in > before + 5, what="capture progress during flood")
+
+
+def test_lockout_record_survives_restart_and_damage_does_not_unlock(tmp_path):
+    stored = hash_pin("1357", n=2**10)
+    state = tmp_path / "console-lockout.json"
+    guard = LoginGuard(max_failures=2, lockout_s=30.0, state_file=state)
+    guard.attempt("0", stored)
+    assert "locked for 30 s" in guard.attempt("0", stored).message
+    again = LoginGuard(max_failures=2, lockout_s=30.0, state_file=state)
+    assert again.locked_for() > 25 and not again.attempt("1357", stored).ok
+    state.write_text("{garbage")
+    damaged = LoginGuard(max_failures=2, lockout_s=30.0, state_file=state)
+    assert damaged.locked_for() > 25

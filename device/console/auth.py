@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 _PREFIX = "scrypt"
 _MAX_LOCKOUT_S = 3600.0
@@ -67,10 +69,11 @@ class LoginResult:
 class LoginGuard:
     """Counts failed logins for the whole device: after `max_failures` in a row the console locks for
     `lockout_s`, doubling with each further lockout (capped at an hour). A success resets it.
-    Shared by every console session, so reconnecting does not reset the count."""
+    Shared by every console session, so reconnecting does not reset the count; with `state_file` it
+    also survives restarts and power cycles (the remaining lock time starts again at boot)."""
 
     def __init__(self, *, max_failures: int = 5, lockout_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, state_file: Path | None = None) -> None:
         self.max_failures = max_failures
         self.lockout_s = lockout_s
         self._clock = clock
@@ -79,6 +82,33 @@ class LoginGuard:
         self._locked_until = 0.0
         self._lock = threading.Lock()
         self.total_failures = 0
+        self.state_file = state_file
+        self._load()
+
+    def _load(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            d = json.loads(self.state_file.read_text())
+            self._failures, self._lockouts = int(d["failures"]), int(d["lockouts"])
+            self._locked_until = self._clock() + min(float(d["locked_for_s"]), _MAX_LOCKOUT_S)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            # a damaged record must not unlock the console: lock once, as after max_failures
+            self._lockouts = max(self._lockouts, 1)
+            self._locked_until = self._clock() + self.lockout_s
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        from device.configfile import atomic_write
+
+        data = {"failures": self._failures, "lockouts": self._lockouts, "locked_for_s": self.locked_for()}
+        try:
+            atomic_write(self.state_file, json.dumps(data).encode(), 0o600)
+        except OSError:
+            pass  # a read-only state dir must not stop logins; the in-memory count still applies
 
     def locked_for(self) -> float:
         return max(0.0, self._locked_until - self._clock())
@@ -91,8 +121,9 @@ class LoginGuard:
             if not stored:
                 return LoginResult(False, "no PIN configured: set console.pin_hash (crowdcap console hash-pin)")
             if verify_pin(pin, stored):
-                self._failures = 0
-                self._lockouts = 0
+                if self._failures or self._lockouts:
+                    self._failures = self._lockouts = 0
+                    self._save()
                 return LoginResult(True, "logged in")
             self._failures += 1
             self.total_failures += 1
@@ -101,6 +132,8 @@ class LoginGuard:
                 delay = min(self.lockout_s * 2**self._lockouts, _MAX_LOCKOUT_S)
                 self._lockouts += 1
                 self._locked_until = self._clock() + delay
+                self._save()
                 return LoginResult(False, f"wrong PIN; console locked for {delay:.0f} s", delay)
+            self._save()
             left = self.max_failures - self._failures
             return LoginResult(False, f"wrong PIN ({left} attempt{'s' if left != 1 else ''} before lockout)")
