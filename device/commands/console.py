@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from device.console.serial_port import SerialConsole
     from device.control_socket import SocketBackend
 
+    path = resolve_socket(args)  # also picks the default config file when --config is not given
     cfg = load(args.config) if args.config else None
     port = args.port or (cfg.console.port if cfg else "")
     if not port:
@@ -42,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     baud = args.baudrate or (cfg.console.baudrate if cfg else 115200)
     if baud <= 0:
         raise CliError(f"--baudrate: expected a positive number, got {baud}")
-    path = resolve_socket(args)
     console = SerialConsole(port, lambda: SocketBackend(path), baudrate=baud)
     print(f"crowdcap console on {port} at {baud} 8N1 (service socket {path}); Ctrl-C stops", file=sys.stderr)
     console.serve_forever()
