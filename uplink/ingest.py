@@ -120,7 +120,11 @@ class Ingest:
             if dev.is_dir() and not dev.name.startswith("."):
                 for ses in dev.iterdir():
                     if ses.is_dir() and (ses / "frames.jsonl").exists():
-                        self.sink.session(dev.name, ses.name)
+                        session = self.sink.session(dev.name, ses.name)
+                        # regenerate text files and report only where a previous run died before it
+                        report = ses / "report.html"
+                        session.dirty = not report.exists() or \
+                            report.stat().st_mtime < (ses / "frames.jsonl").stat().st_mtime
 
     # ---- MQTT ---------------------------------------------------------------------------------
 
@@ -202,7 +206,7 @@ class Ingest:
         finally:
             client.loop_stop()
             client.disconnect()
-            self.sink.finalize_all()
+            self.sink.finalize_all(only_dirty=True)
         return self.stats()
 
     def stop(self) -> None:
