@@ -106,3 +106,33 @@ def test_historical_flag_flip_keeps_crc_valid() -> None:
     flipped = wire.set_flags(data, wire.peek_flags(data) | wire.FLAG_HISTORICAL)
     m = wire.decode(flipped)
     assert m.historical and m.flags & wire.FLAG_KEYFRAME
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["raw", "png16", "zstd", "rvl", "delta-zstd"]), st.data())
+def test_hostile_depth_bodies_never_crash_the_decoder(name, data) -> None:
+    """Every depth codec the ingest may be asked for, fed mutated and random bodies: a WireError or
+    a correct-size image, nothing else (no crash, no hang, no oversized allocation)."""
+    try:
+        codec = messages.depth_codec(name)
+    except ValueError:
+        pytest.skip(f"codec {name} not available")
+    f = _frame(3)
+    m = messages.encode_frame(f, codec, 60)
+    body = bytearray(m.sections[wire.SEC_DEPTH])
+    how = data.draw(st.sampled_from(["random", "flip", "truncate", "extend"]))
+    if how == "random":
+        body = bytearray(data.draw(st.binary(max_size=5000)))
+    elif how == "flip" and body:
+        for _ in range(data.draw(st.integers(1, 20))):
+            body[data.draw(st.integers(0, len(body) - 1))] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        body = body[: data.draw(st.integers(0, max(0, len(body) - 1)))]
+    else:
+        body += data.draw(st.binary(min_size=1, max_size=100))
+    m.sections[wire.SEC_DEPTH] = bytes(body)
+    try:
+        d = messages.decode_frame(wire.decode(wire.encode(m)))
+    except WireError:
+        return
+    assert d.depth.shape == (480, 640) and d.depth.dtype == np.uint16
