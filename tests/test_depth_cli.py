@@ -114,3 +114,28 @@ def test_eval_odometry_side_by_side_with_open3d(session: Path, capsys) -> None: 
     report = json.loads(capsys.readouterr().out)
     assert report["open3d_hybrid"]["frames"] == 4 and report["open3d_hybrid"]["ate_rmse_m"] < 0.05
     assert report["ours_on_same_frames"]["scored_frames"] == 4
+
+
+def test_mesh_without_groundtruth_uses_odometry(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    copy = tmp_path / "nogt"
+    shutil.copytree(session, copy)
+    (copy / "groundtruth.txt").unlink()
+    out = tmp_path / "m.ply"
+    assert main(["mesh", str(copy), "-o", str(out), "--voxel", "0.04"]) == 0
+    assert "poses from our odometry" in capsys.readouterr().err
+    assert len(o3d.io.read_triangle_mesh(str(out)).triangles) > 1000
+    assert main(["mesh", str(copy), "-o", str(out), "--poses", "groundtruth"]) == 2
+    assert "no groundtruth.txt" in capsys.readouterr().err
+
+
+def test_mesh_with_a_broken_image_is_a_clear_error(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    copy = tmp_path / "broken"
+    shutil.copytree(session, copy)
+    victim = sorted((copy / "depth").iterdir())[3]
+    victim.write_bytes(b"not a png")
+    assert main(["mesh", str(copy), "-o", str(tmp_path / "m.glb")]) == 2
+    assert victim.name in capsys.readouterr().err

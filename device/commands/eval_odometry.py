@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from capture.frame import SourceError
     from depth.evaluate import evaluate_sequence
     from depth.session import open_session
     from device.cli import CliError
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             report = evaluate_sequence(iter(src.read, None), open3d=args.open3d)  # streamed: long sequences fit
         finally:
             src.close()
-    except ValueError as e:
+    except (ValueError, SourceError) as e:
         raise CliError(str(e)) from None
     report = {"dir": str(args.dir), **report}
     print(json.dumps(report, indent=2))

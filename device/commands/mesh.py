@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from capture.frame import SourceError
     from depth.fusion import downscale_keyframe, fuse_keyframes, save_mesh
     from depth.odometry import Odometry, invert, rotation_angle_deg
     from depth.session import open_session
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                                                 args.downscale, f.seq))
             if len(keyframes) % 10 == 1:
                 say(f"read {n_read} frames, {len(keyframes)} keyframes")
-    except ValueError as e:
+    except (ValueError, SourceError) as e:
         raise CliError(str(e)) from None
     finally:
         src.close()
