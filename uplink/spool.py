@@ -23,14 +23,13 @@ import bisect
 import logging
 import os
 import re
-import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
+from uplink import spool_format as fmt
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +38,7 @@ PRIO_NAMES = {PRIO_TELEMETRY: "telemetry", PRIO_FRAME: "frame", PRIO_KEYFRAME: "
               PRIO_CONTROL: "control"}
 FLAG_RETAIN = 0x01
 
-_REC = struct.Struct(">4sIQBBHI")  # magic, payload length, id, priority, kind, flags, crc
-_ACK = struct.Struct(">QBI")  # id, reason (0 = acked, else eviction), crc
-_MAGIC = b"CCSR"
 _SEG = re.compile(r"^seg-(\d{12})\.log$")
-MAX_RECORD = 256 * 1024 * 1024
 
 
 class SpoolError(Exception):
@@ -133,7 +128,7 @@ class Spool:
             pass
         numbers = sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _SEG.match(p.name)))
         for n in numbers:
-            gone |= self._read_acks(self._seg_path(n).with_suffix(".ack"))
+            gone |= fmt.read_acks(self._seg_path(n).with_suffix(".ack"))
         for n in numbers:
             path = self._seg_path(n)
             fd = os.open(path, os.O_RDWR | os.O_APPEND)
@@ -154,40 +149,16 @@ class Spool:
         self.counters["recovered_records"] = len(self._records)
 
     def _scan(self, seg: _Segment, gone: set[int]) -> int:
-        pos = 0
+        found, valid_end = fmt.scan(seg.path)
         now = time.monotonic()
-        with open(seg.path, "rb") as f:
-            while True:
-                head = f.read(_REC.size)
-                if len(head) < _REC.size:
-                    return pos
-                magic, length, rid, prio, kind, flags, crc = _REC.unpack(head)
-                if magic != _MAGIC or length > MAX_RECORD:
-                    return pos
-                payload = f.read(length)
-                if len(payload) < length or google_crc32c.value(head[:-4] + payload) != crc:
-                    return pos
-                self._next_id = max(self._next_id, rid + 1)
-                if rid not in gone and rid not in self._records:
-                    self._records[rid] = Record(rid, prio, kind, flags, length, seg.number, pos + _REC.size, now,
-                                                recovered=True)
-                    seg.live += 1
-                    seg.live_bytes += length
-                    self.live_bytes += length
-                pos += _REC.size + length
-
-    def _read_acks(self, path: Path) -> set[int]:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return set()
-        ids = set()
-        for off in range(0, len(data) - _ACK.size + 1, _ACK.size):
-            rid, reason, crc = _ACK.unpack_from(data, off)
-            if google_crc32c.value(data[off:off + _ACK.size - 4]) != crc:
-                break  # torn tail: those records are simply sent again
-            ids.add(rid)
-        return ids
+        for rid, prio, kind, flags, length, offset in found:
+            self._next_id = max(self._next_id, rid + 1)
+            if rid not in gone and rid not in self._records:  # a compaction copy may exist twice
+                self._records[rid] = Record(rid, prio, kind, flags, length, seg.number, offset, now, recovered=True)
+                seg.live += 1
+                seg.live_bytes += length
+                self.live_bytes += length
+        return valid_end
 
     # ---- writing ------------------------------------------------------------------------------
 
@@ -211,8 +182,8 @@ class Spool:
     def append(self, payload: bytes, priority: int, kind: int, flags: int = 0) -> int | None:
         """Store one record; its id, or None if the quota refused it (counted)."""
         size = len(payload)
-        if size > MAX_RECORD:
-            raise SpoolError(f"record of {size} bytes exceeds the {MAX_RECORD} byte limit")
+        if size > fmt.MAX_RECORD:
+            raise SpoolError(f"record of {size} bytes exceeds the {fmt.MAX_RECORD} byte limit")
         with self._lock:
             if not self._make_room(size, priority):
                 self.evictions[f"quota_refused_{PRIO_NAMES.get(priority, priority)}"] += 1
@@ -237,12 +208,11 @@ class Spool:
         seg = self._active
         if seg is None or seg.size >= self.segment_bytes:
             seg = self._active = self._open_segment()
-        head = _REC.pack(_MAGIC, len(payload), rid, priority, kind, flags, 0)[:-4]
-        crc = google_crc32c.extend(google_crc32c.value(head), payload)
-        written = os.writev(seg.fd, [head, struct.pack(">I", crc), payload])
-        if written != len(head) + 4 + len(payload):  # disk full: leave a torn record recovery will drop
+        parts = fmt.record_parts(rid, priority, kind, flags, payload)
+        written = os.writev(seg.fd, parts)
+        if written != sum(len(p) for p in parts):  # disk full: leave a torn record recovery will drop
             raise SpoolError(f"short write to {seg.path} ({written} bytes)")
-        self._records[rid] = Record(rid, priority, kind, flags, len(payload), seg.number, seg.size + _REC.size,
+        self._records[rid] = Record(rid, priority, kind, flags, len(payload), seg.number, seg.size + fmt.RECORD.size,
                                     t_added, recovered)
         seg.size += written
         seg.live += 1
@@ -353,8 +323,7 @@ class Spool:
         self._uncache(rid)
         r = self._records.pop(rid)
         seg = self._segments[r.segment]
-        entry = _ACK.pack(rid, reason, 0)[:-4]
-        os.write(seg.ack_fd, entry + struct.pack(">I", google_crc32c.value(entry)))
+        os.write(seg.ack_fd, fmt.ack_entry(rid, reason))
         seg.live -= 1
         seg.live_bytes -= r.size
         self.live_bytes -= r.size
