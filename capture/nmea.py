@@ -283,3 +283,39 @@ class NmeaReader:
             except Exception:  # noqa: BLE001 - closing a vanished port may fail any way it likes
                 pass
             self._port = None
+
+
+class GpsSource:
+    """Any Source with GPS: each frame gets the fixes received since the previous frame in `frame.gps`.
+
+    A GPS fault never becomes a capture fault; a camera reconnect (close + open) reopens the port too.
+    """
+
+    def __init__(self, source: Any, reader: NmeaReader) -> None:
+        self.source = source
+        self.reader = reader
+
+    @property
+    def intrinsics(self) -> Any:
+        return self.source.intrinsics
+
+    @property
+    def depth_scale(self) -> float:
+        return self.source.depth_scale
+
+    @property
+    def fps(self) -> float:
+        return self.source.fps
+
+    def open(self) -> None:
+        self.source.open()
+        if self.reader.port is None:
+            self.reader.open()
+
+    def read(self) -> RGBDFrame | None:
+        frame = self.source.read()
+        return None if frame is None else self.reader.apply(frame)
+
+    def close(self) -> None:
+        self.source.close()
+        self.reader.close()

@@ -152,3 +152,18 @@ def test_missing_port_never_raises() -> None:
     reader = NmeaReader("/dev/ttyNOPE0", retry_s=60)
     assert reader.apply(_frame()).gps == ()
     assert reader.apply(_frame(1)).gps == () and reader.port_errors == 1  # no retry storm
+
+
+def test_gps_source_wraps_any_source() -> None:
+    from capture import open_source
+
+    source = open_source("synthetic", width=64, height=48, pace="fast", n_frames=3, gps="loop://")
+    assert source.intrinsics.width == 64 and source.depth_scale == 1000.0 and source.fps == 30.0
+    source.open()
+    first = source.read()
+    assert first is not None and first.gps == ()
+    source.reader.port.write((GGA + "\r\n").encode())
+    second = source.read()
+    assert second is not None and [g["kind"] for g in second.gps] == ["GGA"] and second.gps[0]["satellites"] == 8
+    assert source.read() is not None and source.read() is None
+    source.close()
