@@ -2,7 +2,8 @@
 
 Same frames for both (synthetic scene with ground-truth faces, 640×480). deface runs the way its
 CLI does: full resolution, threshold 0.2, mask scale 1.3, blur. A face counts as recalled in a frame
-when ≥ 70 % of its true box lies inside the union of that frame's redacted (colour) regions.
+when ≥ 70 % of its true box lies inside the union of that frame's redacted (colour) regions, or when
+the frame was withheld (nothing of it leaves; counted in frames_withheld).
 `frames_all_covered` is the share of frames in which every visible face was recalled.
 deface is imported here only, never in `redact/`.
 """
@@ -20,7 +21,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from capture.frame import FrameWithheld
+
 COVER = 0.7
+# A withheld frame leaves nothing: every face in it counts as covered (and frames_withheld says how many).
+WITHHELD = np.array([[0, 0, 1 << 20, 1 << 20]])
 
 
 def _recall(faces_per_frame: list[list[list[float]]], regions_per_frame: list[np.ndarray],
@@ -73,9 +78,9 @@ class Ours:
     def step(self, frame: Any) -> np.ndarray:
         try:
             out = self.stage.apply(frame)
-        except Exception:
+        except FrameWithheld:
             self.withheld += 1
-            return np.zeros((0, 4))
+            return WITHHELD
         return np.array([r["bbox"] for r in out.redaction["regions"] if r["applies_to"] != "depth"]).reshape(-1, 4)
 
     def extra(self) -> dict[str, Any]:
