@@ -191,6 +191,9 @@ class Ingest:
             client.loop_stop()
             client.disconnect()
         else:
+            if self.share_group:
+                raise ConnectionError(f"ingest: broker {self.host}:{self.port} refused MQTT 5, which shared "
+                                      "subscriptions (--share-group) need")
             raise ConnectionError(f"ingest: broker {self.host}:{self.port} refused MQTT 5 and 3.1.1")
         self._last_message = time.monotonic()
         last_report = time.monotonic()
