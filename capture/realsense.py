@@ -120,6 +120,11 @@ class RealSenseSource:
                 cfg.enable_stream(rs.stream.gyro)
             if self.record_to:
                 cfg.enable_record_to_file(self.record_to)
+            if not cfg.can_resolve(rs.pipeline_wrapper(rs.pipeline())):  # a wrong mode is fatal, not a fault
+                if self._find_live_device() is None:
+                    raise SourceError(f"{self.name}: not attached (unplugged? see `crowdcap devices`)")
+                raise ConfigError(f"{self.name}: {self.width}×{self.height} @ {fps} fps is not a mode of this camera "
+                                  f"(colour modes: {', '.join(_color_modes(rs, dev)) or 'none'})")
         pipe = rs.pipeline()
         # Our own queue instead of wait_for_frames: the pipeline's keeps only the latest set, which loses
         # frames whenever we are briefly late (and the first ones of a recording while we configure).
@@ -242,6 +247,16 @@ class RealSenseSource:
                           self.depth_scale, self.intrinsics, imu=imu, attachments={"realsense": meta})
         self._seq += 1
         return frame
+
+
+def _color_modes(rs: Any, dev: Any) -> list[str]:
+    modes = set()
+    for sensor in dev.query_sensors():
+        for p in sensor.get_stream_profiles():
+            if p.stream_type() == rs.stream.color and p.is_video_stream_profile():
+                v = p.as_video_stream_profile()
+                modes.add((v.width(), v.height(), v.fps()))
+    return [f"{w}×{h}@{f}" for w, h, f in sorted(modes)]
 
 
 def list_devices() -> list[dict[str, Any]]:
