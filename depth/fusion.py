@@ -31,6 +31,7 @@ class FusionKeyframe:
     intrinsics: Intrinsics
     depth_scale: float
     seq: int = 0
+    segment: int = 0        # odometry map segment: poses of different segments are not related
 
 
 def downscale_keyframe(pose: np.ndarray, color_bgr: np.ndarray, depth: np.ndarray, intr: Intrinsics,

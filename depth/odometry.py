@@ -31,6 +31,7 @@ class OdometryOptions:
     kf_translation: float = 0.10   # new keyframe after this much motion (metres) ...
     kf_rotation_deg: float = 8.0   # ... or rotation, since the last keyframe ...
     kf_min_tracks: float = 0.5     # ... or when fewer than this fraction of its tracks survive
+    reinit_after: int = 15         # lost this many frames in a row → start a new map segment
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrackResult:
     inliers: int = 0
     relocalised: bool = False
     reason: str = ""               # why tracking failed, if it did
+    segment: int = 0               # map segment: poses of different segments are not related
 
 
 @dataclass
@@ -62,6 +64,8 @@ class _State:
     world: np.ndarray | None = None
     keyframe: _Keyframe | None = None
     lost: bool = False             # the previous frame failed; tracks were reset to the keyframe
+    lost_count: int = 0            # consecutive failures
+    segment: int = 0
 
 
 def rotation_angle_deg(r: np.ndarray) -> float:
@@ -103,7 +107,7 @@ class Odometry:
                                 [0, intr.fy * s, (intr.cy + 0.5) * s - 0.5], [0, 0, 1]])
         self._initial = np.eye(4) if initial_pose is None else np.asarray(initial_pose, np.float64)
         self.state = _State()
-        self.counters = {"frames": 0, "lost": 0, "relocalised": 0, "keyframes": 0}
+        self.counters = {"frames": 0, "lost": 0, "relocalised": 0, "keyframes": 0, "new_segments": 0}
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -143,11 +147,16 @@ class Odometry:
             self.counters["lost"] += 1
             st.pose, st.velocity, st.lost = prior, np.eye(4), True  # hold; do not extrapolate blindly
             st.t = t
+            st.lost_count += 1
+            depth_ok = valid_fraction >= self.opt.min_valid_depth
+            if depth_ok and (st.keyframe is None or st.lost_count >= self.opt.reinit_after):
+                # Never anchored, or lost for good: start a new map segment at the held pose.
+                return self._new_segment(gray, depth, prior, reason)
             if st.keyframe is not None:  # next time, track from the keyframe
                 st.gray, st.pts2d, st.world = st.keyframe.gray, st.keyframe.pts2d, st.keyframe.world
-            return TrackResult(prior, ok=False, keyframe=False, reason=reason)
+            return TrackResult(prior, ok=False, keyframe=False, reason=reason, segment=st.segment)
         relocalised = relocalised or st.lost
-        st.lost = False
+        st.lost, st.lost_count = False, 0
         if relocalised:
             self.counters["relocalised"] += 1
         assert keep is not None
@@ -157,10 +166,28 @@ class Odometry:
         st.gray, st.pts2d, st.world = gray, keep[0], keep[1]
         if self._needs_keyframe(pose, len(keep[0])):
             return self._start(gray, depth, pose, inliers=inliers, relocalised=relocalised)
-        return TrackResult(pose, ok=True, keyframe=False, inliers=inliers, relocalised=relocalised)
+        return TrackResult(pose, ok=True, keyframe=False, inliers=inliers, relocalised=relocalised,
+                           segment=st.segment)
 
     def status(self) -> dict[str, int]:
-        return dict(self.counters)
+        return {**self.counters, "segment": self.state.segment}
+
+    def _new_segment(self, gray: np.ndarray, depth: np.ndarray, pose: np.ndarray, reason: str) -> TrackResult:
+        st = self.state
+        had_map = st.keyframe is not None
+        old_kf = st.keyframe
+        st.keyframe = None
+        self._start(gray, depth, pose)
+        if st.keyframe is None:  # still nothing to anchor on: keep trying from the old keyframe
+            st.keyframe = old_kf
+            return TrackResult(pose, ok=False, keyframe=False, reason=reason, segment=st.segment)
+        if had_map:
+            st.segment += 1
+            self.counters["new_segments"] += 1
+        st.lost, st.lost_count = False, 0
+        # Not ok: the pose is held, not measured; later frames track against this new anchor.
+        return TrackResult(pose, ok=False, keyframe=True, reason=f"{reason}; new map segment {st.segment}",
+                           segment=st.segment)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -191,7 +218,8 @@ class Odometry:
         st.pose, st.gray, st.pts2d, st.world = pose, gray, pts2d, world
         st.keyframe = _Keyframe(pose.copy(), gray, pts2d, world)
         self.counters["keyframes"] += 1
-        return TrackResult(pose, ok=True, keyframe=True, inliers=inliers, relocalised=relocalised)
+        return TrackResult(pose, ok=True, keyframe=True, inliers=inliers, relocalised=relocalised,
+                           segment=st.segment)
 
     def _detect(self, gray: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Corners (working px) with valid, locally smooth depth, and their camera-frame 3D points."""

@@ -8,7 +8,7 @@ Per frame: odometry on a downscaled grey image (~1–3 ms). Per keyframe: a stri
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 import numpy as np
@@ -46,12 +46,14 @@ class DepthStage:
         self.counters["relocalised"] += result.relocalised
         attachments = dict(frame.attachments)
         attachments["odometry"] = {"ok": result.ok, "inliers": result.inliers, "relocalised": result.relocalised,
-                                   **({"reason": result.reason} if result.reason else {})}
+                                   "segment": result.segment, **({"reason": result.reason} if result.reason else {})}
         if result.keyframe:
             self.counters["keyframes"] += 1
             attachments["cloud"] = self._cloud(frame)
-            self.keyframes.append(downscale_keyframe(result.pose, frame.color, frame.depth, frame.intrinsics,
-                                                     frame.depth_scale, self.cfg.fusion_downscale, frame.seq))
+            kf = downscale_keyframe(result.pose, frame.color, frame.depth, frame.intrinsics, frame.depth_scale,
+                                    self.cfg.fusion_downscale, frame.seq)
+            kf.segment = result.segment
+            self.keyframes.append(kf)
         return frame.replace(pose=result.pose, keyframe=result.keyframe, attachments=attachments)
 
     def _cloud(self, frame: RGBDFrame) -> dict[str, np.ndarray]:
@@ -68,8 +70,16 @@ class DepthStage:
         return {"points": np.ascontiguousarray(points), "colors": np.ascontiguousarray(colors)}
 
     def fuse(self, **kwargs: Any) -> Any:
-        """Fuse the kept keyframes into an open3d TriangleMesh (slow: call off the hot path)."""
-        return fuse_keyframes(list(self.keyframes), voxel_size=self.cfg.fusion_voxel_size,
+        """Fuse the kept keyframes into an open3d TriangleMesh (slow: call off the hot path).
+
+        Only the map segment with the most keyframes: poses of different segments are not related.
+        """
+        keyframes = list(self.keyframes)
+        if keyframes:
+            counts = Counter(kf.segment for kf in keyframes)
+            best = max(counts, key=lambda seg: (counts[seg], seg))
+            keyframes = [kf for kf in keyframes if kf.segment == best]
+        return fuse_keyframes(keyframes, voxel_size=self.cfg.fusion_voxel_size,
                               depth_trunc=self.cfg.depth_trunc, **kwargs)
 
     def status(self) -> dict[str, Any]:

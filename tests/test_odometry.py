@@ -114,3 +114,26 @@ def test_scale_motion() -> None:
     twice = scale_motion(m, 2.0)
     assert np.allclose(twice[:3, :3], m[:3, :3] @ m[:3, :3]) and np.allclose(twice[:3, 3], [0.02, 0, 0.04])
     assert np.allclose(scale_motion(m, 0.0), np.eye(4))
+
+
+def test_blank_start_bootstraps_when_structure_appears(frames) -> None:  # type: ignore[no-untyped-def]
+    odo = Odometry(frames[0].intrinsics, frames[0].depth_scale)
+    for _ in range(3):
+        r = odo.track(np.zeros_like(frames[0].color), frames[0].depth)  # lens covered, depth fine
+        assert not r.ok
+    first = odo.track(frames[0].color, frames[0].depth)
+    assert first.keyframe and first.segment == 0
+    results = [odo.track(f.color, f.depth) for f in frames[1:10]]
+    assert all(r.ok for r in results)
+
+
+def test_lost_for_good_starts_a_new_segment(frames) -> None:  # type: ignore[no-untyped-def]
+    odo = Odometry(frames[0].intrinsics, frames[0].depth_scale)
+    for f in frames[:5]:
+        assert odo.track(f.color, f.depth).ok
+    rng = np.random.default_rng(1)
+    results = [odo.track(rng.integers(0, 255, size=f.color.shape, dtype=np.uint8), f.depth) for f in frames[5:25]]
+    assert not any(r.ok for r in results)
+    new = [r for r in results if r.keyframe]
+    assert new and new[0].segment == 1 and "new map segment" in new[0].reason
+    assert odo.status()["new_segments"] >= 1
