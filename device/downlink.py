@@ -27,7 +27,6 @@ thread, never on the MQTT thread.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import queue
@@ -71,7 +70,7 @@ def load_public_key(text: str) -> Ed25519PublicKey:
         return key
     try:
         raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:
         raise ValueError("downlink.public_key: expected base64 of 32 bytes or a PEM block") from None
     if len(raw) != 32:
         raise ValueError(f"downlink.public_key: expected 32 raw bytes, got {len(raw)}")
@@ -147,7 +146,7 @@ class Verifier:
         try:
             payload = base64.b64decode(outer["payload"], validate=True)
             sig = base64.b64decode(str(outer["sig"]), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII text
             raise Rejected("malformed", "payload or sig is not base64") from None
         try:
             self.key.verify(sig, payload)
@@ -283,7 +282,7 @@ class Downlink:
                 raise Rejected("malformed", 'model update: expected args {"card": TOML, "model": base64}')
             try:
                 blob = base64.b64decode(model, validate=True)
-            except binascii.Error:
+            except ValueError:
                 raise Rejected("malformed", "model: not base64") from None
             with self.controller.lock:
                 return self.models.update(card, blob)

@@ -100,6 +100,7 @@ def test_every_kind_of_bad_command_is_rejected_with_a_reason(rig):
 def test_no_key_configured_refuses_everything():
     root = short_dir()
     service = make_service(root)
+    service.start()
     dl = Downlink(service, Controller(service))
     r = dl.handle(sign_command(Ed25519PrivateKey.generate(), "test-dev", "stop"))
     assert r["reason"] == "no_key" and "not configured" in r["detail"]
