@@ -51,3 +51,22 @@ def test_disabled_stage_passes_frames_through() -> None:
     f = SyntheticSource(pace="fast", n_frames=1).read()
     assert f is not None
     assert stage.apply(f) is f
+
+
+def test_fuse_uses_the_largest_map_segment() -> None:
+    stage = depth.build_stage(DepthConfig(fusion_voxel_size=0.05))
+    src = SyntheticSource(pace="fast", n_frames=3)
+    frames = list(iter(src.read, None))
+    from depth.fusion import downscale_keyframe
+
+    for i, f in enumerate(frames):
+        kf = downscale_keyframe(f.attachments["truth"]["pose"], f.color, f.depth, f.intrinsics, f.depth_scale, 4, f.seq)
+        kf.segment = 0 if i < 2 else 1
+        if i == 2:  # a keyframe of another segment with a nonsense pose must not be fused
+            kf.pose = kf.pose @ np.diag([1.0, -1.0, -1.0, 1.0])
+        stage.keyframes.append(kf)
+    mesh = stage.fuse()
+    v = np.asarray(mesh.vertices)
+    pose = frames[0].attachments["truth"]["pose"]
+    z = ((v - pose[:3, 3]) @ pose[:3, :3])[:, 2]
+    assert len(v) > 500 and (z > 0).all()  # all surface in front of the camera, none from the flipped one
