@@ -82,6 +82,7 @@ class Sender:
         self._max_payload = cfg.max_payload
         self._strikes = 0
         self._acks_this_connection = 0
+        self._last_progress = time.monotonic()
         self._out: dict[int, _Outgoing] = {}  # rid -> record being sent
         self._mids: dict[int, tuple[int, int]] = {}  # paho mid -> (rid, chunk index)
         self._cursor = 0
@@ -216,6 +217,7 @@ class Sender:
         self.last_error = ""
         self.counters["connects"] += 1
         self._live_from = self._next_spool_id()
+        self._last_progress = time.monotonic()
         self._cursor = 0
         c.subscribe(topic(self.device_id, "cmd"), qos=1)
         if self.status_payload is not None and (p := self.status_payload()) is not None:
@@ -291,6 +293,14 @@ class Sender:
                 self._note_fruitless_connection()
                 return
             now = time.monotonic()
+            if self._mids and now - self._last_progress > max(10.0, 2.0 * self.cfg.keepalive):
+                # Connected but no PUBACK for a long time (a wedged broker or a half-dead path that
+                # still answers pings): drop the link; the spool resends on the next connection.
+                self.counters["stalled_reconnects"] += 1
+                self.last_error = "no PUBACK progress; reconnecting"
+                return
+            if not self._mids:
+                self._last_progress = now
             if self.spool.fsync == "interval" and now - last_sync >= sync_every:
                 self.spool.sync()
                 last_sync = now
@@ -401,6 +411,7 @@ class Sender:
             self._notify_idle()
             return
         self._acks_this_connection += 1
+        self._last_progress = time.monotonic()
         out.unacked.discard(index)
         if not out.unacked and out.next_index == len(out.chunks):
             self.spool.ack(rid)
