@@ -14,11 +14,37 @@ def status_text(status: dict[str, Any]) -> str:
             lines.append(f"  {name:<10} {st.get('fps', 0):6.1f} fps  p99 {st.get('latency_ms_p99', 0):7.1f} ms"
                          f"  in {st.get('frames_in', 0)}  out {st.get('frames_out', 0)}"
                          f"  q {st.get('queue_depth', 0)}{extra}")
-    sections = {"health": status.get("health"), **(status.get("details") or {})}
-    for section, d in sections.items():
+    if isinstance(status.get("health"), dict):
+        lines.append(f"  health     {health_text(status['health'])}")
+    for section, d in (status.get("details") or {}).items():
         if isinstance(d, dict) and d:
-            lines.append(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in flatten(d).items()))
+            line = f"  {section:<10} " + ", ".join(f"{k}={v}" for k, v in flatten(d).items() if v not in ("", None, {}))
+            lines.append(line if len(line) <= 240 else line[:239] + "…")  # `status --json` has everything
     return "\n".join(lines)
+
+
+def health_text(h: dict[str, Any]) -> str:
+    parts = []
+    if h.get("temperature_c") is not None:
+        parts.append(f"{h['temperature_c']:.0f}°C")
+    cpu = h.get("cpu") or {}
+    if cpu:
+        pct = f"{cpu['percent']:.0f}% " if cpu.get("percent") is not None else ""
+        parts.append(f"cpu {pct}(load {cpu.get('load1', 0):.1f}/{cpu.get('cores', 1)})")
+    mem = h.get("memory") or {}
+    if mem.get("available_mb"):
+        parts.append(f"mem {mem['available_mb']:.0f} MiB free, rss {mem.get('rss_mb') or 0:.0f} MiB")
+    free = [d["free_mb"] for d in (h.get("disk") or {}).values() if isinstance(d, dict) and "free_mb" in d]
+    if free:
+        parts.append(f"disk {min(free) / 1024:.1f} GiB free")
+    if h.get("uptime_s"):
+        parts.append(f"up {h['uptime_s'] / 3600:.1f} h")
+    thermal = h.get("thermal") or {}
+    if thermal:
+        parts.append(f"thermal {thermal.get('state')}" + (f" ({thermal['reason']})" if thermal.get("rate_limit_fps") else ""))
+    if (h.get("throttled") or {}).get("under_voltage"):
+        parts.append("UNDER-VOLTAGE")
+    return ", ".join(parts)
 
 
 def summary_line(status: dict[str, Any]) -> str:
@@ -38,7 +64,10 @@ def summary_line(status: dict[str, Any]) -> str:
         parts.append(f"spool {spool.get('records', spool.get('messages', '?'))} msgs "
                      f"{spool.get('bytes', 0) / 2**20:.1f} MiB")
     if uplink:
-        parts.append("broker up" if uplink.get("connected") else "broker down")
+        if not uplink.get("broker", True):
+            parts.append("no broker (spool only)")
+        else:
+            parts.append("broker up" if uplink.get("connected") else "broker down")
     health = status.get("health") or {}
     if health.get("temperature_c") is not None:
         parts.append(f"{health['temperature_c']:.0f}°C")
