@@ -97,6 +97,7 @@ class Controller:
         self.guard = LoginGuard(max_failures=cc.max_failures, lockout_s=cc.lockout_s, clock=clock,
                                 state_file=Path(service.config.device.state_dir) / "console-lockout.json")
         self.health_sample: Callable[[], dict[str, Any]] | None = None  # set by the runtime (HealthReporter)
+        self.ops_status: Callable[[], dict[str, Any]] | None = None  # set by Operations
         self.counters: Counter[str] = Counter()
         self._clock = clock
         self.lock = threading.RLock()
@@ -148,6 +149,8 @@ class Controller:
         status = dict(self.service.status())
         if self.health_sample is not None and "health" not in status:
             status["health"] = self.health_sample()
+        if self.ops_status is not None and "ops" not in status:
+            status["ops"] = self.ops_status()
         return status, status_text(status)
 
     def _version(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:

@@ -202,6 +202,7 @@ class HealthReporter:
         self.last: dict[str, Any] = {}
         self.published = 0
         self.publish_errors = 0
+        self.extra: Callable[[], dict[str, Any]] | None = None  # e.g. Operations.status: console, downlink
         self._applied_limit: float | None = None
         self._limit_before: float | None = None
 
@@ -259,6 +260,8 @@ class HealthReporter:
                                                     "faults", "detector_ms_p50", "detector_ms_p99")},
             "uplink": (status.get("details") or {}).get("uplink", {}),
         }
+        if self.extra is not None:
+            telemetry["ops"] = self.extra()
         retained = {"state": "online", "summary": summary_line(status), "t_utc": telemetry["t_utc"],
                     "session_id": self.service.session_id, "thermal": sample["thermal"],
                     "paused": status.get("paused", False)}

@@ -55,6 +55,7 @@ class Operations:
 
         self.reporter = HealthReporter(self.service)
         self.controller.health_sample = self.reporter.sample_for_status
+        self.controller.ops_status = self.reporter.extra = self.status
         self.notifier = Notifier()
         self.watchdog = Watchdog(self.service, self.notifier)
         self.service.housekeeping.extend([self.reporter, self.watchdog])

@@ -74,6 +74,9 @@ def test_operations_around_a_running_service(broker, monkeypatch):
         wait_for(lambda: any(r.get("id") == "op1" and r["ok"] for r in seen["result"]), 15, "cmd result")
         assert service.pipeline.paused
         assert ops.status()["downlink"]["accepted"] == 1
+        wait_for(lambda: (pump(), seen["telemetry"][-1].get("ops", {}).get("downlink", {}).get("accepted"))[1] == 1,
+                 15, "downlink counters in telemetry")
+        assert term.json_command("status")["ops"]["console"]["open"]
     finally:
         ops.close()
         service.close()
