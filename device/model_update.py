@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import secrets
 import shutil
@@ -24,13 +25,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from device.configfile import atomic_write
 from device.control import set_config
 
 log = logging.getLogger("crowdcap.models")
 
 REFERENCE_SEED = 7
 REFERENCE_FRAMES = 4
-MIN_FACE_PX = 24  # faces smaller than this (far away) are not counted in the self-test
+MIN_FACE_PX = 24
+PENDING = "pending-activation.json"  # faces smaller than this (far away) are not counted in the self-test
 
 
 def reference_frames(n: int = REFERENCE_FRAMES, width: int = 640, height: int = 480) -> list[Any]:
@@ -109,6 +112,30 @@ class ModelUpdater:
         d = Path(cfg.downlink.models_dir)
         return d if d.is_absolute() else Path(cfg.device.state_dir) / d
 
+    def check_pending(self) -> str:
+        """After a restart that activated a new model: keep it if the redaction stage loaded it, else put
+        the previous model back and restart again. Returns "", "confirmed" or "rolled back"."""
+        marker = self.models_dir / PENDING
+        try:
+            pending = json.loads(marker.read_text())
+            new, previous = list(pending["new"]), list(pending["previous"])
+        except FileNotFoundError:
+            return ""
+        except (OSError, ValueError, KeyError, TypeError):
+            marker.unlink(missing_ok=True)
+            return ""
+        stage = self.service.stages.get("redact")
+        load_error = stage.status().get("load_error") if hasattr(stage, "status") else ""
+        if self.service.config.redact.models != new or not load_error:
+            marker.unlink(missing_ok=True)
+            return "confirmed" if self.service.config.redact.models == new else ""
+        log.error("model update: the new model did not load after restart (%s); rolling back", load_error)
+        set_config(self.service, "redact.models", previous)
+        marker.unlink(missing_ok=True)
+        self.service.restart_requested = True
+        self.service.request_stop()
+        return "rolled back"
+
     def update(self, card_text: str, model: bytes) -> tuple[bool, dict[str, Any]]:
         from redact.cards import CardError, load_card, read_verified
 
@@ -162,6 +189,8 @@ class ModelUpdater:
                     raise RuntimeError(f"live stage refused the model: {load_error}")
                 applied = "live"
             else:
+                # confirmed (or rolled back) by `check_pending` once the restarted service has loaded it
+                atomic_write(self.models_dir / PENDING, json.dumps({"new": [card_path], "previous": previous}).encode())
                 self.service.restart_requested = True  # the runtime exits non-zero; systemd restarts it
                 self.service.request_stop()
                 applied = "restart"

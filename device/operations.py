@@ -84,6 +84,9 @@ class Operations:
         from device.downlink import Downlink
 
         self.downlink = Downlink(self.service, self.controller)
+        outcome = self.downlink.models.check_pending()  # a model activated by the last restart
+        if outcome == "rolled back":
+            self.problems["model_update"] = "the new model did not load; previous model restored, restarting"
         self.downlink.attach()
 
     def status(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -220,3 +221,56 @@ def test_signed_command_over_mqtt_is_answered_on_cmd_result(broker):
         service.close()
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_model_that_fails_to_load_after_restart_is_rolled_back(rig):
+    import tomllib
+
+    import redact
+    from device import config as config_mod
+    from device.runtime import Service
+
+    service, dl, key = rig
+    card, model = centerface_card("4.0")
+    r = dl.handle(model_cmd(key, card, model))
+    assert r["ok"] and r["result"]["applied"] == "restart"  # this stage cannot swap models live
+    installed = Path(r["result"]["installed"])
+    (installed.parent / "model.onnx").write_bytes(model[:-1] + b"\0")  # damaged on disk before the restart
+
+    cfg = config_mod.load(service.config_path)  # the restarted service
+    assert cfg.redact.models == [str(installed)]
+    restarted = Service(cfg, service.config_path, source=small_source(), stages=[redact.build_stage(cfg.redact)])
+    restarted.start()
+    try:
+        assert restarted.stages["redact"].status()["load_error"]
+        assert ModelUpdater(restarted).check_pending() == "rolled back"
+        assert restarted.config.redact.models == [] and restarted.restart_requested
+        assert tomllib.loads(service.config_path.read_text())["redact"]["models"] == []
+        assert ModelUpdater(restarted).check_pending() == ""  # handled once
+    finally:
+        restarted.close()
+
+
+def test_model_confirmed_after_a_good_restart(rig):
+    import redact
+    from device import config as config_mod
+    from device.runtime import Service
+
+    service, dl, key = rig
+    card, model = centerface_card("5.0")
+    r = dl.handle(model_cmd(key, card, model))
+    assert r["ok"]
+    cfg = config_mod.load(service.config_path)
+    restarted = Service(cfg, service.config_path, source=small_source(), stages=[redact.build_stage(cfg.redact)])
+    restarted.start()
+    try:
+        assert ModelUpdater(restarted).check_pending() == "confirmed"
+        assert restarted.config.redact.models == [r["result"]["installed"]]
+    finally:
+        restarted.close()
+
+
+def small_source():
+    from capture.synthetic import SyntheticSource
+
+    return SyntheticSource(64, 48, pace="realtime", noise=False, cycle=2)
