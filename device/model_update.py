@@ -11,6 +11,8 @@
    command layer (validated, config file written atomically). The redaction stage picks it up live if
    it can (`reload_models`), else the service restarts. If any step fails, `redact.models` is put back
    and the new folder removed: the previous model stays active.
+4. After an activating restart, `check_pending()` (called by `Operations.start`) keeps the new model if
+   the stage loaded it, else puts the previous one back and restarts again.
 """
 
 from __future__ import annotations
