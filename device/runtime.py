@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from capture import open_source
-from capture.frame import RGBDFrame, Source, Stage
+from capture.frame import RGBDFrame, Source, SourceError, Stage
 from device import settings
 from device.config import Config
 from device.pipeline import Pipeline
@@ -131,7 +131,8 @@ class Service:
         cap = config.capture
         self.source = source or open_source(
             cap.source, width=cap.width, height=cap.height, fps=cap.fps, pace=cap.pace, seed=cap.seed,
-            loop=cap.loop, device_id=self.device_id, session_id=self.session_id)
+            loop=cap.loop, device_id=self.device_id, session_id=self.session_id, gps=cap.gps or None,
+            gps_baud=cap.gps_baud)
         chain = stages if stages is not None else build_stages(config, self.device_id, self.session_id,
                                                                record_dir=record_dir)
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
@@ -146,9 +147,16 @@ class Service:
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, wait_for_source: bool = False) -> None:
+        """Open the source and start the stages and pipeline. With `wait_for_source`, a camera that is
+        not there yet is not fatal: the capture loop keeps reconnecting and status shows the gap."""
         self.started_at = time.time()
-        self.source.open()
+        try:
+            self.source.open()
+        except SourceError as e:
+            if not wait_for_source:
+                raise
+            log.warning("source not ready, will keep retrying: %s", e)
         for stage in self.stages.values():
             start = getattr(stage, "start", None)
             if callable(start):

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     service = Service(cfg, Path(args.config) if args.config else None, max_frames=args.max_frames)
     service.install_signal_handlers()
     try:
-        service.start()
+        service.start(wait_for_source=True)
         if args.ready_file:
             Path(args.ready_file).touch()
         service.wait()
