@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", default=None,
                    help="camera.json ({width,height,fx,fy,cx,cy,depth_scale} or Open3D's); default: TUM's Kinect")
     p.add_argument("-o", "--output", required=True, help="output .ply")
-    p.add_argument("--depth-trunc", type=float, default=4.0, help="ignore depth beyond this many metres (default 4)")
+    p.add_argument("--depth-trunc", type=float, default=5.0, help="ignore depth beyond this many metres (default 5)")
     p.add_argument("--voxel", type=float, default=0.0, help="voxel size in metres for downsampling (default: off)")
     p.add_argument("--normals", action="store_true", help="also write normals")
     p.set_defaults(func=run)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poses", choices=["auto", "groundtruth", "odometry"], default="auto",
                    help="where poses come from (auto: groundtruth.txt if present, else odometry)")
     p.add_argument("--voxel", type=float, default=0.02, help="TSDF voxel size in metres (default 0.02)")
-    p.add_argument("--depth-trunc", type=float, default=4.0, help="ignore depth beyond this (m, default 4)")
+    p.add_argument("--depth-trunc", type=float, default=5.0, help="ignore depth beyond this (m, default 5)")
     p.add_argument("--downscale", type=int, default=2, help="integrate at 1/N resolution (default 2)")
     p.add_argument("--max-frames", type=int, default=None, help="read at most this many frames")
     p.add_argument("--keyframe-translation", type=float, default=0.05, help="m between keyframes (default 0.05)")
