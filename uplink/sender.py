@@ -263,10 +263,15 @@ class Sender:
         sock = c.socket() if c else None
         if sock is None:
             return mqtt.MQTT_ERR_NO_CONN
+        # TLS: bytes already decrypted inside the SSL object do not make the socket readable
+        pending = sock.pending() if hasattr(sock, "pending") else 0
         try:
-            r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [], timeout)
+            r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [],
+                                    0.0 if pending else timeout)
         except (OSError, ValueError):
             return mqtt.MQTT_ERR_CONN_LOST
+        if pending and sock not in r:
+            r.append(sock)
         if self._wake_r in r:
             try:
                 self._wake_r.recv(4096)
