@@ -19,7 +19,9 @@ def test_demo_writes_a_complete_session(tmp_path):
     assert "crowdcap demo summary" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["all_delivered"] is True
-    assert summary["frames_redacted"] > 0 and summary["frames_withheld"] == 0
+    assert summary["frames_redacted"] > 0
+    # under CPU load a frame may miss the detector's budget: it is then withheld (fail closed), never leaked
+    assert set(summary["withheld_by_reason"]) <= {"model_timeout"}
     assert summary["faces_redacted"] > 0
     assert summary["frames_ingested"] == summary["frames_spooled"] > 0
     session = Path(summary["session_dir"])
