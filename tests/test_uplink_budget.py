@@ -6,6 +6,7 @@ import time
 
 from uplink_helpers import IngestThread, committed_seqs, make_frame, uplink_cfg, wait_for_frames
 
+from capture.frame import FrameWithheld
 from uplink import build_stage
 from uplink.budget import DEGRADE_KEYFRAMES_ONLY, DEGRADE_NONE, DEGRADE_QUALITY, TokenBucket, degrade_level
 
@@ -31,9 +32,15 @@ def test_budget_limits_rate_and_degrades_counted(tmp_path, broker) -> None:
     stage.start()
     n = 80
     t0 = time.monotonic()
+    withheld = 0
     for i in range(n):
-        stage.apply(make_frame(i))
+        try:
+            stage.apply(make_frame(i))
+        except FrameWithheld as e:
+            assert e.reason == "bandwidth"
+            withheld += 1
     st = stage.status()
+    assert withheld == st["degraded_dropped_frames"]
     assert st["degraded_quality_frames"] > 0 and st["degraded_dropped_frames"] > 0
     assert st["frames_accepted"] + st["degraded_dropped_frames"] == n  # every frame accounted for
     assert stage.drain(60)

@@ -139,3 +139,12 @@ def test_commands_reach_callback_and_results_reach_ingest(tmp_path, broker) -> N
         time.sleep(0.05)
     ing.stop()
     stage.close()
+
+
+def test_frame_larger_than_quota_is_withheld_and_counted(tmp_path) -> None:
+    stage = build_stage(uplink_cfg(tmp_path, spool_quota_mb=0.005), "dev1", "s1")  # 5 KiB < one frame
+    with pytest.raises(FrameWithheld) as e:
+        stage.apply(make_frame(1))
+    assert e.value.reason == "spool_full"
+    assert stage.status()["evictions"] == {"quota_refused_frame": 1}
+    stage.close()

@@ -124,6 +124,9 @@ class Sender:
             self._direct.append((topic_name, payload, retain))
         self.wake()
 
+    def direct_pending(self) -> bool:
+        return bool(self._direct)
+
     @property
     def connected(self) -> bool:
         return self._connected

@@ -8,6 +8,8 @@
 
 `apply` refuses an unredacted frame (FrameWithheld "unredacted"): nothing raw reaches the spool.
 A frame is "accepted" when `apply` returns: it is in the spool (durable per the fsync policy).
+Otherwise it raises FrameWithheld: "bandwidth" (degrade policy: keyframes only) or "spool_full"
+(quota reached, nothing of lower priority left to evict) — both also counted in `status()`.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class UplinkStage:
                 self.sender.send_direct(topic(self.device_id, "status"), self._json_chunk("status", {
                     "state": "offline", "device_id": self.device_id}), retain=True)
                 deadline = time.monotonic() + 1.0
-                while self.sender._direct and time.monotonic() < deadline:
+                while self.sender.direct_pending() and time.monotonic() < deadline:
                     time.sleep(0.01)
             self.sender.stop()
         self.spool.close()
@@ -106,16 +108,17 @@ class UplinkStage:
         level = self._degrade_level()
         if level >= DEGRADE_KEYFRAMES_ONLY and not frame.keyframe:
             self._count("degraded_dropped_frames")
-            return frame
+            raise FrameWithheld("bandwidth", "over the uplink budget: keyframes only")
         quality, flags = self.cfg.jpeg_quality, 0
         if level >= DEGRADE_QUALITY:
             quality, flags = min(quality, self.cfg.degraded_jpeg_quality), wire.FLAG_DEGRADED
             self._count("degraded_quality_frames")
         data = wire.encode(messages.encode_frame(frame, self.codec, quality, flags))
         prio = PRIO_KEYFRAME if frame.keyframe else PRIO_FRAME
-        if self.spool.append(data, prio, wire.FRAME) is not None:
-            self._count("frames_accepted")
-            self._count("frame_bytes", len(data))
+        if self.spool.append(data, prio, wire.FRAME) is None:
+            raise FrameWithheld("spool_full", "quota reached and nothing of lower priority to evict")
+        self._count("frames_accepted")
+        self._count("frame_bytes", len(data))
         cloud = frame.attachments.get("cloud")
         if cloud is not None:
             cdata = wire.encode(messages.encode_cloud(frame, cloud))
