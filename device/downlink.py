@@ -187,13 +187,11 @@ class Downlink:
 
     def __init__(self, service: Any, controller: Controller, *, clock: Callable[[], float] = time.time,
                  model_updater: Any = None) -> None:
-        cfg = service.config
         self.service = service
         self.controller = controller
-        state = Path(cfg.device.state_dir)
-        self.verifier = Verifier(cfg.downlink.public_key, service.device_id, ReplayCache(state / "downlink-nonces.json"),
-                                 max_ttl_s=cfg.downlink.max_ttl_s, clock_skew_s=cfg.downlink.clock_skew_s,
-                                 max_bytes=cfg.downlink.max_bytes, clock=clock)
+        self._clock = clock
+        self._replay = ReplayCache(Path(service.config.device.state_dir) / "downlink-nonces.json")
+        self._configure()
         if model_updater is None:
             from device.model_update import ModelUpdater
 
@@ -206,6 +204,11 @@ class Downlink:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._thread: threading.Thread | None = None
         self._last_reject_publish = 0.0
+
+    def _configure(self) -> None:
+        d = self.service.config.downlink
+        self.verifier = Verifier(d.public_key, self.service.device_id, self._replay, max_ttl_s=d.max_ttl_s,
+                                 clock_skew_s=d.clock_skew_s, max_bytes=d.max_bytes, clock=self._clock)
 
     def attach(self) -> None:
         uplink = self.service.stages.get("uplink")
@@ -271,7 +274,10 @@ class Downlink:
             if not isinstance(key, str) or value is None:
                 raise Rejected("malformed", 'config set: expected args {"key": str, "value": ...}')
             with self.controller.lock:
-                return True, set_config(self.service, key, value)
+                result = set_config(self.service, key, value)
+            if key.startswith("downlink."):  # key rotation and limits take effect for the next command
+                self._configure()
+            return True, result
         if name == "policy update":
             if not isinstance(args.get("policy"), str):
                 raise Rejected("malformed", 'policy update: expected args {"policy": TOML text}')

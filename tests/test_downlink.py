@@ -52,6 +52,12 @@ def test_valid_commands_run_through_the_command_layer(rig):
     r = dl.handle(sign_command(key, "test-dev", "reboot-service"))
     assert r["ok"] and service.restart_requested and service.stop_requested
     assert dl.accepted == 5 and dl.failed == 1 and not dl.rejected
+    # key rotation: the new key is in force for the next command, the old one is refused
+    new_key = Ed25519PrivateKey.generate()
+    r = dl.handle(sign_command(key, "test-dev", "config set", {"key": "downlink.public_key", "value": pub_b64(new_key)}))
+    assert r["ok"], r
+    assert dl.handle(sign_command(key, "test-dev", "start"))["reason"] == "bad_signature"
+    assert dl.handle(sign_command(new_key, "test-dev", "start"))["ok"]
 
 
 def test_every_kind_of_bad_command_is_rejected_with_a_reason(rig):
