@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import select
 import socket
 import ssl
 import threading
@@ -30,18 +29,10 @@ import paho.mqtt.client as mqtt
 from uplink import wire
 from uplink.budget import TokenBucket
 from uplink.config import UplinkConfig, parse_broker
+from uplink.mqtt_client import KIND_TOPIC, new_client, pump, topic
 from uplink.spool import PRIO_NAMES, Spool
 
 log = logging.getLogger(__name__)
-
-TOPIC_ROOT = "crowdcap/v1"
-KIND_TOPIC = {wire.FRAME: "frame", wire.CLOUD: "cloud", wire.STATUS: "status", wire.TELEMETRY: "telemetry",
-              wire.EVENT: "event", wire.CMD_RESULT: "cmd/result"}
-
-
-def topic(device_id: str, kind: str) -> str:
-    return f"{TOPIC_ROOT}/{device_id}/{kind}"
-
 
 @dataclass
 class _Outgoing:
@@ -173,18 +164,8 @@ class Sender:
                 self._stop.wait(random.uniform(0, self.cfg.backoff_min))
 
     def _new_client(self) -> mqtt.Client:
-        kwargs = {} if self._proto == mqtt.MQTTv5 else {"clean_session": True}
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id or f"crowdcap-{self.device_id}",
-                        protocol=self._proto, **kwargs)
-        c.max_inflight_messages_set(0)  # our window is the bound; paho must not hold a second queue
-        c.max_queued_messages_set(0)
+        c = new_client(self.cfg, self.cfg.client_id or f"crowdcap-{self.device_id}", self._proto, self.tls)
         c.will_set(topic(self.device_id, "status"), self.will_payload, qos=1, retain=True)
-        if self.cfg.username:
-            c.username_pw_set(self.cfg.username, self.cfg.password or None)
-        if self.tls:
-            c.tls_set(ca_certs=self.cfg.tls_ca or None, certfile=self.cfg.tls_cert or None,
-                      keyfile=self.cfg.tls_key or None, cert_reqs=ssl.CERT_REQUIRED)
-            c.tls_insecure_set(self.cfg.tls_insecure)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -261,33 +242,7 @@ class Sender:
             self._idle.notify_all()
 
     def _pump(self, timeout: float) -> int:
-        """One round of socket I/O; MQTT_ERR_SUCCESS or the error that ended the connection."""
-        c = self._client
-        sock = c.socket() if c else None
-        if sock is None:
-            return mqtt.MQTT_ERR_NO_CONN
-        # TLS: bytes already decrypted inside the SSL object do not make the socket readable
-        pending = sock.pending() if hasattr(sock, "pending") else 0
-        try:
-            r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [],
-                                    0.0 if pending else timeout)
-        except (OSError, ValueError):
-            return mqtt.MQTT_ERR_CONN_LOST
-        if pending and sock not in r:
-            r.append(sock)
-        if self._wake_r in r:
-            try:
-                self._wake_r.recv(4096)
-            except BlockingIOError:
-                pass
-        rc = mqtt.MQTT_ERR_SUCCESS
-        if sock in r:
-            rc = c.loop_read(16)
-        if rc == mqtt.MQTT_ERR_SUCCESS and sock in w:
-            rc = c.loop_write()
-        if rc == mqtt.MQTT_ERR_SUCCESS:
-            rc = c.loop_misc()
-        return rc
+        return pump(self._client, self._wake_r, timeout)
 
     def _serve(self) -> None:
         last_sync = time.monotonic()

@@ -28,7 +28,8 @@ from capture.frame import FrameWithheld, RGBDFrame
 from uplink import messages, wire
 from uplink.budget import DEGRADE_KEYFRAMES_ONLY, DEGRADE_NAMES, DEGRADE_QUALITY, degrade_level
 from uplink.config import UplinkConfig
-from uplink.sender import Sender, topic
+from uplink.mqtt_client import topic
+from uplink.sender import Sender
 from uplink.spool import PRIO_CLOUD, PRIO_CONTROL, PRIO_FRAME, PRIO_KEYFRAME, PRIO_TELEMETRY, Spool
 
 log = logging.getLogger(__name__)
