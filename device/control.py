@@ -379,8 +379,11 @@ def set_config(service: Any, key: str, value: Any) -> dict[str, Any]:
     applied = "on restart"
     live_apply = getattr(service, "set_config", None)  # the runtime's own live-apply (e.g. capture.fps)
     if fld.metadata.get("live") and live_apply is not None:
-        live_apply(key, toml_value(value))
-        applied = "live"
+        try:
+            live_apply(key, toml_value(value))
+            applied = "live"
+        except Exception as e:  # saved already: it applies on restart; say why not now
+            applied = f"on restart (live apply failed: {type(e).__name__}: {e})"
     service.config = new_cfg
     shown = "***" if fld.metadata.get("secret") and value else settings.to_dict(new_cfg, mask_secrets=False)
     if shown != "***":
