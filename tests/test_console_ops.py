@@ -62,6 +62,7 @@ def test_operations_around_a_running_service(broker, monkeypatch):
         assert st["ok"] and "health" in st and st["details"]["uplink"]["broker"] == broker.url
         assert term.json_command(f"login {PIN}")["ok"]
         assert term.json_command("spool stats")["spool"]["records"] >= 0
+        assert term.json_command("spool flush")["ok"]
         # the control socket
         client = ControlClient(ops.server.path)
         assert client.execute(["net"]).data["broker"] == broker.url
