@@ -111,3 +111,29 @@ def test_shared_subscription_workers_split_without_duplicates(tmp_path, broker) 
     # both workers did real work (chunks of one message may land on either worker)
     assert all(s.get("frame", 0) + s.get("chunks_buffered", 0) > 0 for s in stats)
     assert sum(s["rejected_total"] for s in stats) == 0
+
+
+def test_storage_error_is_retried_not_lost(tmp_path, broker) -> None:
+    out = tmp_path / "out"
+    ing = IngestThread(broker.url, out)
+    ing.ingest.retry_delay = 0.3
+    real_write = ing.ingest.sink.write
+    failures = [3]
+
+    def flaky_write(*args, **kw):
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(28, "No space left on device")
+        return real_write(*args, **kw)
+
+    ing.ingest.sink.write = flaky_write
+    stage = build_stage(uplink_cfg(tmp_path, broker.url), "dev1", "s1")
+    stage.start()
+    for i in range(10):
+        stage.apply(make_frame(i))
+    assert stage.drain(20)
+    seqs = wait_for_frames(out, 10, 20)
+    stats = ing.stop()
+    stage.close()
+    assert sorted(seqs) == list(range(10))
+    assert stats["storage_errors"] == 3 and stats["redelivery_reconnects"] >= 1 and stats["rejected_total"] == 0

@@ -59,6 +59,8 @@ class Ingest:
         self._connected = threading.Event()
         self._last_message = time.monotonic()
         self._hung_up = False
+        self._retry = threading.Event()
+        self.retry_delay = 2.0
         self._lock = threading.Lock()
 
     # ---- message path (paho's network thread) ------------------------------------------------
@@ -85,8 +87,13 @@ class Ingest:
         except WireError as e:
             return self._reject(e.reason)
         except (OSError, MemoryError) as e:
-            log.error("ingest: storing a message failed: %s", e)
-            return self._reject("storage_error")
+            # Not the message's fault (disk full, I/O error): it is not acknowledged, and the broker
+            # delivers it again after run() reconnects. Counted, never dropped.
+            log.error("ingest: storing a message failed (will retry): %s", e)
+            with self._lock:
+                self.counters["storage_errors"] += 1
+            self._retry.set()
+            return "retry"
         except Exception:  # a bug must not take the ingest down; counted and logged
             log.exception("ingest: unexpected error")
             return self._reject("internal_error")
@@ -116,6 +123,9 @@ class Ingest:
                     self._message(_source_of(folder), data, time.time())
             except WireError as e:
                 self._reject(e.reason)
+            except Exception:  # noqa: BLE001 - startup must go on; counted
+                log.exception("ingest: leftover partial %s could not be stored", folder.name)
+                self._reject("internal_error")
         for dev in self.out.iterdir() if self.out.exists() else []:
             if dev.is_dir() and not dev.name.startswith("."):
                 for ses in dev.iterdir():
@@ -130,16 +140,22 @@ class Ingest:
 
     def _client(self, proto: int) -> mqtt.Client:
         kwargs = {} if proto == mqtt.MQTTv5 else {"clean_session": not self.persistent}
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, **kwargs)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, manual_ack=True,
+                        **kwargs)
         c.max_inflight_messages_set(1000)
         if self.tls:
             c.tls_set()
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
-        c.on_message = lambda _c, _u, m: self.handle(m.topic, m.payload)
+        c.on_message = self._on_message
         c.reconnect_delay_set(0.2, 5)
         return c
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # manual ack: a message is acknowledged only once it is stored (or refused for good)
+        if self.handle(msg.topic, msg.payload) != "retry" and msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
 
     def _on_disconnect(self, *args: object) -> None:
         self._connected.clear()
@@ -202,6 +218,8 @@ class Ingest:
                 now = time.monotonic()
                 if idle_exit is not None and now - self._last_message >= idle_exit:
                     break
+                if self._retry.is_set():
+                    client = self._redeliver(client)
                 if now - last_report >= self.report_every:
                     self.reassembler.expire()
                     self.sink.finalize_all(only_dirty=True)
@@ -211,6 +229,24 @@ class Ingest:
             client.disconnect()
             self.sink.finalize_all(only_dirty=True)
         return self.stats()
+
+    def _redeliver(self, client: mqtt.Client) -> mqtt.Client:
+        """After a storage error: wait a little, then reconnect so the broker resends what we did not
+        acknowledge (it redelivers unacknowledged QoS 1 messages when the session resumes)."""
+        if self._stop.wait(self.retry_delay):
+            return client
+        self._retry.clear()
+        with self._lock:
+            self.counters["redelivery_reconnects"] += 1
+        client.disconnect()
+        client.loop_stop()
+        self._connected.clear()
+        try:
+            client.reconnect()
+        except OSError as e:
+            log.warning("ingest: reconnect failed (%s); paho keeps trying", e)
+        client.loop_start()
+        return client
 
     def stop(self) -> None:
         self._stop.set()
