@@ -7,8 +7,9 @@
   off, 1 day expiry): messages published while it is down are queued by the broker for it.
 - With `share_group`, it subscribes to `$share/<group>/crowdcap/v1/#` (MQTT 5): workers split the
   load. Workers of one group must share OUT (reassembly and dedupe happen through the filesystem).
-- A message is PUBACKed only after it is stored (chunks: after the chunk is on disk), so an ingest
-  crash never loses an acknowledged message.
+- A message is PUBACKed only after it is stored (chunks: after the chunk is on disk; manual acks),
+  so an ingest crash never loses an acknowledged message; on a storage error (disk full) it is left
+  unacknowledged and the ingest reconnects after a pause so the broker delivers it again.
 - Everything malformed is counted under `rejected[reason]` and never stops the ingest.
 """
 
