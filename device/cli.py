@@ -53,10 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(level: str) -> None:
+    """stderr shows `level`; the root logger still passes INFO on, so the running service's log ring
+    (`log tail` on the console) has the INFO lines too."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if getattr(h, "crowdcap_stderr", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.crowdcap_stderr = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    handler.setLevel(level)
+    root.setLevel(min(logging.INFO, logging.getLevelName(level)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.log_level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

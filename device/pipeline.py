@@ -118,8 +118,12 @@ class Pipeline:
         return not self._running.is_set()
 
     def set_rate_limit(self, fps: float | None) -> None:
-        """Cap the capture rate (thermal protection); None lifts the cap."""
+        """Cap the capture rate (thermal protection, live `capture.fps`); None lifts the cap."""
         self._rate_limit_fps = fps
+
+    @property
+    def rate_limit_fps(self) -> float | None:
+        return self._rate_limit_fps
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for all threads to finish; True if they did within `timeout`."""
@@ -223,9 +227,12 @@ class Pipeline:
 
     # -- status ------------------------------------------------------------------------------
     def stalled_stage(self, after_s: float) -> str | None:
-        """Name of a stage that has had input waiting but produced nothing for `after_s` seconds."""
+        """Name of a stage that has had input waiting but produced nothing for `after_s` seconds.
+
+        Checked from the last stage back: a hung stage also starves the ones before it of queue space,
+        and the one to name is the furthest downstream."""
         now = time.monotonic_ns()
-        for i, stage in enumerate(self.stages):
+        for i, stage in reversed(list(enumerate(self.stages))):
             m = self.metrics[stage.name]
             waiting = self._queues[i].qsize() > 0
             since = now - (m.last_out_ns or m.started_ns)

@@ -143,6 +143,7 @@ class Service:
         logging.getLogger().addHandler(self._log_handler)
         self.housekeeping: list[Callable[[Service], None]] = []
         self.started_at = 0.0
+        self.restart_requested = False  # set by the console/downlink; `run` then exits 75 for systemd
         self._stop = threading.Event()
         self._closed = False
 
@@ -243,7 +244,8 @@ class Service:
         return snap
 
     def set_config(self, key: str, value_text: str) -> Config:
-        """Validate `key = value_text` like the TOML loader would and make it the running config."""
+        """Apply a validated setting to the running service (live where possible). Persisting to the
+        config file is `device.control`'s job; it calls this, never the other way round."""
         new = settings.with_value(self.config, key, settings.parse_text(value_text))
         self.config = new
         if key == "capture.fps":

@@ -54,6 +54,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    from device.operations import Operations
     from device.runtime import Service
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -61,14 +62,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     service = Service(cfg, Path(args.config) if args.config else None, max_frames=args.max_frames)
     service.install_signal_handlers()
+    ops = None
     try:
         service.start(wait_for_source=True)
+        # console, control socket, health telemetry, sd_notify watchdog, signed downlink
+        ops = Operations.start(service)
         if args.ready_file:
             Path(args.ready_file).touch()
         service.wait()
         if not service.stop(timeout=2.0):
             log.warning("pipeline did not finish within 2 s")
-        if args.max_frames is not None and not service.stop_requested:
+        if args.max_frames is not None and not service.stop_requested and not cfg.uplink.broker:
+            print("crowdcap: no broker configured: accepted frames stay in the spool "
+                  f"({cfg.uplink.spool_dir}) until one is", file=sys.stderr)
+        elif args.max_frames is not None and not service.stop_requested:
             t0 = time.monotonic()
             if not service.drain(cfg.pipeline.drain_timeout):
                 print(f"crowdcap: error: not everything was delivered within {cfg.pipeline.drain_timeout:.0f} s "
@@ -76,5 +83,11 @@ def run(args: argparse.Namespace) -> int:
                 return 3
             log.info("delivered in %.1f s", time.monotonic() - t0)
     finally:
+        if ops is not None:
+            ops.close()
         service.close()
-    return 0
+    # console `restart` / downlink `reboot-service`: a distinct exit code so systemd restarts the unit
+    return EXIT_RESTART if service.restart_requested else 0
+
+
+EXIT_RESTART = 75
