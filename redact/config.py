@@ -19,12 +19,12 @@ class RedactConfig:
                                 help="whole frame is detected every frame at this width (multiple of 32)")
     detect_height: int = setting(288, min=32, max=4096, help="height of the every-frame whole-frame pass")
     tile_width: int = setting(384, min=0, max=4096,
-                              help="full-resolution tiles, round-robin (see tile_budget_ms); 0 = no tiles")
+                              help="full-resolution tiles, round-robin (see tiles_per_frame); 0 = no tiles")
     tile_height: int = setting(288, min=0, max=4096, help="height of the full-resolution tiles")
-    tile_budget_ms: float = setting(15.0, min=0.0, max=10000.0,
-                                    help="more tiles run in a frame while detection stays under this (≥ 1 tile)")
+    tiles_per_frame: float = setting(0.5, min=0.0, max=16.0,
+                                     help="full-resolution tiles run per frame on average (0.5 = one every 2nd frame)")
     verify_candidates: int = setting(8, min=0, max=32,
-                                     help="weak small candidates of the downscaled pass re-checked at full resolution")
+                                     help="small tracks and weak candidates re-checked at full resolution per frame")
     verify_min_score: float = setting(0.04, min=0.0, max=1.0, help="score from which a candidate is re-checked")
     hold_frames: int = setting(10, min=0, max=300,
                                help="frames a track is held (propagated) after its last detection")

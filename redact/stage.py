@@ -21,7 +21,7 @@ from redact.actions import ACTIONS
 from redact.config import RedactConfig
 from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
-from redact.nms import nms
+from redact.nms import iou_matrix, nms
 from redact.policy import Policy, load_policy
 from redact.runtime import ModelRunError
 from redact.tracker import Tracker
@@ -51,7 +51,7 @@ class RedactStage:
         self._obscured = 0
         self._times: deque[float] = deque(maxlen=1000)
         self._last_fault = ""
-        self._tile_ms = 0.0  # running estimate of one tile run
+        self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -101,8 +101,6 @@ class RedactStage:
         depth = frame.depth.copy() if any(r["applies_to"] != "color" for r in regions) else frame.depth
         for r in regions:
             x1, y1, x2, y2 = r["bbox"]
-            if x2 <= x1 or y2 <= y1:
-                continue
             if r["applies_to"] in ("color", "both"):
                 ACTIONS[r["action"]](color[y1:y2, x1:x2])
             if r["applies_to"] in ("depth", "both"):
@@ -125,14 +123,12 @@ class RedactStage:
                 # A rule asking for a lower score than the card's threshold gets it.
                 thr = min([det.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in det.card.classes])
                 found.append(self._classed(det, self._whole_pass(det, frame.color, whole, deadline.options, thr)))
+                self._tile_credit = min(self._tile_credit + self.cfg.tiles_per_frame, float(max(1, len(tiles))))
                 ran = 0
-                for p in tiles:  # at least one tile; more while the estimate fits the tile budget
-                    now_ms = (time.perf_counter() - t0) * 1000.0
-                    if ran and now_ms + self._tile_ms > self.cfg.tile_budget_ms:
-                        break
-                    found.append(self._classed(det, det.run(frame.color, p, deadline.options, thr)))
+                while ran < len(tiles) and self._tile_credit >= 1.0:
+                    found.append(self._classed(det, det.run(frame.color, tiles[ran], deadline.options, thr)))
                     ran += 1
-                    self._tile_ms = 0.8 * self._tile_ms + 0.2 * ((time.perf_counter() - t0) * 1000.0 - now_ms)
+                    self._tile_credit -= 1.0
                 det.advance(ran)
         detector_ms = (time.perf_counter() - t0) * 1000.0
         if deadline.expired or detector_ms > self.cfg.budget_ms:
@@ -152,7 +148,8 @@ class RedactStage:
         boxes = tr.regions(margins, width, height)
         regions = []
         for i, rule in enumerate(rules_by_track):
-            if rule is None:
+            x1, y1, x2, y2 = boxes[i]
+            if rule is None or x2 <= x1 or y2 <= y1:  # not private, or moved out of view
                 continue
             regions.append({"bbox": [int(v) for v in boxes[i]], "class": rule.cls, "score": round(float(tr.score[i]), 4),
                             "action": rule.action, "applies_to": rule.applies_to,
@@ -160,17 +157,26 @@ class RedactStage:
         return regions, detector_ms
 
     def _whole_pass(self, det: Detector, color: np.ndarray, whole: Any, run_options: Any, thr: float) -> np.ndarray:
-        """The downscaled whole-frame pass; its weak, small candidates get a full-resolution look."""
+        """The downscaled whole-frame pass, plus a full-resolution look (one mosaic run) at what it
+        may see too small: small tracks it did not confirm, and its weak small candidates."""
         cfg = self.cfg
         if not cfg.verify_candidates or whole.scale in (0.0, 1.0) or cfg.verify_min_score >= thr:
             return det.run(color, whole, run_options, thr)
         d = det.run(color, whole, run_options, threshold=cfg.verify_min_score)
-        strong = d[:, 4] > thr
-        weak = d[~strong]
-        small = np.maximum(weak[:, 2] - weak[:, 0], weak[:, 3] - weak[:, 1]) <= VERIFY_MAX_SIDE
-        weak = weak[small][: cfg.verify_candidates]  # decoders return best first
-        confirmed = det.verify(color, weak, run_options, thr)
-        return np.concatenate([d[strong], confirmed])
+        strong = d[d[:, 4] > thr]
+        weak = d[d[:, 4] <= thr]
+        tr = self.tracker
+        mine = np.isin(tr.cls, [self._class_ids[c] for c in det.card.classes])
+        tracks = np.zeros((0, 6), np.float32)
+        if mine.any():
+            predicted = (tr.boxes + tr.vel)[mine]
+            if len(strong):
+                predicted = predicted[iou_matrix(predicted, strong[:, :4]).max(axis=1) < 0.3]
+            tracks = np.concatenate([predicted, np.ones((len(predicted), 2))], axis=1).astype(np.float32)
+        cands = np.concatenate([tracks, weak])  # tracks first: known faces; then weak, best first
+        small = np.maximum(cands[:, 2] - cands[:, 0], cands[:, 3] - cands[:, 1]) <= VERIFY_MAX_SIDE
+        confirmed = det.verify(color, cands[small][: cfg.verify_candidates], run_options, thr)
+        return np.concatenate([strong, confirmed])
 
     def _classed(self, det: Detector, d: np.ndarray) -> np.ndarray:
         """Detections with the model's class ids replaced by the stage's."""
