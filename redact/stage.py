@@ -173,7 +173,7 @@ class RedactStage:
             if len(strong):
                 predicted = predicted[iou_matrix(predicted, strong[:, :4]).max(axis=1) < 0.3]
             tracks = np.concatenate([predicted, np.ones((len(predicted), 2))], axis=1).astype(np.float32)
-        cands = np.concatenate([tracks, weak])  # tracks first: known faces; then weak, best first
+        cands = np.concatenate([weak, tracks])  # weak candidates first (best first): new faces; tracks are held anyway
         small = np.maximum(cands[:, 2] - cands[:, 0], cands[:, 3] - cands[:, 1]) <= VERIFY_MAX_SIDE
         confirmed = det.verify(color, cands[small][: cfg.verify_candidates], run_options, thr)
         return np.concatenate([strong, confirmed])
