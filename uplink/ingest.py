@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -39,7 +40,7 @@ ROOT = "crowdcap/v1"
 class Ingest:
     def __init__(self, broker_url: str, out_dir: str | os.PathLike, share_group: str | None = None, *,
                  client_id: str | None = None, protocol: str = "auto", limits: wire.Limits = wire.DEFAULT_LIMITS,
-                 partial_timeout: float = 600.0, report_every: float = 30.0) -> None:
+                 partial_timeout: float = 600.0, report_every: float = 30.0, workers: int = 2) -> None:
         _, self.host, self.port, self.tls = parse_broker(broker_url)
         self.out = Path(out_dir)
         self.share_group = share_group or None
@@ -61,6 +62,8 @@ class Ingest:
         self._last_message = time.monotonic()
         self._hung_up = False
         self._retry = threading.Event()
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
         self.retry_delay = 2.0
         self._lock = threading.Lock()
 
@@ -154,6 +157,12 @@ class Ingest:
         return c
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._pool is None:
+            self._process(client, msg)
+        else:  # bounded: the broker sends at most its in-flight window of unacknowledged messages
+            self._pool.submit(self._process, client, msg)
+
+    def _process(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         # manual ack: a message is acknowledged only once it is stored (or refused for good)
         if self.handle(msg.topic, msg.payload) != "retry" and msg.qos > 0:
             client.ack(msg.mid, msg.qos)
@@ -212,6 +221,9 @@ class Ingest:
                 raise ConnectionError(f"ingest: broker {self.host}:{self.port} refused MQTT 5, which shared "
                                       "subscriptions (--share-group) need")
             raise ConnectionError(f"ingest: broker {self.host}:{self.port} refused MQTT 5 and 3.1.1")
+        # PNG encoding, depth decoding and file I/O release the GIL: a few workers use the cores
+        # (messages arriving before the pool exists are simply processed inline)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ingest") if self.workers > 1 else None
         self._last_message = time.monotonic()
         last_report = time.monotonic()
         try:
@@ -226,8 +238,10 @@ class Ingest:
                     self.sink.finalize_all(only_dirty=True)
                     last_report = now
         finally:
-            client.loop_stop()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)  # finish (and ack) what was received
             client.disconnect()
+            client.loop_stop()
             self.sink.finalize_all(only_dirty=True)
         return self.stats()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -30,6 +31,7 @@ class Reassembler:
         self.counters: Counter[str] = Counter()
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # completed message ids (late duplicates)
         self._tag = f"{os.getpid()}-{os.urandom(3).hex()}"
+        self._lock = threading.Lock()
 
     def add(self, source: str, chunk: Chunk) -> bytes | None:
         """The whole message once `chunk` completes it, else None. WireError on inconsistent chunks."""
@@ -37,31 +39,25 @@ class Reassembler:
             if len(chunk.data) != chunk.total:
                 raise WireError("bad_chunk_size", f"single chunk of {len(chunk.data)} != {chunk.total}")
             return chunk.data
-        # The chunk count is part of the key: a re-send after the sender shrank its chunk size has a
-        # different layout, and must not be mixed with the stale partial of the first attempt.
-        key = f"{source.encode().hex()}-{chunk.message_id.hex()}-{chunk.count}"
-        if chunk.message_id in self._recent:
+        # Count and total are part of the key: a re-send after the sender shrank its chunk size has
+        # another layout and must not mix with the stale partial of the first attempt, and no
+        # metadata file is needed (nothing to race on between workers).
+        key = f"{source.encode().hex()}-{chunk.message_id.hex()}-{chunk.count}-{chunk.total}"
+        with self._lock:
+            late = chunk.message_id in self._recent
+        if late:
             self.counters["late_duplicate_chunks"] += 1
             return None
         folder = self.dir / key
-        meta = f"{chunk.count}-{chunk.total}"
-        try:
-            folder.mkdir(exist_ok=False)
-            (folder / "meta").write_text(meta)
-        except FileExistsError:
-            try:
-                if (folder / "meta").read_text() != meta:
-                    raise WireError("chunk_mismatch", f"count/total differ from earlier chunks of {key}")
-            except FileNotFoundError:
-                pass  # being created by another worker; its meta check covers it
-        tmp = folder / f".{chunk.index}.{self._tag}"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{chunk.index}.{self._tag}.{threading.get_ident()}"
         try:
             tmp.write_bytes(chunk.data)
             os.replace(tmp, folder / str(chunk.index))
+            present = sum(1 for n in os.listdir(folder) if n.isdigit())
         except FileNotFoundError:
-            return None  # claimed and completed by another worker meanwhile: a duplicate
-        present = [n for n in os.listdir(folder) if n.isdigit()]
-        if len(present) < chunk.count:
+            return None  # another worker claimed the folder: it had every chunk, ours was a duplicate
+        if present < chunk.count:
             return None
         claimed = self.dir / f".assembling-{key}-{self._tag}"
         try:
@@ -73,7 +69,8 @@ class Reassembler:
     def assemble(self, folder: Path, message_id: bytes | None = None) -> bytes | None:
         """Join a claimed folder's chunks (then delete it); None and counted if inconsistent."""
         try:
-            count, total = (int(x) for x in (folder / "meta").read_text().split("-"))
+            # .assembling-<source hex>-<message id>-<count>-<total>-<pid>-<random>
+            count, total = (int(x) for x in folder.name.rsplit("-", 4)[1:3])
             parts = [(folder / str(i)).read_bytes() for i in range(count)]
         except (OSError, ValueError):
             self.counters["partial_corrupt"] += 1
@@ -82,9 +79,10 @@ class Reassembler:
         shutil.rmtree(folder, ignore_errors=True)
         data = b"".join(parts)
         if message_id is not None:
-            self._recent[message_id] = None
-            while len(self._recent) > 10000:
-                self._recent.popitem(last=False)
+            with self._lock:
+                self._recent[message_id] = None
+                while len(self._recent) > 10000:
+                    self._recent.popitem(last=False)
         if len(data) != total:
             raise WireError("bad_chunk_size", f"assembled {len(data)} bytes, header said {total}")
         return data

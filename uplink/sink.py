@@ -72,7 +72,7 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray | None) -> None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # unique per writer
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -146,26 +146,39 @@ class Sink:
 
     def session(self, device_id: str, session_id: str) -> Session:
         key = (safe_ident(device_id), safe_ident(session_id))
-        s = self._sessions.get(key)
-        if s is None:
-            s = self._sessions[key] = Session(self.out / key[0] / key[1])
-        return s
+        with self._lock:
+            s = self._sessions.get(key)
+            if s is None:
+                s = self._sessions[key] = Session(self.out / key[0] / key[1])
+            return s
 
     def sessions(self) -> list[Session]:
-        return list(self._sessions.values())
+        with self._lock:
+            return list(self._sessions.values())
 
     def write(self, msg: Message, arrival: float, size: int) -> str:
-        """Store one verified message; returns what happened ('frame', 'duplicate', ...)."""
+        """Store one verified message; returns what happened ('frame', 'duplicate', ...).
+
+        Thread-safe: the heavy part (decode, PNG, files) runs unlocked; only the session table and
+        the claim are under the lock. Two copies of one frame written at once write identical files
+        (each through its own temp file) and exactly one of them commits."""
+        if msg.type == wire.FRAME:
+            return self._frame(msg, arrival, size)
+        if msg.type == wire.CLOUD:
+            return self._cloud(msg)
+        return self._json(msg, arrival)
+
+    def _seen(self, s: Session, kind: str, seq: int) -> bool:
         with self._lock:
-            if msg.type == wire.FRAME:
-                return self._frame(msg, arrival, size)
-            if msg.type == wire.CLOUD:
-                return self._cloud(msg)
-            return self._json(msg, arrival)
+            return seq in (s.seen_frames if kind == "f" else s.seen_clouds)
+
+    def _claim(self, s: Session, kind: str, seq: int) -> bool:
+        with self._lock:
+            return s.claim(kind, seq)
 
     def _frame(self, msg: Message, arrival: float, size: int) -> str:
         s = self.session(msg.device_id, msg.session_id)
-        if msg.seq in s.seen_frames:
+        if self._seen(s, "f", msg.seq):
             return "duplicate"
         f = messages.decode_frame(msg)  # raises WireError before anything is written
         name = f"{msg.seq:08d}"
@@ -181,7 +194,7 @@ class Sink:
                 "width": f.width, "height": f.height, "fx": intr.get("fx"), "fy": intr.get("fy"),
                 "cx": intr.get("cx"), "cy": intr.get("cy"), "depth_scale": f.meta.get("depth_scale"),
                 "distortion": intr.get("distortion", [])}, indent=2).encode())
-        if not s.claim("f", msg.seq):
+        if not self._claim(s, "f", msg.seq):
             return "duplicate"
         t = msg.t_capture_ns / 1e9
         _append_line(s.root / "frames.jsonl", {
@@ -194,11 +207,11 @@ class Sink:
 
     def _cloud(self, msg: Message) -> str:
         s = self.session(msg.device_id, msg.session_id)
-        if msg.seq in s.seen_clouds:
+        if self._seen(s, "c", msg.seq):
             return "duplicate"
         pts, colors, _meta = messages.decode_cloud(msg)
         write_ply(s.root / "clouds" / f"{msg.seq:08d}.ply", pts, colors)
-        if not s.claim("c", msg.seq):
+        if not self._claim(s, "c", msg.seq):
             return "duplicate"
         s.dirty = True
         return "cloud"
@@ -243,10 +256,9 @@ class Sink:
         session.dirty = False
 
     def finalize_all(self, only_dirty: bool = False) -> None:
-        with self._lock:
-            for s in self.sessions():
-                if not only_dirty or s.dirty:
-                    self.finalize(s)
+        for s in self.sessions():
+            if not only_dirty or s.dirty:
+                self.finalize(s)
 
 
 def read_frames(root: Path) -> list[dict]:
