@@ -127,8 +127,8 @@ def bench_bare_paho(msgs: list[bytes], host: str, port: int, window: int, max_pa
         c.publish("crowdcap/v1/bare/frame", p, qos=1)
     done.wait(120)
     dt, cpu = time.perf_counter() - t0, _cpu() - c0
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
     return {"messages": len(msgs), "MB_per_s": round(total / dt / 1e6, 2), "cpu_s": round(cpu, 3),
             "cpu_ns_per_byte": round(cpu / total * 1e9, 3)}
 

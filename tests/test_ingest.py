@@ -57,8 +57,8 @@ def test_garbage_counted_and_survived(tmp_path, broker) -> None:
     for p in wire.chunks(_frame_message(3), os.urandom(16), 4096):  # and a good one still goes through
         pub.publish(t, p, qos=1).wait_for_publish(5)
     seqs = wait_for_frames(out, 1, 10)
-    pub.loop_stop()
     pub.disconnect()
+    pub.loop_stop()
     stats = ing.stop()
     assert seqs == [3]
     rej = stats["rejected"]

@@ -20,8 +20,8 @@ def _roundtrip(host: str, port: int) -> bytes:
         c.publish("t/x", b"hello", qos=1).wait_for_publish(5)
         assert done.wait(5)
     finally:
+        c.disconnect()  # before loop_stop: the loop thread then ends at once
         c.loop_stop()
-        c.disconnect()
     return got[0]
 
 

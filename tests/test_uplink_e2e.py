@@ -130,8 +130,8 @@ def test_commands_reach_callback_and_results_reach_ingest(tmp_path, broker) -> N
     assert arrived.wait(10) and got == [b"\x00signed-bytes"]
     stage.publish_command_result({"id": 7, "ok": True})
     assert stage.drain(10)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
     deadline = time.monotonic() + 10
     events = out / "dev1" / "s1" / "events.jsonl"
     while not (events.exists() and '"id":7' in events.read_text().replace(" ", "")):

@@ -214,8 +214,8 @@ class Ingest:
                 time.sleep(0.02)
             if self._connected.is_set():
                 break
-            client.loop_stop()
             client.disconnect()
+            client.loop_stop()
         else:
             if self.share_group:
                 raise ConnectionError(f"ingest: broker {self.host}:{self.port} refused MQTT 5, which shared "
