@@ -343,7 +343,8 @@ class Sender:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self._connack = 0 if not reason_code.is_failure else int(reason_code.value)
         recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
-        self._window = min(self.cfg.inflight, recv_max) if recv_max else self.cfg.inflight
+        # keep two of the broker's Receive Maximum slots for status messages sent outside the window
+        self._window = min(self.cfg.inflight, max(1, recv_max - 2)) if recv_max else self.cfg.inflight
         # MQTT 5 brokers may announce a smaller packet limit than our max_payload: chunk below it
         # (300 bytes of room for the fixed header, topic and properties).
         max_packet = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
