@@ -91,10 +91,11 @@ def bench_uplink_only(msgs: list[bytes], url: str, tmp: Path) -> dict:
         stage.sender.wake()
     ok = stage.drain(120)
     dt, cpu = time.perf_counter() - t0, _cpu() - c0
-    sent = stage.status()["sender"]["bytes_sent"]
+    snd = stage.status()["sender"]
+    sent = snd["bytes_sent"]
     stage.close()
     shutil.rmtree(tmp / "spool", ignore_errors=True)
-    return {"drained": ok, "messages": len(msgs), "MB_per_s": round(total / dt / 1e6, 2),
+    return {"drained": ok, "messages": len(msgs), "window": snd["window"], "MB_per_s": round(total / dt / 1e6, 2),
             "messages_per_s": round(len(msgs) / dt, 1), "cpu_s": round(cpu, 3),
             "cpu_ns_per_byte": round(cpu / sent * 1e9, 3)}
 
@@ -267,8 +268,9 @@ def main(argv: list[str]) -> dict:
             "broker": "mosquitto (local, QoS 1)", "cores": os.cpu_count(),
             "stage": bench_stage(frames, args.frames, url, tmp),
             "uplink_only": bench_uplink_only(msgs, url, tmp),
-            "bare_paho": bench_bare_paho(msgs, host, int(port), window=20, max_payload=defaults.max_payload),
         }
+        result["bare_paho"] = bench_bare_paho(msgs, host, int(port), window=result["uplink_only"]["window"],
+                                              max_payload=defaults.max_payload)
         result["cpu_per_byte_ratio_vs_bare_paho"] = round(
             result["uplink_only"]["cpu_ns_per_byte"] / result["bare_paho"]["cpu_ns_per_byte"], 2)
         result["latency"] = bench_latency(frames, url, tmp)
