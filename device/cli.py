@@ -88,5 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m device.cli`: run the imported module so its CliError is the one raised
+    from device.cli import main as _main
+
+    sys.exit(_main())

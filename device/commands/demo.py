@@ -65,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     ingest = Ingest(broker_url, sessions)
     ingest_thread = threading.Thread(target=ingest.run, name="ingest", daemon=True)
     ingest_thread.start()
+    deadline = time.monotonic() + 15.0  # the ingest must be subscribed before the first frame is published
+    while not ingest.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not ingest.connected:
+        raise CliError(f"the embedded ingest could not subscribe at {broker_url}")
     fps = cfg.capture.fps
     service = Service(cfg, max_frames=int(args.seconds * fps) + 1)
     service.install_signal_handlers()
