@@ -175,6 +175,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         variants.update({
             "ours_no_tiles": {"tile_width": 0, "tile_height": 0},
             "ours_no_hold": {"hold_frames": 0},
+            "ours_2threads_384x288": {"threads": 2, "detect_width": 384, "detect_height": 288},
             "ours_fullres_every_frame": {"detect_width": 640, "detect_height": 480, "tile_width": 0,
                                          "tile_height": 0, "hold_frames": 0},
         })

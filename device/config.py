@@ -46,7 +46,7 @@ class DeviceSection:
 
 @dataclass
 class PipelineConfig:
-    capture_queue: int = setting(4, min=1, max=256, help="frames waiting for redaction (oldest dropped when full)")
+    capture_queue: int = setting(2, min=1, max=256, help="frames waiting for redaction (oldest dropped when full)")
     stage_queue: int = setting(8, min=1, max=1024, help="frames between later stages (never dropped; blocks)")
     drain_timeout: float = setting(30.0, min=0.0, help="seconds to deliver what was accepted before exit")
 

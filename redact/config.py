@@ -11,7 +11,8 @@ from capture.config import ConfigError, setting
 class RedactConfig:
     enabled: bool = setting(True, help="false only for trusted replays that were redacted already")
     policy: str = setting("", help="wearer policy TOML file; empty = built-in default (faces: blur, depth removed)")
-    threads: int = setting(2, min=1, max=16, help="onnxruntime intra-op threads")
+    threads: int = setting(1, min=1, max=16,
+                           help="onnxruntime intra-op threads (1 in the pipeline: the other core runs the rest)")
     models: list[str] = setting([], help="model card TOML files; empty = the built-in CenterFace card")
     budget_ms: float = setting(250.0, min=1.0, max=10000.0,
                                help="per-frame detector time budget; a frame that misses it is withheld")
