@@ -137,3 +137,28 @@ def test_storage_error_is_retried_not_lost(tmp_path, broker) -> None:
     stage.close()
     assert sorted(seqs) == list(range(10))
     assert stats["storage_errors"] == 3 and stats["redelivery_reconnects"] >= 1 and stats["rejected_total"] == 0
+
+
+def test_failed_commit_line_is_not_taken_for_a_duplicate(tmp_path, monkeypatch) -> None:
+    """Disk full while appending the commit line: the redelivered frame must be committed, not
+    acknowledged as a duplicate of a frame that was never committed."""
+    from uplink import sink
+
+    real_append = sink._append_line
+    failures = [1]
+
+    def flaky_append(path, obj):
+        if path.name == "frames.jsonl" and failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(28, "No space left on device")
+        real_append(path, obj)
+
+    monkeypatch.setattr(sink, "_append_line", flaky_append)
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path)
+    payload = wire.single_chunk(_frame_message(7))
+    assert ing.handle("crowdcap/v1/dev1/frame", payload) == "retry"
+    assert ing.handle("crowdcap/v1/dev1/frame", payload) == "frame"  # the broker's redelivery
+    assert committed_seqs(tmp_path) == [7]
+    ing2 = Ingest("mqtt://127.0.0.1:1", tmp_path)  # and after a restart it is a duplicate
+    ing2._recover()
+    assert ing2.handle("crowdcap/v1/dev1/frame", payload) == "duplicate"

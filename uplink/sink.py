@@ -176,6 +176,11 @@ class Sink:
         with self._lock:
             return s.claim(kind, seq)
 
+    def _unclaim(self, s: Session, kind: str, seq: int) -> None:
+        with self._lock:
+            (s.seen_frames if kind == "f" else s.seen_clouds).discard(seq)
+            (s.root / ".seen" / f"{kind}{seq}").unlink(missing_ok=True)
+
     def _frame(self, msg: Message, arrival: float, size: int) -> str:
         s = self.session(msg.device_id, msg.session_id)
         if self._seen(s, "f", msg.seq):
@@ -197,11 +202,17 @@ class Sink:
         if not self._claim(s, "f", msg.seq):
             return "duplicate"
         t = msg.t_capture_ns / 1e9
-        _append_line(s.root / "frames.jsonl", {
-            "seq": msg.seq, "t": t, "rgb": f"rgb/{name}.jpg", "depth": f"depth/{name}.png",
-            "pose": f.meta.get("pose"), "keyframe": bool(msg.flags & wire.FLAG_KEYFRAME),
-            "historical": msg.historical, "degraded": bool(msg.flags & wire.FLAG_DEGRADED),
-            "bytes": size, "arrival": arrival, "latency_s": round(arrival - t, 6), "manifest": f.manifest})
+        try:
+            _append_line(s.root / "frames.jsonl", {
+                "seq": msg.seq, "t": t, "rgb": f"rgb/{name}.jpg", "depth": f"depth/{name}.png",
+                "pose": f.meta.get("pose"), "keyframe": bool(msg.flags & wire.FLAG_KEYFRAME),
+                "historical": msg.historical, "degraded": bool(msg.flags & wire.FLAG_DEGRADED),
+                "bytes": size, "arrival": arrival, "latency_s": round(arrival - t, 6), "manifest": f.manifest})
+        except BaseException:
+            # Not committed (disk full): release the claim, or the broker's redelivery would be taken
+            # for a duplicate, acknowledged, and the frame lost.
+            self._unclaim(s, "f", msg.seq)
+            raise
         s.dirty = True
         return "frame"
 
