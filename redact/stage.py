@@ -188,8 +188,9 @@ class RedactStage:
         with self._lock:
             self._faults[e.reason] += 1
             self._last_fault = f"{e.reason}: {e.detail}"[:300]
-        # The tracker's idea of where faces are is stale now; a fresh detection restarts it.
-        self.tracker.reset()
+        # No detections for this frame: age the tracks (they drift on and grow, and go after
+        # hold_frames) rather than forget them — the next frame's detector may miss a face too.
+        self.tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
         if policy.on_fault != "obscure":
             with self._lock:
                 self._withheld[e.reason] += 1

@@ -201,3 +201,26 @@ def test_far_face_covered_on_its_first_frame(textured_background: RGBDFrame, fac
     blind = build_stage(RedactConfig(verify_candidates=0, **no_tiles))
     out = blind.apply(textured_background.replace(color=color.copy()))
     assert coverage(face, out.redaction["regions"], (480, 640)) < 0.7  # the check above is not vacuous
+
+
+def test_face_held_across_a_faulted_frame(stage: RedactStage) -> None:
+    """A detector fault (here a real timeout) withholds its frame but must not forget the tracks: if
+    the next frame's detector misses the face, the held track still covers it."""
+    import dataclasses
+
+    stage.tracker.reset()
+    frame, face = canvas_frame(size=200, x=300, y=120)
+    stage.apply(frame)
+    cfg = stage.cfg
+    stage.cfg = dataclasses.replace(cfg, budget_ms=1.0)
+    try:
+        with pytest.raises(FrameWithheld) as e:
+            stage.apply(canvas_frame(size=200, x=300, y=120, seq=1)[0])
+        assert e.value.reason == "model_timeout"
+    finally:
+        stage.cfg = cfg
+    missed, _ = canvas_frame(size=200, x=300, y=120, seq=2)
+    missed.color[120:320, 300:500] = 90
+    out = stage.apply(missed)
+    assert coverage(face, out.redaction["regions"], (480, 640)) == 1.0, out.redaction
+    assert not out.depth[face[1]:face[3], face[0]:face[2]].any()
