@@ -26,7 +26,7 @@ class RedactConfig:
                                      help="full-resolution tiles run per frame on average (0.5 = one every 2nd frame)")
     verify_candidates: int = setting(8, min=0, max=32,
                                      help="small tracks and weak candidates re-checked at full resolution per frame")
-    verify_min_score: float = setting(0.04, min=0.0, max=1.0, help="score from which a candidate is re-checked")
+    verify_min_score: float = setting(0.04, min=0.01, max=1.0, help="score from which a candidate is re-checked")
     hold_frames: int = setting(10, min=0, max=300,
                                help="frames a track is held (propagated) after its last detection")
     margin_growth: float = setting(0.04, min=0.0, max=1.0,

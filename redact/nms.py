@@ -19,17 +19,23 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
+MAX_CANDIDATES = 1024  # the IoU matrix is N×N float64: 8 MB at this size, 134 MB at 4096
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-        classes: np.ndarray | None = None, max_candidates: int = 4096) -> np.ndarray:
+        classes: np.ndarray | None = None, max_candidates: int = MAX_CANDIDATES) -> np.ndarray:
     """Indices of the boxes kept by greedy NMS, best score first.
 
     A box is suppressed when its IoU with a kept, higher-scoring box is ≥ `iou_threshold` (as deface
     does). With `classes`, only boxes of the same class suppress each other. One numpy step per kept box.
+    More than `max_candidates` boxes raise ValueError: dropping the weakest ones would be silent.
     """
     n = len(scores)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(-np.asarray(scores), kind="stable")[:max_candidates]
+    if n > max_candidates:
+        raise ValueError(f"{n} boxes for NMS, more than {max_candidates}")
+    order = np.argsort(-np.asarray(scores), kind="stable")
     iou = iou_matrix(boxes[order], boxes[order])
     if classes is not None:
         cls = np.asarray(classes)[order]

@@ -136,6 +136,7 @@ def _rule(r: Any, key: str, bad: Any) -> Rule:
             or not 0 <= margin <= 2:
         raise bad(f"{key}.margin", "a number 0-2 (fraction of the box added on each side)", margin)
     min_score = r.get("min_score", 0.2)
-    if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0 <= min_score <= 1:
-        raise bad(f"{key}.min_score", "a number 0-1", min_score)
+    # Below ~0.01 nearly every heatmap cell is a candidate: every frame would be withheld.
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0.01 <= min_score <= 1:
+        raise bad(f"{key}.min_score", "a number 0.01-1", min_score)
     return Rule(cls=cls, action=action, margin=float(margin), min_score=float(min_score), applies_to=applies_to)

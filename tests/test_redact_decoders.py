@@ -130,3 +130,17 @@ def test_verify_mosaic_maps_back_to_frame_pixels(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, [[99, 99, 107, 107, 0.9, 0]], atol=1e-5)
     with Deadline(5.0) as dl:  # nothing to check -> no run at all
         assert len(det.verify(np.zeros((200, 200, 3), np.uint8), cand[:0], dl.options)) == 0
+
+
+def test_too_many_candidates_refused_not_truncated(tmp_path: Path) -> None:
+    """A threshold below the whole heatmap (or a noise output) must not make NMS drop the weakest
+    boxes silently, nor build a gigabyte IoU matrix: the pass is refused (the stage withholds)."""
+    outs = centerface_outputs((256, 256), [], fill=0.5)  # 64×64 = 4096 cells above 0.2
+    with pytest.raises(ModelGarbage, match="4096 candidates above score 0.2"):
+        run_once(write_constant(tmp_path, "noise", outs, "centerface", ["face"]), size=(256, 256))
+    rows = np.tile(np.array([[10, 10, 8, 8, 0.9, 0.9]], np.float32), (2000, 1))
+    with pytest.raises(ModelGarbage, match="2000 candidates"):
+        run_once(write_constant(tmp_path, "y", {"out": rows[None]}, "yolo", ["face"]))
+    boxes = np.tile(np.array([[0, 0, 10, 10]], float), (11, 1))
+    with pytest.raises(ValueError, match="11 boxes"):
+        nms(boxes, np.linspace(0, 1, 11), 0.3, max_candidates=10)

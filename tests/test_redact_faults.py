@@ -152,3 +152,11 @@ def test_model_replaced_on_disk_is_caught_despite_the_cache(tmp_path: Path) -> N
     stage = stage_for(card)
     assert "sha256" in stage.load_error
     expect_withheld(stage, "no_model", n=1)
+
+
+def test_noise_output_withholds_as_garbage(tmp_path: Path) -> None:
+    """Every heatmap cell above the threshold: withheld as model_garbage, quickly and without a
+    gigabyte NMS matrix (it used to keep the 4096 best boxes and drop the rest)."""
+    outs = centerface_outputs((640, 480), [], fill=0.5)
+    card = write_constant(tmp_path, "noise", outs, "centerface", ["face"])
+    expect_withheld(stage_for(card, **FULL), "model_garbage")

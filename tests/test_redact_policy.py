@@ -52,6 +52,7 @@ min_score = 0.6
     ('version = "1"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "cat"\n', r"rules\[1\]\.class: expected one of face"),
     ('version = "1"\n[[rules]]\nclass = "face"\nmargin = -1\n', r"rules\[0\]\.margin: expected a number 0-2"),
     ('version = "1"\n[[rules]]\nclass = "face"\nmin_score = 2\n', r"rules\[0\]\.min_score"),
+    ('version = "1"\n[[rules]]\nclass = "face"\nmin_score = 0.0\n', r"rules\[0\]\.min_score: expected a number 0\.01-1"),
     ('version = "1"\n[[rules]]\nclass = "face"\napplies_to = "audio"\n', r"rules\[0\]\.applies_to"),
     ('version = "1"\n[[rules]]\nclass = "face"\ncolour = 1\n', r"rules\[0\]\.colour: expected no such field"),
     ('version = "1"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "face"\n', r"rules\[1\]\.class: expected each class"),

@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from redact.cards import ModelCard
+from redact.nms import MAX_CANDIDATES
 
 
 class ModelGarbage(ValueError):
@@ -42,6 +43,13 @@ def output(outputs: dict[str, np.ndarray], name: str, model: str) -> np.ndarray:
 def check_finite(a: np.ndarray, what: str) -> None:
     if not np.isfinite(a).all():
         raise ModelGarbage(f"{what}: contains NaN or infinity")
+
+
+def check_candidates(n: int, threshold: float, model: str) -> None:
+    """Refuse (fail closed) rather than truncate when a pass yields more boxes than NMS takes."""
+    if n > MAX_CANDIDATES:
+        raise ModelGarbage(f"{model}: {n} candidates above score {threshold:g} (limit {MAX_CANDIDATES}): "
+                           "threshold too low, or the output is noise")
 
 
 def make_decoder(card: ModelCard) -> Decoder:

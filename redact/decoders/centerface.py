@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from redact.cards import ModelCard
-from redact.decoders import ModelGarbage, check_finite, empty, output
+from redact.decoders import ModelGarbage, check_candidates, check_finite, empty, output
 from redact.decoders.options import number, text
 from redact.nms import nms
 
@@ -19,7 +19,7 @@ class CenterFaceDecoder:
 
     def __init__(self, card: ModelCard) -> None:
         self.model = card.name
-        self.threshold = number(card, "threshold", 0.2, 0.0, 1.0)
+        self.threshold = number(card, "threshold", 0.2, 0.01, 1.0)
         self.nms_iou = number(card, "nms_iou", 0.3, 0.0, 1.0)
         self.heatmap = text(card, "heatmap", "537")
         self.box_scale = text(card, "box_scale", "538")
@@ -42,6 +42,7 @@ class CenterFaceDecoder:
         c0, c1 = np.nonzero(hm[0, 0] > thr)
         if c0.size == 0:
             return empty()
+        check_candidates(c0.size, thr, self.model)
         s = np.stack([sc[0, 0, c0, c1], sc[0, 1, c0, c1], of[0, 0, c0, c1], of[0, 1, c0, c1]])
         check_finite(s, f"{self.model}: scale/offset")
         with np.errstate(over="ignore"):

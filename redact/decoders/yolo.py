@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from redact.cards import ModelCard
-from redact.decoders import ModelGarbage, check_finite, empty
+from redact.decoders import ModelGarbage, check_candidates, check_finite, empty
 from redact.decoders.options import number, text
 from redact.nms import nms
 
@@ -28,7 +28,7 @@ class YoloDecoder:
         self.layout = text(card, "layout", "yolov5", ("yolov5", "yolov8"))
         self.box_format = text(card, "box_format", "cxcywh", ("cxcywh", "xyxy"))
         self.output = text(card, "output", "")
-        self.threshold = number(card, "threshold", 0.25, 0.0, 1.0)
+        self.threshold = number(card, "threshold", 0.25, 0.01, 1.0)
         self.nms_iou = number(card, "nms_iou", 0.45, 0.0, 1.0)
 
     def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int],
@@ -60,6 +60,7 @@ class YoloDecoder:
         sel = score > thr
         if not sel.any():
             return empty()
+        check_candidates(int(sel.sum()), thr, self.model)
         b = rows[sel, :4].astype(np.float64)
         if self.box_format == "cxcywh":
             b = np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
