@@ -79,18 +79,23 @@ class ReplaySource:
             delay = self._t0 + (t - first) - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # pacing recorded time, not synchronising threads
+        # Past this pair before anything can fail: a bad file is skipped (the pipeline counts the
+        # SourceError), not retried forever.
+        self._index += 1
         color = cv2.imread(str(self.dir / self._rgb[i]), cv2.IMREAD_COLOR)
         depth = cv2.imread(str(self.dir / self._depth[j]), cv2.IMREAD_UNCHANGED)
         if color is None or depth is None:
             raise SourceError(f"replay {self.dir}: cannot read {self._rgb[i] if color is None else self._depth[j]}")
         if depth.dtype != np.uint16 or depth.ndim != 2:
             raise SourceError(f"replay {self.dir}: {self._depth[j]}: expected a 16-bit single-channel PNG")
-        self._index += 1
         truth = {}
         pose = self._truth_pose(t)
         if pose is not None:
             truth["pose"] = pose
-        frame = RGBDFrame(self.device_id, self.session_id, self._seq, time.monotonic_ns(), t, color, depth,
-                          self.depth_scale, self.intrinsics, attachments={"truth": truth} if truth else {})
+        try:
+            frame = RGBDFrame(self.device_id, self.session_id, self._seq, time.monotonic_ns(), t, color, depth,
+                              self.depth_scale, self.intrinsics, attachments={"truth": truth} if truth else {})
+        except ValueError as e:  # e.g. depth size differs from colour, or camera.json's size
+            raise SourceError(f"replay {self.dir}: {self._rgb[i]} / {self._depth[j]}: {e}") from None
         self._seq += 1
         return frame

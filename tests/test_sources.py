@@ -106,3 +106,42 @@ def test_pose_tum_round_trip():
         p = trajectory_pose(t)
         assert np.allclose(tum.pose_from_tum(tum.pose_to_tum(p)), p, atol=1e-9)
     assert Intrinsics(640, 480, 525.0, 525.0, 319.5, 239.5) == tum.TUM_DEFAULT_INTRINSICS
+
+
+def test_replay_skips_an_unreadable_pair(tmp_path):
+    """A corrupt image in a replay is a counted source fault and is skipped, not retried forever."""
+    from capture.frame import SourceError
+    from device.pipeline import Pipeline
+
+    _write_tum(tmp_path, n=4)
+    rgb = sorted((tmp_path / "rgb").iterdir())
+    rgb[1].write_bytes(b"not a png")
+    depth = sorted((tmp_path / "depth").iterdir())
+    import cv2
+    cv2.imwrite(str(depth[2]), np.zeros((60, 80), np.uint16))  # wrong size for the colour
+    src = ReplaySource(tmp_path, pace="fast")
+    got = []
+    for _ in range(6):
+        try:
+            f = src.read()
+        except SourceError as e:
+            got.append(str(e))
+            continue
+        got.append(f)
+    assert [type(g) for g in got[:5]] == [type(got[0]), str, str, type(got[0]), type(None)]
+    assert "cannot read" in got[1] and "does not match" in got[2]
+
+    class Sink:
+        name = "sink"
+
+        def __init__(self):
+            self.seen = []
+
+        def apply(self, frame):
+            self.seen.append(frame.seq)
+            return frame
+
+    sink = Sink()
+    p = Pipeline(ReplaySource(tmp_path, pace="fast"), [sink])
+    assert p.run(timeout=20), "replay with a bad file never finished"
+    assert len(sink.seen) == 2 and p.snapshot()["stages"]["capture"]["errors"] == {"SourceError": 2}
