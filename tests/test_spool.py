@@ -185,3 +185,49 @@ def test_model_based_spool(tmp_path_factory, ops) -> None:
     for rid, data in model.items():
         assert s.read(rid)[0] == data
     s.close()
+
+
+def test_short_write_leaves_no_hole_for_later_records(tmp_path) -> None:
+    """A write cut short (disk full; here a real RLIMIT_FSIZE) must not shift the records after it:
+    they are read back intact now and survive a restart (they used to sit behind a torn record)."""
+    import resource
+
+    s = Spool(tmp_path, quota_bytes=10**8, fsync="off", segment_bytes=10**8)
+    ids = [s.append(_payload(i, 300_000), sp.PRIO_FRAME, 1) for i in range(3)]
+    seg_file = next(tmp_path.glob("seg-*.log"))
+    limit = seg_file.stat().st_size + 100_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises((sp.SpoolError, OSError)):
+            s.append(_payload(3, 300_000), sp.PRIO_FRAME, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    ids.append(s.append(_payload(4, 300_000), sp.PRIO_FRAME, 1))
+    assert [s.read(rid)[0] for rid in ids] == [_payload(i, 300_000) for i in (0, 1, 2, 4)]
+    assert s.stats()["write_errors"] == 1
+    s.close()
+    s2 = Spool(tmp_path, quota_bytes=10**8, fsync="off", segment_bytes=10**8)
+    assert s2.pending_after(0, 100) == ids and s2.read(ids[-1])[0] == _payload(4, 300_000)
+    assert s2.stats().get("torn_bytes_dropped", 0) == 0
+    s2.close()
+
+
+def test_acked_then_torn_record_id_is_not_reused(tmp_path) -> None:
+    """Power cut: a record's ack reached the disk but its bytes did not (torn tail). The next record
+    must get a new id, or the old ack makes it look delivered at the next restart (silently lost)."""
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="off")
+    first = s.append(_payload(0), sp.PRIO_FRAME, 1)
+    second = s.append(_payload(1), sp.PRIO_FRAME, 1)
+    s.ack(second)
+    s.close()
+    seg = sorted(tmp_path.glob("seg-*.log"))[-1]
+    with open(seg, "r+b") as f:
+        f.truncate(seg.stat().st_size - 1)
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="off")
+    third = s.append(_payload(2), sp.PRIO_FRAME, 1)
+    assert third > second
+    s.close()
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="off")
+    assert s.pending_after(0, 10) == [first, third]
+    s.close()

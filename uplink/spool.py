@@ -129,6 +129,9 @@ class Spool:
         numbers = sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _SEG.match(p.name)))
         for n in numbers:
             gone |= fmt.read_acks(self._seg_path(n).with_suffix(".ack"))
+        # An acked record whose bytes were lost (torn tail) must not get its id reused: the old ack
+        # would make the new record look delivered, and the ingest would take it for a duplicate.
+        self._next_id = max(self._next_id, max(gone, default=0) + 1)
         for n in numbers:
             path = self._seg_path(n)
             fd = os.open(path, os.O_RDWR | os.O_APPEND)
@@ -198,7 +201,10 @@ class Spool:
                 while self._cache_bytes > self.cache_limit:
                     self._uncache(next(iter(self._cache)))
             self._maybe_sync()
-            self._maybe_compact()
+            try:
+                self._maybe_compact()
+            except (OSError, SpoolError):  # the record is stored; compaction is retried next append
+                self.counters["compaction_errors"] += 1
             self.counters["appended"] += 1
             self.counters["appended_bytes"] += size
             return rid
@@ -209,8 +215,13 @@ class Spool:
         if seg is None or seg.size >= self.segment_bytes:
             seg = self._active = self._open_segment()
         parts = fmt.record_parts(rid, priority, kind, flags, payload)
-        written = os.writev(seg.fd, parts)
-        if written != sum(len(p) for p in parts):  # disk full: leave a torn record recovery will drop
+        try:
+            written = os.writev(seg.fd, parts)
+        except OSError:
+            self._cut_torn(seg)
+            raise
+        if written != sum(len(p) for p in parts):  # disk full
+            self._cut_torn(seg)
             raise SpoolError(f"short write to {seg.path} ({written} bytes)")
         self._records[rid] = Record(rid, priority, kind, flags, len(payload), seg.number, seg.size + fmt.RECORD.size,
                                     t_added, recovered)
@@ -219,6 +230,16 @@ class Spool:
         seg.live_bytes += len(payload)
         self.live_bytes += len(payload)
         self._dirty = True
+
+    def _cut_torn(self, seg: _Segment) -> None:
+        """Remove a partly written record: records appended after it would sit at offsets the index
+        does not know, and recovery would drop them with the torn record."""
+        try:
+            os.ftruncate(seg.fd, seg.size)
+        except OSError:
+            if seg is self._active:
+                self._active = None  # append nothing more behind the torn record
+        self.counters["write_errors"] += 1
 
     def _maybe_sync(self) -> None:
         # "interval": the sender thread calls sync() every interval off the hot path; the append
@@ -358,10 +379,10 @@ class Spool:
         moving = [r for r in self._records.values() if r.segment == seg.number]
         for r in moving:
             data = os.pread(seg.fd, r.size, r.offset)
+            self._write(r.id, data, r.priority, r.kind, r.flags, r.t_added, r.recovered)  # re-points r
             seg.live -= 1
             seg.live_bytes -= r.size
             self.live_bytes -= r.size
-            self._write(r.id, data, r.priority, r.kind, r.flags, r.t_added, r.recovered)
         self._sync_locked()  # the copies are durable before the originals go
         self._delete_segment(seg)
         self.counters["compactions"] += 1
