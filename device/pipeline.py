@@ -240,6 +240,15 @@ class Pipeline:
                 return stage.name
         return None
 
+    def unfinished(self) -> int:
+        """Accepted frames (past the first stage) not yet delivered, withheld or failed: queued between
+        stages, blocked on a full queue, or inside a later stage. Non-zero after a timed-out join."""
+        done = self.metrics[self.stages[-1].name].frames_out
+        for stage in self.stages[1:]:
+            m = self.metrics[stage.name]
+            done += sum(m.withheld.values()) + sum(m.errors.values())
+        return max(0, self.metrics[self.stages[0].name].frames_out - done)
+
     def snapshot(self) -> dict[str, Any]:
         stages = {"capture": self.capture.snapshot()}
         stages.update({name: m.snapshot() for name, m in self.metrics.items()})

@@ -22,7 +22,7 @@ from typing import Any
 from capture import open_source
 from capture.frame import RGBDFrame, Source, SourceError, Stage
 from device import settings
-from device.config import Config
+from device.config import Config, ConfigError
 from device.pipeline import Pipeline
 
 log = logging.getLogger("crowdcap.runtime")
@@ -102,8 +102,11 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
         import redact
 
         stages.append(redact.build_stage(cfg.redact))
-    else:
+    elif cfg.capture.source.partition(":")[0] in ("replay", "synthetic"):
         stages.append(RedactionDisabled())
+    else:  # fail closed: a camera's frames never leave unredacted, whatever the config says
+        raise ConfigError(f"redact.enabled: false is only for replay:DIR (already-redacted recordings) and "
+                          f"synthetic sources, not for the camera {cfg.capture.source!r}")
     if cfg.depth.enabled:
         import depth
 
@@ -216,7 +219,10 @@ class Service:
             return
         self._closed = True
         self.pipeline.stop()
-        self.pipeline.join(5.0)
+        if not self.pipeline.join(5.0) and (left := self.pipeline.unfinished()):
+            # A stage is stuck: what it and the queues after redaction hold is lost with this process.
+            log.error("shutdown: %d accepted frame(s) not stored (a stage did not finish: %s)", left,
+                      self.pipeline.stalled_stage(0.0) or "unknown")
         for stage in self.stages.values():
             close = getattr(stage, "close", None)
             if callable(close):

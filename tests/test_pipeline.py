@@ -204,3 +204,37 @@ def test_frame_type_in_pipeline_is_rgbd():
     p = Pipeline(Counting(3), [sink], on_output=out.append)
     assert p.run(timeout=10)
     assert all(isinstance(f, RGBDFrame) and f.depth.dtype == np.uint16 for f in out)
+
+
+def test_redaction_off_only_for_replay_and_synthetic(tmp_path):
+    """`redact.enabled = false` (also reachable by `config set` on the console or downlink) must not
+    let a camera's raw frames reach the spool or the broker: the service refuses to build."""
+    from device import config as config_mod
+    from device.config import ConfigError
+    from device.runtime import RedactionDisabled, build_stages
+
+    base = config_mod.override(config_mod.load(None), **{"redact.enabled": False, "depth.enabled": False})
+    for camera in ("realsense", "oakd", "stereo:rig.toml"):
+        cfg = config_mod.override(base, **{"capture.source": camera})
+        with pytest.raises(ConfigError, match=r"redact\.enabled"):
+            build_stages(cfg, "d", "s", record_dir=tmp_path / "rec")
+    for trusted in ("synthetic", f"replay:{tmp_path}"):
+        cfg = config_mod.override(base, **{"capture.source": trusted})
+        assert isinstance(build_stages(cfg, "d", "s", record_dir=tmp_path / "rec")[0], RedactionDisabled)
+
+
+def test_accepted_frames_left_in_a_stuck_stage_are_counted():
+    """A join that times out at shutdown says how many accepted frames were not stored."""
+    first, gate = Pass("redact"), Gate("uplink")
+    p = Pipeline(Counting(10), [first, gate], capture_queue=64, stage_queue=4)
+    p.start()
+    assert gate.entered.wait(10)
+    deadline = time.monotonic() + 10
+    while len(first.seen) < 6 and time.monotonic() < deadline:  # 1 in the gate, 4 queued, 1 blocked
+        time.sleep(0.01)
+    p.stop()
+    assert not p.join(0.2)
+    assert p.unfinished() == len(first.seen) == 6
+    gate.open.set()
+    assert p.join(10)
+    assert p.unfinished() == 0 and len(gate.seen) == 10
