@@ -169,6 +169,12 @@ def pose_to_tum(pose: np.ndarray) -> list[float]:
     return [float(pose[0, 3]), float(pose[1, 3]), float(pose[2, 3]), x, y, z, w]
 
 
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    # cv2.imwrite only returns False (disk full, unwritable): a frame listed without its file is lost
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"{path}: cannot write the image (disk full or not writable?)")
+
+
 class TumWriter:
     """Writes frames into a TUM-layout folder: images, the lists, ground truth poses, camera.json.
 
@@ -204,9 +210,9 @@ class TumWriter:
             (self.dir / rgb_name).write_bytes(jpeg)
         else:
             rgb_name = f"rgb/{ts}.png"
-            cv2.imwrite(str(self.dir / rgb_name), frame.color)
+            _imwrite(self.dir / rgb_name, frame.color)
         depth_name = f"depth/{ts}.png"
-        cv2.imwrite(str(self.dir / depth_name), frame.depth)
+        _imwrite(self.dir / depth_name, frame.depth)
         self._list("rgb.txt", "# color images\n# timestamp filename\n").write(f"{ts} {rgb_name}\n")
         self._list("depth.txt", "# depth maps\n# timestamp filename\n").write(f"{ts} {depth_name}\n")
         if frame.pose is not None:

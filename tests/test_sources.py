@@ -145,3 +145,14 @@ def test_replay_skips_an_unreadable_pair(tmp_path):
     p = Pipeline(ReplaySource(tmp_path, pace="fast"), [sink])
     assert p.run(timeout=20), "replay with a bad file never finished"
     assert len(sink.seen) == 2 and p.snapshot()["stages"]["capture"]["errors"] == {"SourceError": 2}
+
+
+def test_tum_writer_failed_image_is_an_error_not_a_listed_gap(tmp_path):
+    frame = SyntheticSource(width=160, height=120, pace="fast", n_frames=1).read()
+    frame = frame.replace(t_utc=1000.0)
+    w = tum.TumWriter(tmp_path)
+    (tmp_path / "depth" / "1000.000000.png").mkdir()  # the image cannot be written there
+    with pytest.raises(OSError, match="cannot write"):
+        w.append(frame)
+    w.close()
+    assert not (tmp_path / "rgb.txt").exists() and w.frames == 0
