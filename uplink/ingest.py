@@ -235,15 +235,25 @@ class Ingest:
                     client = self._redeliver(client)
                 if now - last_report >= self.report_every:
                     self.reassembler.expire()
-                    self.sink.finalize_all(only_dirty=True)
+                    self._finalize()
                     last_report = now
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)  # finish (and ack) what was received
             client.disconnect()
             client.loop_stop()
-            self.sink.finalize_all(only_dirty=True)
+            self._finalize()
         return self.stats()
+
+    def _finalize(self) -> None:
+        """Regenerate dirty sessions' text files and reports; a failure is counted, never fatal
+        (what is committed in frames.jsonl is untouched by it)."""
+        try:
+            self.sink.finalize_all(only_dirty=True)
+        except Exception:  # noqa: BLE001 - the ingest must keep storing frames
+            log.exception("ingest: writing session files/report failed")
+            with self._lock:
+                self.counters["finalize_errors"] += 1
 
     def _redeliver(self, client: mqtt.Client) -> mqtt.Client:
         """After a storage error: wait a little, then reconnect so the broker resends what we did not

@@ -7,6 +7,7 @@ bounds-checked and refuses output larger than width × height.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,12 @@ def decode_frame(msg: Message, limits: Limits = DEFAULT_LIMITS) -> DecodedFrame:
     """Validate and decode a frame message's sections; WireError on anything inconsistent."""
     meta = msg.meta(limits)
     w, h = _dim(meta, "width"), _dim(meta, "height")
+    pose = meta.get("pose")
+    if pose is not None and not (isinstance(pose, list) and len(pose) == 16 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pose)):
+        raise WireError("bad_meta", "pose: expected null or 16 finite numbers")
+    if not isinstance(meta.get("intrinsics", {}), dict):
+        raise WireError("bad_meta", "intrinsics: expected an object")
     if w * h > limits.max_pixels:
         raise WireError("too_large", f"{w}x{h}")
     jpeg = msg.sections.get(wire.SEC_COLOR)

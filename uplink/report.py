@@ -17,6 +17,7 @@ import numpy as np
 
 THUMBS = 8
 THUMB_W = 200
+MAX_BINS = 600  # timeline bins: one per second, wider for long sessions (or a device clock that jumped)
 
 
 def _svg_series(title: str, xs: list[float], ys: list[float], color: str, unit: str) -> str:
@@ -36,12 +37,16 @@ def _svg_series(title: str, xs: list[float], ys: list[float], color: str, unit: 
 def _timeline(frames: list[dict]) -> str:
     if not frames:
         return "<p>no frames</p>"
-    t0 = frames[0]["t"]
-    secs = int(frames[-1]["t"] - t0) + 1
-    fps, lat, nbytes, drops = np.zeros(secs), np.zeros(secs), np.zeros(secs), np.zeros(secs)
+    t0 = min(f["t"] for f in frames)
+    span = max(f["t"] for f in frames) - t0
+    # A Pi without a clock starts in 1970 until NTP: a span of decades must not become an array of
+    # 10^9 seconds (it killed the ingest). Bins widen so there are at most MAX_BINS of them.
+    width = max(1.0, span / MAX_BINS)
+    bins = int(span / width) + 1
+    fps, lat, nbytes, drops = np.zeros(bins), np.zeros(bins), np.zeros(bins), np.zeros(bins)
     prev = None
     for f in sorted(frames, key=lambda f: f["seq"]):
-        i = min(secs - 1, max(0, int(f["t"] - t0)))
+        i = min(bins - 1, max(0, int((f["t"] - t0) / width)))
         fps[i] += 1
         lat[i] += f.get("latency_s", 0.0)
         nbytes[i] += f.get("bytes", 0)
@@ -49,7 +54,8 @@ def _timeline(frames: list[dict]) -> str:
             drops[i] += f["seq"] - prev - 1
         prev = f["seq"]
     lat = np.divide(lat, fps, out=np.zeros_like(lat), where=fps > 0) * 1000
-    xs = list(range(secs))
+    fps, nbytes = fps / width, nbytes / width
+    xs = [k * width for k in range(bins)]
     return "".join([
         _svg_series("frames per second", xs, fps.tolist(), "#1565c0", "fps"),
         _svg_series("capture → ingest latency", xs, lat.tolist(), "#ef6c00", "ms"),
@@ -75,10 +81,10 @@ def _thumbs(root: Path, frames: list[dict]) -> str:
             continue
         s = THUMB_W / color.shape[1]
         small = cv2.resize(color, (THUMB_W, round(color.shape[0] * s)), interpolation=cv2.INTER_AREA)
-        regions = (f.get("manifest") or {}).get("regions", []) if isinstance(f.get("manifest"), dict) else []
+        regions = _regions(f)
         for r in regions:
-            box = r.get("bbox") or r.get("box") if isinstance(r, dict) else None
-            if isinstance(box, list) and len(box) == 4:
+            box = r.get("bbox") or r.get("box")
+            if isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box):
                 x1, y1, x2, y2 = (int(round(float(v) * s)) for v in box)
                 cv2.rectangle(small, (x1, y1), (x2, y2), (0, 0, 255), 1)
         valid = depth[depth > 0]
@@ -93,6 +99,17 @@ def _thumbs(root: Path, frames: list[dict]) -> str:
     return "".join(cells)
 
 
+def _regions(frame: dict) -> list[dict]:
+    """The manifest's regions that are JSON objects (the manifest is the device's free-form JSON)."""
+    manifest = frame.get("manifest")
+    regions = manifest.get("regions") if isinstance(manifest, dict) else None
+    return [r for r in regions if isinstance(r, dict)] if isinstance(regions, list) else []
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and abs(v) < 1e9
+
+
 def summary(frames: list[dict]) -> dict:
     seqs = sorted(f["seq"] for f in frames)
     lat = np.array([f.get("latency_s", 0.0) for f in frames]) * 1000 if frames else np.zeros(0)
@@ -103,8 +120,7 @@ def summary(frames: list[dict]) -> dict:
         "historical": sum(1 for f in frames if f.get("historical")),
         "degraded": sum(1 for f in frames if f.get("degraded")),
         "bytes": int(sum(f.get("bytes", 0) for f in frames)),
-        "regions": int(sum(len((f.get("manifest") or {}).get("regions", [])) for f in frames
-                           if isinstance(f.get("manifest"), dict))),
+        "regions": sum(len(_regions(f)) for f in frames),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
         "duration_s": round(frames[-1]["t"] - frames[0]["t"], 3) if frames else 0.0,

@@ -250,8 +250,8 @@ class Sink:
         for fr in frames:
             lines["rgb.txt"].append(f"{fr['t']:.6f} {fr['rgb']}")
             lines["depth.txt"].append(f"{fr['t']:.6f} {fr['depth']}")
-            if fr.get("pose"):
-                p = np.asarray(fr["pose"], dtype=float).reshape(4, 4)
+            p = _pose(fr.get("pose"))
+            if p is not None:
                 q = quaternion(p[:3, :3])
                 lines["groundtruth.txt"].append(
                     f"{fr['t']:.6f} {p[0, 3]:.6f} {p[1, 3]:.6f} {p[2, 3]:.6f} " + " ".join(f"{v:.6f}" for v in q))
@@ -270,6 +270,15 @@ class Sink:
         for s in self.sessions():
             if not only_dirty or s.dirty:
                 self.finalize(s)
+
+
+def _pose(v: Any) -> np.ndarray | None:
+    """A committed pose as 4×4, or None if absent or malformed (old data; decode_frame checks new)."""
+    try:
+        p = np.asarray(v, dtype=float).reshape(4, 4) if v else None
+    except (TypeError, ValueError):
+        return None
+    return p if p is not None and np.isfinite(p).all() else None
 
 
 def read_frames(root: Path) -> list[dict]:
