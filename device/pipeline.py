@@ -157,6 +157,11 @@ class Pipeline:
                     self._source_gap(str(e), backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                except Exception as e:  # noqa: BLE001 - an odd frame or a driver bug: a counted gap, not the
+                    # end of capture (that exited 0, so systemd's Restart=on-failure never brought it back)
+                    self._source_gap(f"{type(e).__name__}: {e}", backoff, kind=type(e).__name__)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
                 backoff = 0.1
                 if frame is None:
                     break
@@ -173,8 +178,8 @@ class Pipeline:
         finally:
             q0.put(_END)
 
-    def _source_gap(self, error: str, wait: float) -> None:
-        self.capture.errors["SourceError"] += 1
+    def _source_gap(self, error: str, wait: float, kind: str = "SourceError") -> None:
+        self.capture.errors[kind] += 1
         t0 = time.monotonic()
         self._stop.wait(wait)
         if self.source_faults and self.source_faults[-1]["error"] == error:

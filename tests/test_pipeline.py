@@ -238,3 +238,31 @@ def test_accepted_frames_left_in_a_stuck_stage_are_counted():
     gate.open.set()
     assert p.join(10)
     assert p.unfinished() == 0 and len(gate.seen) == 10
+
+
+def test_unexpected_source_exception_is_a_gap_not_the_end():
+    """A camera driver raising something other than SourceError (an odd frame, a bug) must not end
+    capture for good: `run` would exit 0 and systemd (Restart=on-failure) would never restart it."""
+    class Glitchy:
+        def __init__(self):
+            self.inner = Counting(10)
+            self.calls = 0
+
+        def open(self):
+            pass
+
+        def close(self):
+            pass
+
+        def read(self):
+            self.calls += 1
+            if self.calls in (3, 4):
+                raise ValueError("depth: size 80×60 does not match color 160×120")
+            return self.inner.read()
+
+    sink = Pass("redact")
+    p = Pipeline(Glitchy(), [sink], capture_queue=64)
+    assert p.run(timeout=20)
+    snap = p.snapshot()
+    assert len(sink.seen) == 10 and snap["stages"]["capture"]["errors"] == {"ValueError": 2}
+    assert snap["source_faults"][0]["error"].startswith("ValueError: depth")
