@@ -81,11 +81,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `crowdcap status | head`: the reader left; nothing to report
+        _silence_stdout()
+        return 0
+    except OSError as e:
+        if args.debug:
+            raise
+        if e.filename is None:
+            print(f"crowdcap: error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
+            return 1
+        # a path the user gave (or a default one) is missing, not a folder, read-only, ...: name it
+        print(f"crowdcap: error: {e.filename}: {(e.strerror or str(e)).lower()} "
+              "(check the path and its permissions)", file=sys.stderr)
+        return 2
     except Exception as e:  # never a bare traceback for a user; --debug shows it
         if args.debug:
             raise
         print(f"crowdcap: error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # `python -m device.cli`: run the imported module so its CliError is the one raised

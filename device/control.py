@@ -12,6 +12,7 @@ signature). Every reply is a dict (`--json` prints it on one line) plus a short 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -29,6 +30,8 @@ from device import settings
 from device.configfile import atomic_write, persist_value, toml_value
 from device.console.auth import LoginGuard, check_hash
 from device.console.render import flatten, status_text, text_of
+
+log = logging.getLogger("crowdcap.control")
 
 OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout"})
 
@@ -160,8 +163,10 @@ class Controller:
                                 "device_id": self.service.device_id, "session_id": self.service.session_id}
         redact = self.service.stages.get("redact")
         st = _stage_status(redact)
-        if "model" in st:
-            data["model"] = st["model"]
+        models = st.get("models") or ([st["model"]] if "model" in st else [])
+        if models:  # the redaction stage reports a list of {name, version, sha256}
+            data["model"] = ", ".join(f"{m.get('name', '?')}-{m.get('version', '?')}" if isinstance(m, dict)
+                                      else str(m) for m in models)
         return data, "  ".join(f"{k}={v}" for k, v in data.items())
 
     def _login(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
@@ -214,7 +219,12 @@ class Controller:
             raise CommandError("usage: config set KEY VALUE")
         result = set_config(self.service, rest[0], settings.parse_text(" ".join(rest[1:])))
         text = f"{result['key']} = {result['value']!r} ({result['applied']}"
-        text += ", saved)" if result["persisted"] else ", NOT saved: the service runs without a config file)"
+        if result["persisted"]:
+            text += ", saved)"
+        elif result.get("save_error"):
+            text += f", NOT saved: {result['save_error']})"
+        else:
+            text += ", NOT saved: the service runs without a config file)"
         return result, text
 
     # -- privacy, spool, net, log ----------------------------------------------------------------
@@ -223,8 +233,14 @@ class Controller:
         redact = self.service.stages.get("redact")
         if redact is None:
             raise CommandError("privacy: no redaction stage in this pipeline")
+        if verb != "show" and not hasattr(redact, "reload_policy"):
+            raise CommandError(f"privacy {verb}: redaction is disabled (redact.enabled = false or --no-redact); "
+                               "no policy is in force")
         if verb == "show":
             st = _stage_status(redact)
+            if not self.service.config.redact.enabled:
+                return {"policy_file": None, "redaction": "disabled"}, \
+                    "redaction disabled (redact.enabled = false or --no-redact): frames are marked, not redacted"
             return {"policy_file": self.service.config.redact.policy or "(built-in default)", **st}, \
                 text_of(st) or "(no policy status)"
         if verb == "reload":
@@ -252,7 +268,15 @@ class Controller:
                 atomic_write(path, old)
             raise CommandError(f"policy refused, previous policy kept: {e}") from None
         if not cfg.redact.policy:
-            set_config(self.service, "redact.policy", str(path))
+            try:  # the new policy must survive a restart, or it is not in force at all
+                set_config(self.service, "redact.policy", str(path), must_persist=True)
+            except ConfigError as e:
+                if old is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, old)
+                redact.reload_policy(None)  # redact.policy is still empty: the built-in default
+                raise CommandError(f"policy refused, previous policy kept: {e}") from None
         return {"updated": True, "policy_file": str(path), **result}, f"policy {result['policy_version']} in force ({path})"
 
     def _spool(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
@@ -362,9 +386,13 @@ class Controller:
         return worst
 
 
-def set_config(service: Any, key: str, value: Any) -> dict[str, Any]:
+def set_config(service: Any, key: str, value: Any, *, must_persist: bool = False) -> dict[str, Any]:
     """Validate `key = value` with the TOML loader's own rules, persist it atomically to the service's
-    config file (when it has one), swap `service.config` and apply it live where the setting allows."""
+    config file (when it has one), swap `service.config` and apply it live where the setting allows.
+
+    A config file that cannot be written (read-only /etc under systemd) is reported in the reply
+    (`persisted: false`, `save_error`) and the value still applies until restart; with `must_persist`
+    (model and policy updates, which must survive a restart) it is an error and nothing changes."""
     if key == "console.pin_hash" and value:
         try:
             check_hash(str(value))
@@ -373,9 +401,16 @@ def set_config(service: Any, key: str, value: Any) -> dict[str, Any]:
     _, fld, _ = settings.field_at(service.config, key)
     new_cfg = settings.with_value(service.config, key, value)
     persisted = False
+    save_error = ""
     if service.config_path is not None:
-        persist_value(Path(service.config_path), key, value)
-        persisted = True
+        try:
+            persist_value(Path(service.config_path), key, value)
+            persisted = True
+        except OSError as e:  # e.g. /etc read-only under ProtectSystem=strict: apply now, say it is not saved
+            save_error = f"cannot write {service.config_path}: {e.strerror or e}"
+            if must_persist:
+                raise ConfigError(f"{key}: {save_error}") from None
+            log.warning("config set %s: %s", key, save_error)
     applied = "on restart"
     live_apply = getattr(service, "set_config", None)  # the runtime's own live-apply (e.g. capture.fps)
     if fld.metadata.get("live") and live_apply is not None:
@@ -384,12 +419,19 @@ def set_config(service: Any, key: str, value: Any) -> dict[str, Any]:
             applied = "live"
         except Exception as e:  # saved already: it applies on restart; say why not now
             applied = f"on restart (live apply failed: {type(e).__name__}: {e})"
+    if not persisted and not applied.startswith("live"):
+        applied = "not applied: needs a restart, which reads the unchanged file"
     service.config = new_cfg
     shown = "***" if fld.metadata.get("secret") and value else settings.to_dict(new_cfg, mask_secrets=False)
     if shown != "***":
         for part in key.split("."):
             shown = shown[part]
-    return {"key": key, "value": shown, "persisted": persisted, "applied": applied}
+    result = {"key": key, "value": shown, "persisted": persisted, "applied": applied}
+    if save_error:
+        result["save_error"] = save_error
+    log.info("config set %s = %s (%s, %s)", key, "***" if shown == "***" else value, applied,
+             "saved" if persisted else "not saved")
+    return result
 
 
 def _policy_summary(policy: Any) -> dict[str, Any]:

@@ -181,7 +181,7 @@ class ModelUpdater:
         previous = list(self.service.config.redact.models)
         card_path = str(final / "card.toml")
         try:
-            set_config(self.service, "redact.models", [card_path])
+            set_config(self.service, "redact.models", [card_path], must_persist=True)
             stage = self.service.stages.get("redact")
             reload_models = getattr(stage, "reload_models", None)
             if reload_models is not None:

@@ -57,7 +57,8 @@ class Operations:
         self.controller.health_sample = self.reporter.sample_for_status
         self.controller.ops_status = self.reporter.extra = self.status
         self.notifier = Notifier()
-        self.watchdog = Watchdog(self.service, self.notifier)
+        reporter = self.reporter
+        self.watchdog = Watchdog(self.service, self.notifier, health=lambda: reporter.last)
         self.service.housekeeping.extend([self.reporter, self.watchdog])
 
     def _start_control_socket(self) -> None:

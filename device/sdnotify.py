@@ -87,8 +87,10 @@ class Watchdog:
     """Housekeeping hook (called every ~0.5 s by the runtime); see the module docstring."""
 
     def __init__(self, service: Any, notifier: Notifier, *, stall_after_s: float | None = None,
-                 status_every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 status_every_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 health: Callable[[], dict[str, Any]] | None = None) -> None:
         self.service = service
+        self.health = health  # the health reporter's latest sample: temperature and HOT in STATUS=
         self.notifier = notifier
         self.stall_after_s = stall_after_s if stall_after_s is not None else service.config.health.stall_after_s
         self.status_every_s = status_every_s
@@ -145,6 +147,11 @@ class Watchdog:
             return f"status unavailable: {type(e).__name__}"
         if self.stalled:
             status["stalled_stage"] = self.stalled
+        if self.health is not None and "health" not in status:
+            try:
+                status["health"] = self.health() or {}
+            except Exception:  # the summary must never take the watchdog down
+                pass
         return summary_line(status)
 
 

@@ -123,6 +123,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8; a binary or Latin-1 file is not a config
+        raise ConfigError(f"{p}: not valid TOML (not UTF-8 text: byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
 

@@ -59,3 +59,50 @@ def test_ingest_unit_is_hardened():
     d = _directives("crowdcap-ingest.service")
     assert d["ExecStart"].split()[1] == "ingest" and d["Restart"] == "on-failure"
     assert d["ProtectSystem"] == "strict" and d["NoNewPrivileges"] == "yes" and d["PrivateDevices"] == "yes"
+
+
+def _exec_start_argv(unit: str, env_overrides: dict[str, str] | None = None) -> list[str]:
+    """ExecStart as systemd would run it: `Environment=` defaults (plus overrides, as an
+    EnvironmentFile would set), `${VAR}` as one word, a bare `$VAR` split on whitespace."""
+    import re
+    import shlex
+
+    env: dict[str, str] = {}
+    exec_start = ""
+    for line in (UNITS / unit).read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "Environment":
+            name, _, v = value.partition("=")
+            env[name] = v
+        elif key == "ExecStart":
+            exec_start = value
+    env.update(env_overrides or {})
+    argv: list[str] = []
+    for word in shlex.split(exec_start):
+        if m := re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word):
+            argv += env.get(m.group(1), "").split()
+        else:
+            argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
+    return argv
+
+
+@pytest.mark.parametrize("unit,overrides", [
+    ("crowdcap.service", None),
+    ("crowdcap-ingest.service", None),
+    ("crowdcap-ingest.service", {"CROWDCAP_BROKER": "mqtts://b.example:8883",
+                                 "CROWDCAP_INGEST_ARGS": "--share-group ingest"}),
+])
+def test_exec_start_parses_with_the_real_cli(unit, overrides):
+    # systemd-analyze only checks that the program exists; a flag the command does not have would
+    # still make the unit fail at every start (the ingest unit once passed `--config`)
+    from device.cli import build_parser
+
+    argv = _exec_start_argv(unit, overrides)
+    assert argv[0] == "/opt/crowdcap/.venv/bin/crowdcap"
+    try:
+        args = build_parser().parse_args(argv[1:])
+    except SystemExit as e:
+        raise AssertionError(f"{unit}: ExecStart {argv[1:]} is rejected by crowdcap's parser") from e
+    assert callable(getattr(args, "func", None)), argv
+    if unit == "crowdcap-ingest.service":
+        assert args.broker.startswith("mqtt") and args.out.startswith("/var/lib/crowdcap-ingest/")

@@ -30,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from serial import SerialException
+
     from device.cli import CliError
     from device.config import load
-    from device.console.serial_port import SerialConsole
+    from device.console.serial_port import SerialConsole, open_port
     from device.control_socket import SocketBackend
 
     path = resolve_socket(args)  # also picks the default config file when --config is not given
@@ -43,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     baud = args.baudrate or (cfg.console.baudrate if cfg else 115200)
     if baud <= 0:
         raise CliError(f"--baudrate: expected a positive number, got {baud}")
+    try:  # a wrong or busy port is the operator's typo: say so now rather than retry forever
+        open_port(port, baud).close()
+    except (SerialException, OSError, ValueError) as e:
+        raise CliError(f"--port: {e}; check the path (`crowdcap devices` lists serial ports) and that nothing "
+                       "else has it open (the service itself does when console.port is set)") from None
     console = SerialConsole(port, lambda: SocketBackend(path), baudrate=baud)
     print(f"crowdcap console on {port} at {baud} 8N1 (service socket {path}); Ctrl-C stops", file=sys.stderr)
     console.serve_forever()

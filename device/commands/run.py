@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise config_mod.ConfigError("--max-frames: expected a positive integer")
     cfg = load_config(args)
+    # one service per state folder and spool: a second one would share the session counter, the
+    # control socket and the spool's segment files (duplicates, or records lost)
+    locks = [hold_lock(Path(cfg.device.state_dir), "crowdcap.lock", "--state-dir / device.state_dir"),
+             hold_lock(Path(cfg.uplink.spool_dir), ".crowdcap-run.lock", "--spool / uplink.spool_dir")]
     service = Service(cfg, Path(args.config) if args.config else None, max_frames=args.max_frames)
     service.install_signal_handlers()
     ops = None
@@ -86,8 +91,31 @@ def run(args: argparse.Namespace) -> int:
         if ops is not None:
             ops.close()
         service.close()
+        for fd in locks:
+            os.close(fd)
     # console `restart` / downlink `reboot-service`: a distinct exit code so systemd restarts the unit
     return EXIT_RESTART if service.restart_requested else 0
 
 
 EXIT_RESTART = 75
+
+
+def hold_lock(folder: Path, name: str, flag: str) -> int:
+    """An exclusive flock on `folder/name` (created), held until the fd is closed or the process
+    ends (also when it is killed); a CliError naming the folder and the holder's pid if taken."""
+    import fcntl
+
+    from device.cli import CliError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise CliError(f"{folder}: another crowdcap run (pid {holder}) is using this folder; stop it first "
+                       f"(systemctl stop crowdcap) or give this one its own folder ({flag})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -51,8 +51,7 @@ class SerialConsole:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                port = serial.serial_for_url(self.url, baudrate=self.baudrate, bytesize=8, parity="N",
-                                             stopbits=1, timeout=0.1, write_timeout=self.write_timeout)
+                port = open_port(self.url, self.baudrate, write_timeout=self.write_timeout)
             except (serial.SerialException, OSError, ValueError) as e:
                 if self.last_error != str(e):
                     log.warning("console: cannot open %s: %s (retrying)", self.url, e)
@@ -96,3 +95,11 @@ class SerialConsole:
             data = port.read(max(1, min(port.in_waiting, 4096)))
             if data:
                 shell.feed(data)
+
+
+def open_port(url: str, baudrate: int, *, write_timeout: float = 1.0) -> serial.SerialBase:
+    """Open `url` 8N1. A device path is locked exclusively (flock): two consoles reading one serial
+    line would each get half of the operator's keystrokes."""
+    exclusive = {"exclusive": True} if "://" not in url else {}
+    return serial.serial_for_url(url, baudrate=baudrate, bytesize=8, parity="N", stopbits=1, timeout=0.1,
+                                 write_timeout=write_timeout, **exclusive)
