@@ -162,3 +162,24 @@ def test_failed_commit_line_is_not_taken_for_a_duplicate(tmp_path, monkeypatch) 
     ing2 = Ingest("mqtt://127.0.0.1:1", tmp_path)  # and after a restart it is a duplicate
     ing2._recover()
     assert ing2.handle("crowdcap/v1/dev1/frame", payload) == "duplicate"
+
+
+def test_resent_events_and_telemetry_are_deduped(tmp_path) -> None:
+    """Events, telemetry and command results are spooled, so a reconnect re-sends them: like frames,
+    each (session, kind, seq) is stored once, across restarts too."""
+    def msg(kind: str, seq: int) -> bytes:
+        return wire.single_chunk(wire.encode(messages.encode_json(kind, "dev1", "s1", seq, 1.0, {"n": seq})))
+
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path)
+    topics = {"event": "event", "telemetry": "telemetry", "cmd_result": "cmd/result"}
+    for kind in ("event", "telemetry", "cmd_result"):
+        assert ing.handle(f"crowdcap/v1/dev1/{topics[kind]}", msg(kind, 1)) == kind
+        assert ing.handle(f"crowdcap/v1/dev1/{topics[kind]}", msg(kind, 1)) == "duplicate"
+    assert ing.handle("crowdcap/v1/dev1/event", msg("event", 2)) == "event"
+    ing2 = Ingest("mqtt://127.0.0.1:1", tmp_path)
+    ing2._recover()
+    assert ing2.handle("crowdcap/v1/dev1/event", msg("event", 2)) == "duplicate"
+    assert ing2.handle("crowdcap/v1/dev1/telemetry", msg("telemetry", 1)) == "duplicate"
+    ses = tmp_path / "dev1" / "s1"
+    assert len((ses / "events.jsonl").read_text().splitlines()) == 3  # event 1, cmd_result 1, event 2
+    assert len((ses / "telemetry.jsonl").read_text().splitlines()) == 1

@@ -81,9 +81,41 @@ def _append_line(path: Path, obj: Any) -> None:
     line = (json.dumps(obj, separators=(",", ":"), default=wire._json_default) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)  # one write on O_APPEND: lines from several workers never interleave
+        written = os.write(fd, line)  # one write on O_APPEND: lines from several workers never interleave
+        if written != len(line):  # disk full: end the fragment so the next line is not glued to it
+            try:
+                os.write(fd, b"\n")
+            except OSError:
+                pass
+            raise OSError(28, f"{path}: short write ({written} of {len(line)} bytes)")
     finally:
         os.close(fd)
+
+
+def _read_log(path: Path) -> list[dict]:
+    """The entries of a JSON-lines log, after cutting a torn last line (a crash mid-append)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        _atomic_write(path, data)
+    out = []
+    for line in data.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+# JSON messages that are spooled (so re-sent after a reconnect): marker letter and log file
+_JSON_LOGS = {wire.TELEMETRY: ("t", "telemetry.jsonl"), wire.EVENT: ("e", "events.jsonl"),
+              wire.CMD_RESULT: ("r", "events.jsonl")}
+_JSON_LETTER = {wire.TYPE_NAMES[t]: letter for t, (letter, _) in _JSON_LOGS.items()}
 
 
 class Session:
@@ -93,22 +125,25 @@ class Session:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.seen_frames: set[int] = set()
         self.seen_clouds: set[int] = set()
+        self.seen_json: dict[str, set[int]] = {letter: set() for letter, _ in _JSON_LOGS.values()}
         self.dirty = True
         self._recover()
 
+    def seen(self, kind: str) -> set[int]:
+        return self.seen_frames if kind == "f" else self.seen_clouds if kind == "c" else self.seen_json[kind]
+
     def _recover(self) -> None:
-        log = self.root / "frames.jsonl"
         committed: set[int] = set()
-        if log.exists():
-            data = log.read_bytes()
-            if data and not data.endswith(b"\n"):  # torn last line from a crash
-                data = data[: data.rfind(b"\n") + 1]
-                _atomic_write(log, data)
-            for line in data.splitlines():
-                try:
-                    committed.add(int(json.loads(line)["seq"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+        for entry in _read_log(self.root / "frames.jsonl"):
+            try:
+                committed.add(int(entry["seq"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        for name in sorted({name for _, name in _JSON_LOGS.values()}):
+            for entry in _read_log(self.root / name):
+                letter, seq = _JSON_LETTER.get(entry.get("kind")), entry.get("seq")
+                if letter and isinstance(seq, int):
+                    self.seen_json[letter].add(seq)
         clouds = {int(p.stem) for p in (self.root / "clouds").glob("*.ply") if p.stem.isdigit()}
         for marker in (self.root / ".seen").iterdir():
             kind, num = marker.name[:1], marker.name[1:]
@@ -119,12 +154,14 @@ class Session:
                 marker.unlink(missing_ok=True)  # crashed between marker and commit: commit it next time
             elif kind == "c" and seq not in clouds:
                 marker.unlink(missing_ok=True)
+            elif kind in self.seen_json and seq not in self.seen_json[kind]:
+                marker.unlink(missing_ok=True)
         self.seen_frames = committed
         self.seen_clouds = clouds
 
     def claim(self, kind: str, seq: int) -> bool:
         """True exactly once per (kind, seq) across restarts and workers."""
-        seen = self.seen_frames if kind == "f" else self.seen_clouds
+        seen = self.seen(kind)
         if seq in seen:
             return False
         try:
@@ -170,7 +207,7 @@ class Sink:
 
     def _seen(self, s: Session, kind: str, seq: int) -> bool:
         with self._lock:
-            return seq in (s.seen_frames if kind == "f" else s.seen_clouds)
+            return seq in s.seen(kind)
 
     def _claim(self, s: Session, kind: str, seq: int) -> bool:
         with self._lock:
@@ -178,7 +215,7 @@ class Sink:
 
     def _unclaim(self, s: Session, kind: str, seq: int) -> None:
         with self._lock:
-            (s.seen_frames if kind == "f" else s.seen_clouds).discard(seq)
+            s.seen(kind).discard(seq)
             (s.root / ".seen" / f"{kind}{seq}").unlink(missing_ok=True)
 
     def _frame(self, msg: Message, arrival: float, size: int) -> str:
@@ -237,7 +274,15 @@ class Sink:
             _atomic_write(dev / "status.json", json.dumps(entry).encode())
             return "status"
         s = self.session(msg.device_id, msg.session_id)
-        _append_line(s.root / ("telemetry.jsonl" if msg.type == wire.TELEMETRY else "events.jsonl"), entry)
+        letter, log_name = _JSON_LOGS[msg.type]
+        # spooled, so re-sent after a reconnect: deduped on (session, kind, seq) like frames
+        if self._seen(s, letter, msg.seq) or not self._claim(s, letter, msg.seq):
+            return "duplicate"
+        try:
+            _append_line(s.root / log_name, entry)
+        except BaseException:
+            self._unclaim(s, letter, msg.seq)
+            raise
         return msg.kind
 
     def finalize(self, session: Session, report: bool = True) -> None:
