@@ -14,6 +14,7 @@ Faults (unplug, USB reset, frame timeout) are `SourceError`s: the pipeline backs
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,13 @@ class RealSenseSource:
             return None
         if self._pipe is None:
             self.open()
+        # IMU samples and re-sent old frames keep arriving when the video streams stall: without an
+        # overall deadline this loop would never return (a camera hang the pipeline cannot see).
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
         while True:
+            if self._playback is None and time.monotonic() > deadline:
+                raise SourceError(f"{self.name}: no new colour + depth frame for {self.timeout_ms} ms "
+                                  f"(only IMU samples or repeats; USB trouble?)")
             try:
                 ok, frames = self._queue.try_wait_for_frame(100 if self._playback else self.timeout_ms)
             except RuntimeError as e:

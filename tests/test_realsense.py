@@ -163,3 +163,23 @@ def test_no_camera_attached_is_a_source_error_and_listing_is_empty() -> None:
     with pytest.raises(SourceError, match="realsense 123456789: not attached"):
         source.read()  # the pipeline's reconnect loop retries this with backoff
     assert list_devices() == []
+
+
+@pytest.mark.timeout(20)
+def test_imu_only_stream_is_a_source_error_not_a_hang() -> None:
+    """Video stalled but IMU samples (or repeats) keep coming: read() must give up after timeout_ms."""
+    class MotionOnly:  # what the frame queue hands out: a lone frame that is neither video nor motion data
+        def is_frameset(self) -> bool:
+            return False
+
+        def is_motion_frame(self) -> bool:
+            return False
+
+    class Queue:
+        def try_wait_for_frame(self, timeout_ms: int) -> tuple[bool, MotionOnly]:
+            return True, MotionOnly()
+
+    src = RealSenseSource(None, timeout_ms=300)
+    src._pipe, src._queue, src._playback = object(), Queue(), None
+    with pytest.raises(SourceError, match="no new colour"):
+        src.read()
