@@ -162,6 +162,11 @@ class ControlClient:
             try:
                 sock.sendall(_line({"argv": argv, "console": self.console}))
                 raw = self._read_line(sock)
+            except TimeoutError:
+                self.close()  # connected, but no answer: the service is there and stuck (or stopped)
+                raise ServiceNotRunning(f"the service does not answer on {self.path} (no reply within "
+                                        f"{self.timeout:g} s): it may be hung; see `systemctl status crowdcap` "
+                                        "and `journalctl -u crowdcap`") from None
             except (OSError, ConnectionError) as e:
                 self.close()
                 if fresh or attempt:

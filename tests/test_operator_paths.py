@@ -179,3 +179,20 @@ def test_systemd_status_line_has_temperature_and_hot(tmp_path, monkeypatch):
         ops.close()
         service.close()
         listener.close()
+
+
+def test_a_service_that_does_not_answer_is_named_as_such():
+    # a hung (or SIGSTOPped) service: the socket accepts, nothing comes back; say so, never "timed out" alone
+    import socket
+
+    from device.control_socket import ControlClient, ServiceNotRunning
+
+    path = short_dir() / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    try:
+        with pytest.raises(ServiceNotRunning, match="does not answer .*within 0.3 s.*hung"):
+            ControlClient(path, timeout=0.3).execute(["status"])
+    finally:
+        server.close()
