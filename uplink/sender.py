@@ -34,6 +34,9 @@ from uplink.spool import PRIO_NAMES, Spool
 
 log = logging.getLogger(__name__)
 
+# PUBACK reason codes that say "later", not "never": 0x91 packet identifier in use, 0x97 quota exceeded
+_TRANSIENT_PUBACK = {0x91, 0x97}
+
 @dataclass
 class _Outgoing:
     rid: int
@@ -362,6 +365,14 @@ class Sender:
         rid, index = entry
         out = self._out.get(rid)
         if out is None:
+            return
+        if reason_code is not None and reason_code.is_failure and reason_code.value in _TRANSIENT_PUBACK:
+            # Throttled (managed brokers answer "Quota exceeded" under load): not the record's fault.
+            # Drop the link; the record stays in the spool and is re-sent after the reconnect delay.
+            self.counters[f"broker_busy_{reason_code.getName().replace(' ', '_')}"] += 1
+            self._acks_this_connection += 1  # an answer: not a reason to shrink the chunk size
+            self.last_error = f"broker refused a publish for now ({reason_code.getName()}); reconnecting"
+            self._connected = False
             return
         if reason_code is not None and reason_code.is_failure:
             # The broker refused it (e.g. packet too large, not authorised): retrying would loop

@@ -1,0 +1,47 @@
+"""Sender PUBACK handling: a throttled publish is retried (record kept), a refused one is dropped and counted."""
+
+from __future__ import annotations
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+from uplink_helpers import uplink_cfg
+
+from uplink import wire
+from uplink.sender import Sender
+from uplink.spool import PRIO_FRAME, Spool
+
+
+def _sender_with_one_record_in_flight(tmp_path) -> tuple[Sender, Spool, int]:
+    cfg = uplink_cfg(tmp_path, "mqtt://127.0.0.1:1")
+    spool = Spool(cfg.spool_dir, quota_bytes=10**7, fsync="off")
+    rid = spool.append(b"x" * 100, PRIO_FRAME, wire.FRAME)
+    sender = Sender(cfg, "dev1", spool, will_payload=b"")
+    sender._connected = True
+    out = sender._next_outgoing()  # reads the record (in flight) and chunks it, as _fill_window does
+    assert out is not None and out.rid == rid
+    out.next_index = 1
+    out.unacked.add(0)
+    sender._mids[7] = (rid, 0)
+    return sender, spool, rid
+
+
+def test_quota_exceeded_puback_keeps_the_record(tmp_path) -> None:
+    """Managed brokers answer a QoS 1 publish with "Quota exceeded" when throttling: that is "later",
+    not "never" — the record used to be dropped (lost) like a permanently refused one."""
+    sender, spool, rid = _sender_with_one_record_in_flight(tmp_path)
+    sender._on_publish(None, None, 7, ReasonCode(PacketTypes.PUBACK, "Quota exceeded"), None)
+    assert len(spool) == 1 and spool.record(rid) is not None
+    assert not sender.connected and sender.counters["broker_busy_Quota_exceeded"] == 1
+    sender._teardown()  # what the sender thread does next: the record becomes pending again
+    assert spool.pending_after(0, 10) == [rid]
+    sender.stop()
+    spool.close()
+
+
+def test_not_authorized_puback_drops_and_counts(tmp_path) -> None:
+    sender, spool, rid = _sender_with_one_record_in_flight(tmp_path)
+    sender._on_publish(None, None, 7, ReasonCode(PacketTypes.PUBACK, "Not authorized"), None)
+    assert len(spool) == 0 and sender.connected
+    assert spool.stats()["evictions"] == {"broker_refused_frame_Not_authorized": 1}
+    sender.stop()
+    spool.close()
