@@ -196,6 +196,10 @@ class ControlClient:
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(self.path))
+        except PermissionError:  # the socket is 0600: the service is there, this user may not talk to it
+            sock.close()
+            raise ServiceNotRunning(f"permission denied on {self.path}: run this as the service's user "
+                                    "(sudo -u crowdcap ...) or root") from None
         except OSError as e:
             sock.close()
             raise ServiceNotRunning(f"no service running (control socket {self.path}: {e.strerror or e})") from None

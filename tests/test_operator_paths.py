@@ -196,3 +196,43 @@ def test_a_service_that_does_not_answer_is_named_as_such():
             ControlClient(path, timeout=0.3).execute(["status"])
     finally:
         server.close()
+
+
+def test_another_user_is_told_about_permissions_not_a_missing_service():
+    # the control socket is 0600: an operator in the wrong account must not read "no service running"
+    import socket
+
+    from device.control_socket import ControlClient, ServiceNotRunning
+
+    root = short_dir()
+    root.chmod(0o755)
+    path = root / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    path.chmod(0o600)
+    if os.getuid() != 0:
+        path.chmod(0)  # the owner itself is refused then; root is never refused, so it drops to nobody
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: an unprivileged account
+        try:
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                ControlClient(path, timeout=2).execute(["status"])
+                msg = "connected"
+            except ServiceNotRunning as e:
+                msg = str(e)
+            os.write(write_fd, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        os.waitpid(pid, 0)
+        msg = os.read(read_fd, 4096).decode()
+    finally:
+        os.close(read_fd)
+        server.close()
+    assert "permission denied" in msg and "no service running" not in msg, msg
