@@ -106,3 +106,12 @@ def test_exec_start_parses_with_the_real_cli(unit, overrides):
     assert callable(getattr(args, "func", None)), argv
     if unit == "crowdcap-ingest.service":
         assert args.broker.startswith("mqtt") and args.out.startswith("/var/lib/crowdcap-ingest/")
+
+
+def test_device_unit_keeps_cameras_and_serial_ports_reachable():
+    # cameras (/dev/video*, /dev/bus/usb) and the console (/dev/ttyGS0, /dev/ttyS0) must stay openable:
+    # anything that sets a device allow-list closes the device policy. ProtectClock=yes implies
+    # DeviceAllow=char-rtc (systemd < 252: then only the RTC is reachable), PrivateDevices hides them all.
+    d = _directives("crowdcap.service")
+    for key in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock"):
+        assert d.get(key, "no") in ("no", "false", "auto"), f"{key}={d[key]} restricts device access"
