@@ -191,7 +191,9 @@ class ControlClient:
         if self._sock is not None:
             return self._sock
         if not self.path.exists():
-            raise ServiceNotRunning(f"no service running (control socket {self.path} not found)")
+            # absolute: a relative state_dir (the default "state") depends on where you stand
+            raise ServiceNotRunning(f"no service running (control socket {self.path.absolute()} not found; "
+                                    "pass the service's --config FILE or --socket PATH if it runs elsewhere)")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:

@@ -236,3 +236,20 @@ def test_another_user_is_told_about_permissions_not_a_missing_service():
         os.close(read_fd)
         server.close()
     assert "permission denied" in msg and "no service running" not in msg, msg
+
+
+def test_no_service_names_the_absolute_socket_and_how_to_point_elsewhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CROWDCAP_CONFIG", raising=False)
+    assert main(["status", "--socket", "state/control.sock"]) == 3
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'state' / 'control.sock'} not found" in out and "--config" in out, out
+
+
+def test_a_run_that_fails_to_start_releases_its_locks(tmp_path, capsys):
+    state, spool = tmp_path / "state", tmp_path / "spool"
+    assert main(["run", "--no-redact", "--state-dir", str(state), "--spool", str(spool),
+                 "--source", "replay:" + str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    for folder, name in ((state, "crowdcap.lock"), (spool, ".crowdcap-run.lock")):
+        os.close(hold_lock(folder, name, "--x"))  # raises if the failed run still holds it

@@ -55,16 +55,25 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.operations import Operations
-    from device.runtime import Service
-
     if args.max_frames is not None and args.max_frames < 1:
         raise config_mod.ConfigError("--max-frames: expected a positive integer")
     cfg = load_config(args)
     # one service per state folder and spool: a second one would share the session counter, the
     # control socket and the spool's segment files (duplicates, or records lost)
-    locks = [hold_lock(Path(cfg.device.state_dir), "crowdcap.lock", "--state-dir / device.state_dir"),
-             hold_lock(Path(cfg.uplink.spool_dir), ".crowdcap-run.lock", "--spool / uplink.spool_dir")]
+    locks: list[int] = []
+    try:
+        locks.append(hold_lock(Path(cfg.device.state_dir), "crowdcap.lock", "--state-dir / device.state_dir"))
+        locks.append(hold_lock(Path(cfg.uplink.spool_dir), ".crowdcap-run.lock", "--spool / uplink.spool_dir"))
+        return _serve(args, cfg)
+    finally:  # also when the service could not be built (bad source, model, ...)
+        for fd in locks:
+            os.close(fd)
+
+
+def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    from device.operations import Operations
+    from device.runtime import Service
+
     service = Service(cfg, Path(args.config) if args.config else None, max_frames=args.max_frames)
     service.install_signal_handlers()
     ops = None
@@ -91,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
         if ops is not None:
             ops.close()
         service.close()
-        for fd in locks:
-            os.close(fd)
     # console `restart` / downlink `reboot-service`: a distinct exit code so systemd restarts the unit
     return EXIT_RESTART if service.restart_requested else 0
 
