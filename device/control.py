@@ -176,6 +176,7 @@ class Controller:
         session.authorized = result.ok
         if not result.ok:
             self.counters["login_failed"] += 1
+            log.warning("%s login refused: %s", session.origin, result.message)  # an audit trail in the journal
             raise CommandError(result.message)
         return {"logged_in": True}, result.message
 
@@ -195,6 +196,7 @@ class Controller:
     def _restart(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
         self.service.restart_requested = True  # the runtime exits non-zero so systemd restarts it
         self.service.request_stop()
+        log.warning("restart requested from the %s: exiting with code 75 for systemd to restart", session.origin)
         return {"restarting": True}, "restarting the service"
 
     # -- config ----------------------------------------------------------------------------------

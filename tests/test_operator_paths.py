@@ -253,3 +253,21 @@ def test_a_run_that_fails_to_start_releases_its_locks(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     for folder, name in ((state, "crowdcap.lock"), (spool, ".crowdcap-run.lock")):
         os.close(hold_lock(folder, name, "--x"))  # raises if the failed run still holds it
+
+
+def test_refused_logins_and_restarts_are_in_the_log(tmp_path, caplog):
+    # `log tail` / the journal are the operator's audit trail: who was refused, why the service exited 75
+    import logging
+
+    caplog.set_level(logging.INFO)  # what `crowdcap run` sets up: the log ring gets INFO
+    ctl = _controller(tmp_path)
+    attacker = Session()
+    assert not ctl.execute(["login", "0000"], attacker).ok
+    session = _logged_in(ctl)
+    assert ctl.execute(["config", "set", "capture.fps", "12"], session).ok
+    assert ctl.execute(["restart"], session).ok
+    lines = "\n".join(ctl.service.log_ring)
+    assert "console login refused: wrong PIN" in lines
+    assert "config set capture.fps = 12" in lines
+    assert "restart requested from the console" in lines
+    ctl.service.close()
