@@ -145,6 +145,8 @@ def _resolve(card: Path, ref: str, bad: Any) -> Path:
             return Path(str(importlib.resources.files(pkg) / resource))
         except ModuleNotFoundError:
             raise bad("file", f"an installed package (is {pkg!r} installed?)", ref) from None
+        except TypeError:  # a module, not a package (e.g. package:os/x)
+            raise bad("file", f"package:PACKAGE/RESOURCE with a package ({pkg!r} is a module)", ref) from None
     f = Path(ref)
     return f if f.is_absolute() else card.parent / f
 

@@ -96,6 +96,7 @@ def card_text(**overrides: str) -> str:
     ({"classes": "[]"}, r"classes: expected a non-empty list"),
     ({"name": ""}, r"name: expected a non-empty string"),
     ({"file": '"package:nosuchpkg_xyz/m.onnx"'}, r"file: expected an installed package"),
+    ({"file": '"package:os/m.onnx"'}, r"file: expected package:PACKAGE/RESOURCE with a package"),
     ({"colour": "1"}, r"colour: unknown field"),
     ({"input": '{ channels = "yuv" }'}, r"input\.channels: expected 'rgb' or 'bgr'"),
     ({"input": "{ size = [3, 3] }"}, r"input\.size"),
