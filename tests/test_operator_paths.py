@@ -271,3 +271,19 @@ def test_refused_logins_and_restarts_are_in_the_log(tmp_path, caplog):
     assert "config set capture.fps = 12" in lines
     assert "restart requested from the console" in lines
     ctl.service.close()
+
+
+def test_config_check_reports_the_files_the_service_would_miss(tmp_path, capsys):
+    # `config check` said "ok" for a config the service then refused at start (no policy, no card, ...)
+    p = tmp_path / "c.toml"
+    policy = tmp_path / "policy.toml"
+    p.write_text(f'[redact]\npolicy = "{policy}"\nmodels = ["{tmp_path / "card.toml"}"]\n'
+                 f'[capture]\nsource = "replay:{tmp_path / "rec"}"\n')
+    assert main(["config", "check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert f"redact.policy: {policy}: no such file" in err
+    assert "redact.models[0]:" in err and f"capture.source: {tmp_path / 'rec'}: no such folder" in err
+    policy.write_text("")
+    (tmp_path / "card.toml").write_text("")
+    (tmp_path / "rec").mkdir()
+    assert main(["config", "check", str(p)]) == 0  # existence only: their contents are checked at start
