@@ -45,3 +45,24 @@ def test_not_authorized_puback_drops_and_counts(tmp_path) -> None:
     assert spool.stats()["evictions"] == {"broker_refused_frame_Not_authorized": 1}
     sender.stop()
     spool.close()
+
+
+def test_unparsable_ca_file_is_a_reported_retry_not_a_dead_sender(tmp_path) -> None:
+    """A CA file that exists (config check passes) but does not parse made paho's tls_set raise in
+    the sender thread, which died: nothing was sent again and status showed no error."""
+    import time
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    cfg = uplink_cfg(tmp_path, "mqtts://127.0.0.1:1", tls_ca=str(ca))
+    spool = Spool(cfg.spool_dir, quota_bytes=10**7, fsync="off")
+    sender = Sender(cfg, "dev1", spool, will_payload=b"")
+    sender.start()
+    deadline = time.monotonic() + 10
+    while sender.counters["connect_errors"] < 2:
+        assert time.monotonic() < deadline, "no connect attempt reported"
+        time.sleep(0.02)
+    assert sender._thread is not None and sender._thread.is_alive()
+    assert "SSLError" in sender.stats()["last_error"]
+    sender.stop()
+    spool.close()

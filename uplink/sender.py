@@ -150,7 +150,7 @@ class Sender:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            if not self._connect():
+            if not self._try_connect():
                 attempt += 1
                 delay = random.uniform(0, min(self.cfg.backoff_max, self.cfg.backoff_min * 2 ** min(attempt, 20)))
                 self.counters["connect_failures"] += 1
@@ -165,6 +165,18 @@ class Sender:
             self._teardown()
             if not self._stop.is_set():
                 self._stop.wait(random.uniform(0, self.cfg.backoff_min))
+
+    def _try_connect(self) -> bool:
+        """`_connect`, but an unexpected error (a CA or key file that does not parse, ...) is a failed
+        attempt with a reason in `last_error`, retried with backoff: it used to end the sender thread,
+        and nothing was sent again until a restart."""
+        try:
+            return self._connect()
+        except Exception as e:  # noqa: BLE001 - the sender thread must not die
+            self.last_error = f"connect to {self.host}:{self.port}: {type(e).__name__}: {e}"
+            self.counters["connect_errors"] += 1
+            self._teardown()
+            return False
 
     def _new_client(self) -> mqtt.Client:
         c = new_client(self.cfg, self.cfg.client_id or f"crowdcap-{self.device_id}", self._proto, self.tls)
