@@ -202,6 +202,7 @@ class FolderInput:
             if image is None:
                 if not d.is_dir():  # same message as open(): one outage is one gap in the fault log
                     raise SourceError(f"stereo: image folder {d}: not found")
+                self.index += 1  # the folder is there, the file is bad: skip it (counted), not retry forever
                 raise SourceError(f"stereo: {d / name}: missing or unreadable")
             images.append(image)
         self.index += 1

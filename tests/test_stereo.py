@@ -221,3 +221,27 @@ def test_unplugged_camera_is_a_source_error(tmp_path: Path) -> None:
         source.open()
     with pytest.raises(SourceError, match="cannot open"):
         source.read()  # still closed: read retries the open and fails the same way
+
+
+def test_unreadable_pair_in_a_folder_is_skipped(tmp_path: Path) -> None:
+    """A corrupt image (the folder itself is there) is one counted SourceError and skipped; it used
+    to be retried forever, so the pipeline never finished."""
+    from device.pipeline import Pipeline
+
+    config, _ = write_pairs(ideal_calibration(), tmp_path, [0.0, 0.1, 0.2])
+    (tmp_path / "left" / "0001.png").write_bytes(b"not a png")
+
+    class Collect:
+        name = "collect"
+
+        def __init__(self) -> None:
+            self.seqs: list[int] = []
+
+        def apply(self, frame):
+            self.seqs.append(frame.seq)
+            return frame
+
+    sink = Collect()
+    p = Pipeline(StereoSource(config), [sink], capture_queue=64)
+    assert p.run(timeout=30), "a bad image in a stereo folder stalled the pipeline"
+    assert sink.seqs == [0, 1] and p.snapshot()["stages"]["capture"]["errors"] == {"SourceError": 1}
