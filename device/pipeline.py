@@ -191,7 +191,7 @@ class Pipeline:
         try:  # reopen: a camera that was unplugged needs it; synthetic/replay ignore it
             self.source.close()
             self.source.open()
-        except SourceError:
+        except Exception:  # noqa: BLE001 - still down (the next read says how): retried after backoff
             pass
 
     def _stage_loop(self, index: int, stage: Stage) -> None:

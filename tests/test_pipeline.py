@@ -247,9 +247,12 @@ def test_unexpected_source_exception_is_a_gap_not_the_end():
         def __init__(self):
             self.inner = Counting(10)
             self.calls = 0
+            self.opens = 0
 
-        def open(self):
-            pass
+        def open(self):  # the reconnect after the first glitch fails too, with an SDK's own error
+            self.opens += 1
+            if self.opens == 1:
+                raise RuntimeError("usb reset in progress")
 
         def close(self):
             pass
