@@ -72,7 +72,7 @@ def test_redact_tum_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = tmp_path / "out"
     assert main(["redact", str(tmp_path / "seq"), "--out", str(out), "--json"]) == 0
     row = json_lines(capsys.readouterr().out)[0]
-    assert row["output"] == str(out / "seq")
+    assert row["output"] == str(out / "seq") and row["withheld"] == 0
     manifests = json_lines((out / "seq" / "redaction.jsonl").read_text())
     assert len(manifests) == 4 and all(m["coverage"] == "detected" for m in manifests)
     assert len(row["regions"]) >= sum(len(f) for f in faces)
@@ -107,3 +107,21 @@ def test_models_list_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert str(card) in err and "sha256" in err and "m.onnx" in err
     assert main(["models", "verify", str(tmp_path / "none.toml")]) == 2
     assert "none.toml: model card not found" in capsys.readouterr().err
+
+
+def test_redact_tum_folder_reports_withheld_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Withheld frames are not written (fail closed): the command says how many, not just a success."""
+    src = SyntheticSource(pace="fast", n_frames=3)
+    src.open()
+    writer = TumWriter(tmp_path / "seq")
+    for i in range(3):
+        writer.append(src.read().replace(t_utc=1000.0 + i / 30))
+    writer.close()
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "no-faces"\n[[rules]]\nclass = "face"\naction = "drop_frame"\n')
+    out = tmp_path / "out"
+    assert main(["redact", str(tmp_path / "seq"), "--out", str(out), "--policy", str(policy), "--json"]) == 0
+    captured = capsys.readouterr()
+    row = json_lines(captured.out)[0]
+    assert row["withheld"] == 3 and "3 frame(s) withheld" in captured.err
+    assert [m["withheld"] for m in json_lines((out / "seq" / "redaction.jsonl").read_text())] == ["policy_drop"] * 3

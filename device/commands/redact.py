@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         name = _unique(path.stem if kind != "tum" else path.name, used)
         t0 = time.perf_counter()
         try:
+            withheld = 0
             if kind == "tum":
-                output, regions = _redact_folder(stage, path, out / name)
+                output, regions, withheld = _redact_folder(stage, path, out / name)
             else:
                 output, regions = _redact_still(stage, path, depth, out, name)
         except CliError as e:
@@ -90,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"input": arg, "error": str(e)}), flush=True)
             continue
         ms = round((time.perf_counter() - t0) * 1000.0, 1)
+        if withheld:  # not written (fail closed); each is listed with its reason in redaction.jsonl
+            print(f"crowdcap: {arg}: {withheld} frame(s) withheld, not written (see {output}/redaction.jsonl)",
+                  file=sys.stderr)
         if args.json:
-            print(json.dumps({"input": arg, "output": str(output), "regions": regions, "ms": ms}), flush=True)
+            print(json.dumps({"input": arg, "output": str(output), "regions": regions, "ms": ms,
+                              "withheld": withheld}), flush=True)
         elif len(jobs) == 1:
             print(f"{arg} -> {output}: {len(regions)} region(s) redacted in {ms} ms")
     stage.close()
@@ -146,7 +151,7 @@ def _redact_still(stage: Any, path: Path, depth_path: Path | None, out: Path, na
     return output, [_public(r) for r in result.redaction["regions"]]
 
 
-def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any]]:
+def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any], int]:
     from capture.frame import FrameWithheld, SourceError
     from capture.replay import ReplaySource
     from capture.tum import LayoutError, TumWriter
@@ -160,6 +165,7 @@ def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any]]
     stage.tracker.reset()
     writer = TumWriter(dest)
     regions: list[Any] = []
+    withheld = 0
     src.open()
     try:
         with (dest / "redaction.jsonl").open("w") as manifests:
@@ -174,6 +180,7 @@ def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any]]
                     result = stage.apply(frame)
                 except FrameWithheld as e:
                     manifests.write(json.dumps({"t": frame.t_utc, "withheld": e.reason}) + "\n")
+                    withheld += 1
                     continue
                 writer.append(result)
                 manifests.write(json.dumps({"t": frame.t_utc, **result.redaction}) + "\n")
@@ -181,4 +188,4 @@ def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any]]
     finally:
         writer.close()
         src.close()
-    return dest, regions
+    return dest, regions, withheld
