@@ -52,3 +52,9 @@ def test_bad_flags_are_errors_not_tracebacks(capsys, tmp_path):
     assert "nope" in capsys.readouterr().err
     assert main(["run", "--max-frames", "0"]) == 2
     assert "--max-frames" in capsys.readouterr().err
+
+
+def test_record_seconds_must_be_finite(capsys, tmp_path):
+    """--seconds nan compared false to every deadline: it recorded until killed."""
+    assert main(["record", "--seconds", "nan", "--out", str(tmp_path / "rec"), "--state-dir", str(tmp_path)]) == 2
+    assert "--seconds: expected a positive number, got nan" in capsys.readouterr().err

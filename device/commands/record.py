@@ -7,6 +7,7 @@ stage when it runs, so the folder replays with `--source replay:DIR` and opens i
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise CliError(f"--out {out}: folder is not empty (choose a new folder; recordings are never overwritten)")
-    if args.seconds <= 0:
-        raise CliError("--seconds: expected a positive number")
+    if not math.isfinite(args.seconds) or args.seconds <= 0:  # nan would record until killed
+        raise CliError(f"--seconds: expected a positive number, got {args.seconds}")
     cfg = load_config(args)
     service = Service(cfg, max_frames=args.max_frames, record_dir=out)
     service.install_signal_handlers()
