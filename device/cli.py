@@ -50,7 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # not built yet
             raise
         module.register(sub)
+    _accept_global_flags_everywhere(sub)
     return parser
+
+
+def _accept_global_flags_everywhere(sub: argparse._SubParsersAction) -> None:
+    """`crowdcap run ... --debug` is what people type: every subcommand (and sub-subcommand) takes
+    --debug and --log-level too. SUPPRESS keeps a value given before the command when not repeated."""
+    for p in dict.fromkeys(sub.choices.values()):
+        p.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_global_flags_everywhere(action)
 
 
 def _configure_logging(level: str) -> None:

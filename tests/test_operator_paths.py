@@ -287,3 +287,20 @@ def test_config_check_reports_the_files_the_service_would_miss(tmp_path, capsys)
     (tmp_path / "card.toml").write_text("")
     (tmp_path / "rec").mkdir()
     assert main(["config", "check", str(p)]) == 0  # existence only: their contents are checked at start
+
+
+@pytest.mark.parametrize("argv", [["run", "--debug"], ["run", "--log-level", "INFO"],
+                                  ["config", "check", "x.toml", "--debug"], ["status", "--debug"]])
+def test_global_flags_after_the_command(argv):
+    # the error hint says "run with --debug": people append it to the command they just ran
+    from device.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.debug is ("--debug" in argv) and args.log_level == ("INFO" if "INFO" in argv else "WARNING")
+
+
+def test_global_flags_before_the_command_still_count():
+    from device.cli import build_parser
+
+    args = build_parser().parse_args(["--debug", "--log-level", "ERROR", "run"])
+    assert args.debug is True and args.log_level == "ERROR"
