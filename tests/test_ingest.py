@@ -183,3 +183,18 @@ def test_resent_events_and_telemetry_are_deduped(tmp_path) -> None:
     ses = tmp_path / "dev1" / "s1"
     assert len((ses / "events.jsonl").read_text().splitlines()) == 3  # event 1, cmd_result 1, event 2
     assert len((ses / "telemetry.jsonl").read_text().splitlines()) == 1
+
+
+def test_repeating_storage_error_is_not_a_log_line_per_message(tmp_path, caplog) -> None:
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path)
+
+    def full(*args, **kw):
+        raise OSError(28, "No space left on device")
+
+    ing.sink.write = full
+    payload = wire.single_chunk(_frame_message(1))
+    with caplog.at_level("ERROR", logger="uplink.ingest"):
+        for _ in range(50):
+            assert ing.handle("crowdcap/v1/dev1/frame", payload) == "retry"
+    assert ing.stats()["storage_errors"] == 50
+    assert len([r for r in caplog.records if "storing a message failed" in r.getMessage()]) == 3

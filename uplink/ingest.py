@@ -93,14 +93,20 @@ class Ingest:
         except (OSError, MemoryError) as e:
             # Not the message's fault (disk full, I/O error): it is not acknowledged, and the broker
             # delivers it again after run() reconnects. Counted, never dropped.
-            log.error("ingest: storing a message failed (will retry): %s", e)
             with self._lock:
                 self.counters["storage_errors"] += 1
+                n = self.counters["storage_errors"]
+            if _worth_logging(n):  # a full disk fails every message: not a log line each
+                log.error("ingest: storing a message failed (will retry; %d so far): %s", n, e)
             self._retry.set()
             return "retry"
         except Exception:  # a bug must not take the ingest down; counted and logged
-            log.exception("ingest: unexpected error")
-            return self._reject("internal_error")
+            what = self._reject("internal_error")
+            with self._lock:
+                n = self.rejected["internal_error"]
+            if _worth_logging(n):
+                log.exception("ingest: unexpected error (%d so far)", n)
+            return what
 
     def _message(self, source: str, data: bytes, arrival: float) -> str:
         msg = wire.decode(data, self.limits)
@@ -287,6 +293,11 @@ class Ingest:
                     "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
                     "reassembly": dict(self.reassembler.counters), "partials": self.reassembler.partials(),
                     "sessions": [str(s.root.relative_to(self.out)) for s in self.sink.sessions()]}
+
+
+def _worth_logging(n: int) -> bool:
+    """The first few occurrences of a repeating error, then every 1000th."""
+    return n <= 3 or n % 1000 == 0
 
 
 def _source_of(folder: Path) -> str:
