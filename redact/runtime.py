@@ -8,6 +8,7 @@ Preparation (once per model hash, cached in memory and optionally on disk):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -76,6 +77,15 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
     data: bytes | None = None
     if cache_file is not None and cache_file.is_file():
         data = cache_file.read_bytes()
+        # A corrupt cache (SD card) would fail to load, or run altered weights, on every start until
+        # someone deleted it: it must match the digest written beside it, else it is rebuilt.
+        try:
+            ok = cache_file.with_suffix(".sha256").read_text().strip() == hashlib.sha256(data).hexdigest()
+        except OSError:
+            ok = False
+        if not ok:
+            log.warning("model cache %s does not match its digest; rebuilding it", cache_file)
+            data = None
     if data is None:
         try:
             data = prepare(original, card)
@@ -87,6 +97,8 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
                 tmp = cache_file.with_suffix(".tmp")
                 tmp.write_bytes(data)
                 tmp.replace(cache_file)
+                tmp.write_text(hashlib.sha256(data).hexdigest() + "\n")
+                tmp.replace(cache_file.with_suffix(".sha256"))
             except OSError as e:
                 log.warning("model cache %s not written: %s", cache_file, e)
     with _prepared_lock:

@@ -160,3 +160,24 @@ def test_noise_output_withholds_as_garbage(tmp_path: Path) -> None:
     outs = centerface_outputs((640, 480), [], fill=0.5)
     card = write_constant(tmp_path, "noise", outs, "centerface", ["face"])
     expect_withheld(stage_for(card, **FULL), "model_garbage")
+
+
+def test_corrupt_model_cache_is_rebuilt(tmp_path: Path) -> None:
+    """A prepared-model cache file that no longer matches what was written (SD-card corruption) must
+    not be run: it is rebuilt from the verified original."""
+    import redact.runtime as rt
+
+    cache = tmp_path / "cache"
+    assert build_stage(RedactConfig(cache_dir=str(cache))).load_error == ""
+    (cached,) = cache.glob("*.onnx")
+    good = cached.read_bytes()
+    with cached.open("r+b") as fh:  # flip one byte of a weight: still a loadable model
+        fh.seek(len(good) // 2)
+        b = fh.read(1)
+        fh.seek(len(good) // 2)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    rt._prepared.clear()  # a new process: only the disk cache is left
+    stage = build_stage(RedactConfig(cache_dir=str(cache)))
+    assert stage.load_error == ""
+    assert cached.read_bytes() == good
+    stage.apply(frame())
