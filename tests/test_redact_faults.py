@@ -168,6 +168,7 @@ def test_corrupt_model_cache_is_rebuilt(tmp_path: Path) -> None:
     import redact.runtime as rt
 
     cache = tmp_path / "cache"
+    rt._prepared.clear()  # earlier tests filled the memory cache: the disk cache would not be written
     assert build_stage(RedactConfig(cache_dir=str(cache))).load_error == ""
     (cached,) = cache.glob("*.onnx")
     good = cached.read_bytes()
