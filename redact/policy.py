@@ -6,7 +6,7 @@
     class = "face"                # face | person | plate | text | screen | custom:<name>
     action = "blur"               # blur | pixelate | fill | drop_frame
     margin = 0.35                 # fraction of the box's width/height added on every side
-    min_score = 0.2               # detections below this score are ignored for this rule
+    min_score = 0.2               # 0.01-1: detections below this score are ignored for this rule
     applies_to = "both"           # color | depth | both (depth: set to 0 = no data)
 
 Errors name the file, the rule index and the field.
