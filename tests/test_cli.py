@@ -44,10 +44,12 @@ def test_help_is_fast_and_imports_nothing_heavy():
 
 
 def test_bad_flags_are_errors_not_tracebacks(capsys, tmp_path):
-    assert main(["run", "--source", "webcam9", "--max-frames", "1", "--state-dir", str(tmp_path)]) == 2
+    assert main(["run", "--source", "webcam9", "--max-frames", "1", "--state-dir", str(tmp_path),
+                 "--spool", str(tmp_path / "spool")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "capture.source" in err and "webcam9" in err
     assert main(["run", "--source", "replay:" + str(tmp_path / "nope"), "--state-dir", str(tmp_path),
+                 "--spool", str(tmp_path / "spool"),
                  "--no-redact"]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["run", "--max-frames", "0"]) == 2
