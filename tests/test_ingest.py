@@ -198,3 +198,29 @@ def test_repeating_storage_error_is_not_a_log_line_per_message(tmp_path, caplog)
             assert ing.handle("crowdcap/v1/dev1/frame", payload) == "retry"
     assert ing.stats()["storage_errors"] == 50
     assert len([r for r in caplog.records if "storing a message failed" in r.getMessage()]) == 3
+
+
+def test_read_error_while_assembling_is_retried_not_lost(tmp_path, monkeypatch) -> None:
+    """An I/O error reading back a message's chunks used to delete them as "corrupt" although every
+    chunk had been acknowledged: the message was gone. Now the last chunk is retried."""
+    from pathlib import Path
+
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path)
+    chunks = wire.chunks(_frame_message(5), os.urandom(16), 4 * 1024)
+    assert len(chunks) > 2
+    for c in chunks[:-1]:
+        assert ing.handle("crowdcap/v1/dev1/frame", c) == "partial"
+    real_read = Path.read_bytes
+    failures = [1]
+
+    def flaky_read(self):
+        if self.parent.name.startswith(".assembling-") and failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(5, "Input/output error")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", flaky_read)
+    assert ing.handle("crowdcap/v1/dev1/frame", chunks[-1]) == "retry"
+    assert ing.handle("crowdcap/v1/dev1/frame", chunks[-1]) == "frame"  # the broker's redelivery
+    assert committed_seqs(tmp_path) == [5]
+    assert ing.stats()["reassembly"].get("partial_corrupt", 0) == 0

@@ -72,10 +72,22 @@ class Reassembler:
             # .assembling-<source hex>-<message id>-<count>-<total>-<pid>-<random>
             count, total = (int(x) for x in folder.name.rsplit("-", 4)[1:3])
             parts = [(folder / str(i)).read_bytes() for i in range(count)]
-        except (OSError, ValueError):
+        except (FileNotFoundError, ValueError):
             self.counters["partial_corrupt"] += 1
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        except OSError:
+            # An I/O error, not a bad message: its chunks were acknowledged already, so deleting them
+            # would lose it. Put the folder back; the caller does not acknowledge this chunk, and its
+            # redelivery completes the message again (leftovers are retried at the next start).
+            self.counters["partial_read_errors"] += 1
+            if message_id is not None:
+                key = folder.name[len(".assembling-"):].rsplit("-", 2)[0]
+                try:
+                    os.rename(folder, self.dir / key)
+                except OSError:
+                    pass
+            raise
         shutil.rmtree(folder, ignore_errors=True)
         data = b"".join(parts)
         if message_id is not None:
