@@ -40,7 +40,7 @@ class UplinkConfig:
     max_payload: int = setting(131072, min=1024, max=256 * 1024 * 1024,
                                help="largest MQTT payload; bigger messages are chunked (managed brokers: 128 KiB)")
     inflight: int = setting(32, min=1, max=65535, help="QoS 1 chunks awaiting PUBACK at once (throttles backlog replay)")
-    spool_quota_mb: float = setting(1024.0, min=1.0, help="spool byte quota; full = evict by priority, counted")
+    spool_quota_mb: float = setting(1024.0, min=1.0, help="spool disk budget in MiB (live records get ~2/3; the rest is compaction room); full = evict by priority, counted")
     fsync: Literal["always", "interval", "off"] = setting("interval", help="spool durability: per record, every fsync_interval_ms, or never")
     fsync_interval_ms: float = setting(200.0, min=1.0, max=60000.0, help="fsync period for fsync = interval")
     jpeg_quality: int = setting(85, min=10, max=100, live=True, help="colour JPEG quality")

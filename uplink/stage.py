@@ -50,7 +50,7 @@ class UplinkStage:
         except ValueError as e:
             raise ConfigError(f"uplink.depth_codec: {e}") from None
         Path(cfg.spool_dir).mkdir(parents=True, exist_ok=True)
-        self.spool = Spool(cfg.spool_dir, quota_bytes=int(cfg.spool_quota_mb * 1024 * 1024), fsync=cfg.fsync,
+        self.spool = Spool(cfg.spool_dir, quota_bytes=live_quota(int(cfg.spool_quota_mb * 1024 * 1024)), fsync=cfg.fsync,
                            fsync_interval_ms=cfg.fsync_interval_ms)
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -202,6 +202,14 @@ class UplinkStage:
             "degrade_level": self.degrade, "degrade": DEGRADE_NAMES[self.degrade],
             "sender": snd, **counters,
         }
+
+
+def live_quota(disk_budget: int) -> int:
+    """The spool's live-record quota for a disk budget. The spool lets dead (delivered/evicted) bytes
+    reach half the live quota plus one segment before it compacts, so live data gets about 2/3 of the
+    budget and the files on disk stay within it (an SD card must not fill up)."""
+    segment = min(64 << 20, disk_budget // 24)
+    return max(1, int((disk_budget - segment) / 1.5))
 
 
 def build_stage(cfg: UplinkConfig, device_id: str, session_id: str) -> UplinkStage:
