@@ -50,8 +50,9 @@ class UplinkStage:
         except ValueError as e:
             raise ConfigError(f"uplink.depth_codec: {e}") from None
         Path(cfg.spool_dir).mkdir(parents=True, exist_ok=True)
-        self.spool = Spool(cfg.spool_dir, quota_bytes=live_quota(int(cfg.spool_quota_mb * 1024 * 1024)), fsync=cfg.fsync,
-                           fsync_interval_ms=cfg.fsync_interval_ms)
+        live, segment = spool_sizes(int(cfg.spool_quota_mb * 1024 * 1024))
+        self.spool = Spool(cfg.spool_dir, quota_bytes=live, fsync=cfg.fsync, fsync_interval_ms=cfg.fsync_interval_ms,
+                           segment_bytes=segment)
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._json_seq = itertools.count(1)
@@ -204,12 +205,17 @@ class UplinkStage:
         }
 
 
+def spool_sizes(disk_budget: int) -> tuple[int, int]:
+    """(live-record quota, segment size) for a disk budget. The spool lets dead (delivered/evicted)
+    bytes reach half the live quota plus one segment before it compacts, and the active segment may
+    overshoot by one record: live data gets about 2/3 of the budget, so the files on disk stay within
+    it (an SD card must not fill up)."""
+    segment = max(64 << 10, min(64 << 20, disk_budget // 24))
+    return max(1, int((disk_budget - 2 * segment) / 1.5)), segment
+
+
 def live_quota(disk_budget: int) -> int:
-    """The spool's live-record quota for a disk budget. The spool lets dead (delivered/evicted) bytes
-    reach half the live quota plus one segment before it compacts, so live data gets about 2/3 of the
-    budget and the files on disk stay within it (an SD card must not fill up)."""
-    segment = min(64 << 20, disk_budget // 24)
-    return max(1, int((disk_budget - segment) / 1.5))
+    return spool_sizes(disk_budget)[0]
 
 
 def build_stage(cfg: UplinkConfig, device_id: str, session_id: str) -> UplinkStage:
