@@ -7,12 +7,30 @@ loads and validates all of them in one place.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 
 class ConfigError(ValueError):
     """A config value is wrong; the message starts with the dotted key."""
+
+
+def read_toml(path: str | Path, what: str = "file", error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """Parse a TOML file; every failure is `error` naming the file and what it was meant to be."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise error(f"{p}: {what} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{p}: not valid TOML ({e}); expected a {what}") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8; a binary or Latin-1 file is not one
+        raise error(f"{p}: not valid TOML (not UTF-8 text: byte {e.start}); expected a {what}") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read {what} ({e.strerror})") from None
 
 
 def setting(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from capture.config import ConfigError
+from capture.config import ConfigError, read_toml
 
 __all__ = ["ConfigError", "build", "coerce", "field_at", "load_toml", "parse_text", "to_dict", "with_value"]
 
@@ -115,18 +115,7 @@ def parse_text(text: str) -> Any:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:  # TOML is UTF-8; a binary or Latin-1 file is not a config
-        raise ConfigError(f"{p}: not valid TOML (not UTF-8 text: byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    return read_toml(path, "config file")
 
 
 def to_dict(obj: Any, *, mask_secrets: bool = True) -> Any:

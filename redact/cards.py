@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capture.config import ConfigError
+from capture.config import ConfigError, read_toml
 
 DECODERS = ("centerface", "yolo")
 CLASS_NAMES = ("face", "person", "plate", "text", "screen")
@@ -65,14 +64,7 @@ def default_card_path() -> Path:
 def load_card(path: str | Path) -> ModelCard:
     """Parse and validate a card (does not read the model file; see `verify`)."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CardError(f"{p}: model card not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CardError(f"{p}: cannot read model card ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CardError(f"{p}: model card is not valid TOML ({e})") from None
+    raw = read_toml(p, "model card", CardError)
 
     def bad(key: str, what: str, got: Any) -> CardError:
         return CardError(f"{p}: {key}: expected {what}, got {got!r}")

@@ -15,12 +15,11 @@ Errors name the file, the rule index and the field.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capture.config import ConfigError
+from capture.config import ConfigError, read_toml
 from redact.cards import CLASS_NAMES
 
 ACTIONS = ("blur", "pixelate", "fill", "drop_frame")
@@ -78,14 +77,7 @@ def load_policy(path: str | Path | None) -> Policy:
     if not path:
         return DEFAULT_POLICY
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyError(f"{p}: policy file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError(f"{p}: cannot read policy ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError(f"{p}: policy is not valid TOML ({e})") from None
+    raw = read_toml(p, "policy file", PolicyError)
     return parse_policy(raw, str(p))
 
 
