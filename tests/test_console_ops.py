@@ -4,10 +4,17 @@ a pty, control socket, sd_notify on a real datagram socket, telemetry, and a sig
 from __future__ import annotations
 
 import base64
-import socket
 
 import pytest
-from test_console_support import PIN, Terminal, decode_json_message, make_service, short_dir, wait_for
+from test_console_support import (
+    PIN,
+    Terminal,
+    collect_topics,
+    make_service,
+    notify_listener,
+    short_dir,
+    wait_for,
+)
 
 from device.control_socket import ControlClient
 from device.operations import Operations
@@ -15,16 +22,13 @@ from device.operations import Operations
 
 @pytest.mark.slow
 def test_operations_around_a_running_service(broker, monkeypatch):
-    import paho.mqtt.client as mqtt
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from device.downlink import sign_command
 
     root = short_dir()
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(root / "notify.sock"))
-    notify.settimeout(0.1)
+    notify = notify_listener(root)
     monkeypatch.setenv("NOTIFY_SOCKET", str(root / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     key = Ed25519PrivateKey.generate()
@@ -33,13 +37,7 @@ def test_operations_around_a_running_service(broker, monkeypatch):
     service = make_service(root, stages="config", broker=broker.url,
                            extra=f'port = "{term.slave_name}"\n\n[health]\ntelemetry_period = 0.5\n\n'
                                  f'[downlink]\npublic_key = "{pub}"\n')
-    seen: dict[str, list] = {"telemetry": [], "result": []}
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_message = lambda c, u, m: seen[m.topic.rsplit("/", 1)[-1]].append(decode_json_message(m.payload)[1]) \
-        if m.topic.rsplit("/", 1)[-1] in seen else None
-    sub.connect(broker.host, broker.port)
-    sub.subscribe("crowdcap/v1/test-dev/#", qos=1)
-    sub.loop_start()
+    sub, seen = collect_topics(broker, "test-dev")
     service.start()
     ops = Operations.start(service)
     datagrams: list[str] = []

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_console_support import PIN_HASH, Terminal, decode_json_message, short_dir, wait_for
+from test_console_support import (
+    PIN_HASH,
+    Terminal,
+    collect_topics,
+    notify_listener,
+    short_dir,
+    wait_for,
+)
 
 CLI = [sys.executable, "-m", "device.cli"]
 RUN_PY = Path(__file__).resolve().parent.parent / "device" / "commands" / "run.py"
@@ -22,7 +28,6 @@ RUN_PY = Path(__file__).resolve().parent.parent / "device" / "commands" / "run.p
                     reason="crowdcap run does not start device.operations.Operations yet (lead wires it)")
 @pytest.mark.slow
 def test_crowdcap_run_with_operations(broker):
-    import paho.mqtt.client as mqtt
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -38,16 +43,8 @@ def test_crowdcap_run_with_operations(broker):
                    f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker.url}"\n'
                    f'[console]\nport = "{term.slave_name}"\npin_hash = "{PIN_HASH}"\n'
                    f'[health]\ntelemetry_period = 0.5\n[downlink]\npublic_key = "{pub}"\n')
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(root / "notify.sock"))
-    notify.settimeout(0.1)
-    seen: dict[str, list] = {"telemetry": [], "result": []}
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_message = lambda c, u, m: seen[m.topic.rsplit("/", 1)[-1]].append(decode_json_message(m.payload)[1]) \
-        if m.topic.rsplit("/", 1)[-1] in seen else None
-    sub.connect(broker.host, broker.port)
-    sub.subscribe("crowdcap/v1/run-dev/#", qos=1)
-    sub.loop_start()
+    notify = notify_listener(root)
+    sub, seen = collect_topics(broker, "run-dev")
     env = dict(os.environ, NOTIFY_SOCKET=str(root / "notify.sock"), WATCHDOG_USEC="2000000")
     proc = subprocess.Popen([*CLI, "run", "--config", str(cfg)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

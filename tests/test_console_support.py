@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -118,3 +119,31 @@ class Terminal:
     def close(self) -> None:
         os.close(self.master)
         os.close(self._slave)
+
+
+def notify_listener(root: Path, timeout: float = 0.1) -> socket.socket:
+    """A real AF_UNIX datagram socket at root/notify.sock, as systemd's NOTIFY_SOCKET would be."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(root / "notify.sock"))
+    sock.settimeout(timeout)
+    return sock
+
+
+def collect_topics(broker: Any, device_id: str, kinds: tuple[str, ...] = ("telemetry", "result")) -> tuple[Any, dict]:
+    """A subscriber to crowdcap/v1/<device_id>/# collecting decoded JSON bodies by topic kind; returns
+    (client, {kind: [body, ...]}). Call client.loop_stop(); client.disconnect() when done."""
+    import paho.mqtt.client as mqtt
+
+    seen: dict[str, list] = {k: [] for k in kinds}
+
+    def on_message(_c: Any, _u: Any, m: Any) -> None:
+        kind = m.topic.rsplit("/", 1)[-1]
+        if kind in seen:
+            seen[kind].append(decode_json_message(m.payload)[1])
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(f"crowdcap/v1/{device_id}/#", qos=1)
+    sub.loop_start()
+    return sub, seen

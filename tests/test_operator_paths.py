@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_console_support import PIN, Terminal, make_service, short_dir
+from test_console_support import PIN, Terminal, make_service, notify_listener, short_dir
 
 from device.cli import main
 from device.commands.run import hold_lock
@@ -144,15 +144,12 @@ def test_output_to_a_closed_pipe_is_not_an_error():
 def test_systemd_status_line_has_temperature_and_hot(tmp_path, monkeypatch):
     # `systemctl status crowdcap` is the operator's first look: STATUS= must carry what the console's
     # status line carries (temperature, HOT cap), not only the pipeline counters
-    import socket
 
     from device.health import HealthSampler
     from device.operations import Operations
 
     root = short_dir()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(root / "notify.sock"))
-    listener.settimeout(0.2)
+    listener = notify_listener(root, timeout=0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(root / "notify.sock"))
     zone = tmp_path / "thermal_zone0"
     zone.mkdir()
