@@ -23,7 +23,7 @@ import numpy as np
 
 _INGEST = """
 import json, sys, threading, time
-from uplink.ingest import Ingest
+from uplink.backend.ingest import Ingest
 ing = Ingest(sys.argv[1], sys.argv[2])
 t = threading.Thread(target=ing.run, kwargs={"idle_exit": float(sys.argv[3])}, daemon=True)
 t.start()

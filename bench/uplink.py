@@ -136,7 +136,7 @@ def bench_bare_paho(msgs: list[bytes], host: str, port: int, window: int, max_pa
 
 def bench_latency(frames: list, url: str, tmp: Path, seconds: float = 5.0, fps: float = 30.0) -> dict:
     from uplink import build_stage
-    from uplink.sink import read_frames
+    from uplink.backend.sink import read_frames
 
     out = tmp / "ingest-out"
     ing = subprocess.Popen([sys.executable, "-m", "device.cli", "ingest", "--broker", url, "--out", str(out),
@@ -229,7 +229,7 @@ def bench_recovery(tmp: Path, mb: int) -> dict:
 def bench_ingest(msgs: list[bytes], tmp: Path) -> dict:
     """The ingest's own cost per frame (verify, decode depth, PNG-16, files, commit), no broker."""
     from uplink import wire
-    from uplink.ingest import Ingest
+    from uplink.backend.ingest import Ingest
 
     ing = Ingest("mqtt://127.0.0.1:1", tmp / "ingest-only")
     # a distinct seq per message (the envelope's seq field is outside the body CRC)

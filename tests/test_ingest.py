@@ -12,7 +12,7 @@ import zstandard
 from uplink_helpers import IngestThread, committed_seqs, make_frame, uplink_cfg, wait_for_frames
 
 from uplink import build_stage, messages, wire
-from uplink.ingest import Ingest
+from uplink.backend.ingest import Ingest
 
 
 def _publisher(broker) -> mqtt.Client:
@@ -142,7 +142,7 @@ def test_storage_error_is_retried_not_lost(tmp_path, broker) -> None:
 def test_failed_commit_line_is_not_taken_for_a_duplicate(tmp_path, monkeypatch) -> None:
     """Disk full while appending the commit line: the redelivered frame must be committed, not
     acknowledged as a duplicate of a frame that was never committed."""
-    from uplink import sink
+    from uplink.backend import sink
 
     real_append = sink._append_line
     failures = [1]
@@ -193,7 +193,7 @@ def test_repeating_storage_error_is_not_a_log_line_per_message(tmp_path, caplog)
 
     ing.sink.write = full
     payload = wire.single_chunk(_frame_message(1))
-    with caplog.at_level("ERROR", logger="uplink.ingest"):
+    with caplog.at_level("ERROR", logger="uplink.backend.ingest"):
         for _ in range(50):
             assert ing.handle("crowdcap/v1/dev1/frame", payload) == "retry"
     assert ing.stats()["storage_errors"] == 50

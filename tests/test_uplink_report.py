@@ -8,7 +8,7 @@ import re
 from uplink_helpers import make_frame
 
 from uplink import messages, wire
-from uplink.ingest import Ingest
+from uplink.backend.ingest import Ingest
 
 
 def test_report_counts_timeline_thumbnails(tmp_path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from capture.frame import Intrinsics, RGBDFrame
+from uplink.backend.ingest import Ingest
 from uplink.config import UplinkConfig
-from uplink.ingest import Ingest
 
 INTR = Intrinsics(160, 120, 130.0, 130.0, 79.5, 59.5)
 

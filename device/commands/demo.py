@@ -44,8 +44,8 @@ def _progress(service: Any, t_end: float, seconds: float) -> None:
 def run(args: argparse.Namespace) -> int:
     from device.cli import CliError
     from device.runtime import Service
+    from uplink.backend.ingest import Ingest
     from uplink.embedded import start_broker
-    from uplink.ingest import Ingest
 
     if args.seconds <= 0:
         raise CliError("--seconds: expected a positive number")

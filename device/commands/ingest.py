@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capture.config import ConfigError
-    from uplink.ingest import Ingest
+    from uplink.backend.ingest import Ingest
 
     if args.idle_exit is not None and args.idle_exit <= 0:
         raise CliError(f"--idle-exit: expected a positive number of seconds, got {args.idle_exit}")

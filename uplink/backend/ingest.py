@@ -27,9 +27,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from uplink import wire
+from uplink.backend.reassembly import Reassembler
+from uplink.backend.sink import Sink, safe_ident
 from uplink.config import parse_broker
-from uplink.reassembly import Reassembler
-from uplink.sink import Sink, safe_ident
 from uplink.wire import WireError
 
 log = logging.getLogger(__name__)

@@ -306,7 +306,7 @@ class Sink:
             _atomic_write(session.root / name, ("\n".join(ls) + "\n").encode())
         _atomic_write(session.root / "manifests.jsonl", ("\n".join(manifests) + "\n" if manifests else "").encode())
         if report:
-            from uplink.report import write_report
+            from uplink.backend.report import write_report
 
             write_report(session.root, frames)
         session.dirty = False
