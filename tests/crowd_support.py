@@ -1,0 +1,96 @@
+"""Helpers for the crowd-loop tests: sessions made by the real redaction stage and the real ingest sink,
+and synthetic crowd tags from the synthetic scene's ground truth (several taggers, one who disagrees)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+FLEET_POLICY = '''version = "fleet-1"
+on_fault = "withhold"
+[[rules]]
+class = "face"
+action = "blur"
+margin = 0.35
+min_score = 0.6
+applies_to = "both"
+'''
+
+Truth = dict[tuple[str, str, int], list[list[int]]]
+
+
+def small_redact_config(policy: str = "", **kw: Any) -> Any:
+    from redact.config import RedactConfig
+
+    return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=320, detect_height=256, **kw)
+
+
+def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, height: int = 240,
+                seed: int = 0) -> Truth:
+    """The visible faces of the synthetic scene's frames `seqs` (the source is deterministic by seed)."""
+    from capture.synthetic import SyntheticSource
+
+    src = SyntheticSource(width, height, seed=seed, pace="fast", noise=False)
+    return {(device, session, s): [list(map(int, b)) for b in src.render(s)[2]["faces"]] for s in seqs}
+
+
+def make_session(out: Path, device: str, session: str, policy_path: str, *, n: int = 18, step: int = 3,
+                 width: int = 320, height: int = 240, seed: int = 0) -> Truth:
+    """Frames 0, step, 2·step, ... of the synthetic scene through the real stage and the real sink."""
+    import redact
+    from capture.synthetic import SyntheticSource
+    from uplink import messages, wire
+    from uplink.backend.sink import Sink
+
+    stage = redact.build_stage(small_redact_config(policy_path, hold_frames=0))
+    src = SyntheticSource(width, height, seed=seed, pace="fast", device_id=device, session_id=session,
+                          n_frames=n * step, noise=False)
+    src.open()
+    sink = Sink(out)
+    codec = messages.depth_codec("png16")
+    truth: Truth = {}
+    for _ in range(n * step):
+        f = src.read()
+        if f is None:
+            break
+        if f.seq % step:
+            continue
+        truth[(device, session, f.seq)] = [list(map(int, b)) for b in f.attachments["truth"]["faces"]]
+        msg = messages.encode_frame(stage.apply(f), codec, 90)
+        sink.write(wire.decode(wire.encode(msg)), time.time(), 1000)
+    sink.finalize_all()
+    return truth
+
+
+def crowd_tags(truth: Truth, path: Path, sessions_dir: Path | None = None) -> Path:
+    """Tags from ground truth by four taggers: ann, bob and cat tag every visible face private (cat misses
+    every third one); dan calls the smallest face in each frame not private (he disagrees). Redacted
+    regions of the sessions that hold no face are tagged not_private by ann and bob."""
+    lines = []
+    t0 = 1_796_000_000.0
+    for (dev, sess, seq), faces in sorted(truth.items()):
+        smallest = min(range(len(faces)), key=lambda i: faces[i][3] - faces[i][1]) if faces else -1
+        for i, b in enumerate(faces):
+            for n, tagger in enumerate(("ann", "bob", "cat", "dan")):
+                if tagger == "cat" and (seq + i) % 3 == 0:
+                    continue
+                label = "not_private" if tagger == "dan" and i == smallest else "private"
+                jit = n % 2
+                lines.append({"device": dev, "session": sess, "seq": seq, "bbox": [b[0] + jit, b[1], b[2], b[3] - jit],
+                              "label": label, "class": "face", "tagger": tagger, "time": t0 + seq + n})
+        if sessions_dir is not None:
+            frames = sessions_dir / dev / sess / "frames.jsonl"
+            for line in frames.read_text().splitlines():
+                e = json.loads(line)
+                if e["seq"] != seq:
+                    continue
+                for r in (e.get("manifest") or {}).get("regions", []):
+                    x1, y1, x2, y2 = r["bbox"]
+                    if not any(min(x2, b[2]) > max(x1, b[0]) and min(y2, b[3]) > max(y1, b[1]) for b in faces):
+                        for tagger in ("ann", "bob"):
+                            lines.append({"device": dev, "session": sess, "seq": seq, "bbox": r["bbox"],
+                                          "label": "not_private", "class": "face", "tagger": tagger, "time": t0 + seq})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
