@@ -94,3 +94,65 @@ def crowd_tags(truth: Truth, path: Path, sessions_dir: Path | None = None) -> Pa
                                           "label": "not_private", "class": "face", "tagger": tagger, "time": t0 + seq})
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
+
+
+class Device:
+    """A real device: the configured pipeline (synthetic 320×240 → redaction → uplink to `broker`) and
+    the signed downlink, as `crowdcap run` builds them."""
+
+    def __init__(self, root: Path, device_id: str, broker: str, public_key: str, *, policy: str = "",
+                 max_frames: int | None = None, fps: float = 15.0, ref_frames: list | None = None) -> None:
+        from device import config as config_mod
+        from device.control import Controller
+        from device.downlink import Downlink
+        from device.model_update import ModelUpdater
+        from device.runtime import Service
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.cfg_path = root / "crowdcap.toml"
+        self.cfg_path.write_text(
+            f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
+            f'[capture]\nsource = "synthetic"\nwidth = 320\nheight = 240\nfps = {fps}\npace = "realtime"\n\n'
+            f'[redact]\nenabled = true\npolicy = "{policy}"\ntile_width = 0\ntile_height = 0\n'
+            f'detect_width = 320\ndetect_height = 256\n\n[depth]\nenabled = false\n\n'
+            f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
+            f'[downlink]\npublic_key = "{public_key}"\n')
+        self.max_frames = max_frames
+        self.ref_frames = ref_frames
+        self._services = []
+        self.service = self._new(config_mod, Service, Controller, Downlink, ModelUpdater)
+
+    def _new(self, config_mod, Service, Controller, Downlink, ModelUpdater):  # noqa: N803
+        cfg = config_mod.load(self.cfg_path)
+        service = Service(cfg, self.cfg_path, max_frames=self.max_frames)
+        service.start()
+        self.downlink = Downlink(service, Controller(service),
+                                 model_updater=ModelUpdater(service, frames=self.ref_frames))
+        self.downlink.attach()
+        return service
+
+    def restart(self) -> None:
+        """A new run (new session id) reading the config file as it is now."""
+        from device import config as config_mod
+        from device.control import Controller
+        from device.downlink import Downlink
+        from device.model_update import ModelUpdater
+        from device.runtime import Service
+
+        self.close()
+        self.service = self._new(config_mod, Service, Controller, Downlink, ModelUpdater)
+
+    def wait_uplinked(self, timeout: float = 60.0) -> None:
+        """Until the source has ended and every spooled record was sent."""
+        deadline = time.monotonic() + timeout
+        svc = self.service
+        while time.monotonic() < deadline:
+            if svc.pipeline.finished.is_set() and svc.stages["uplink"].status().get("spool_records", 1) == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"device {svc.device_id} did not finish and drain in {timeout} s")
+
+    def close(self) -> None:
+        self.downlink.close()
+        self.service.close()
