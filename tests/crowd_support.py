@@ -28,11 +28,11 @@ def small_redact_config(policy: str = "", **kw: Any) -> Any:
 
 
 def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, height: int = 240,
-                seed: int = 0) -> Truth:
-    """The visible faces of the synthetic scene's frames `seqs` (the source is deterministic by seed)."""
+                seed: int = 0, fps: float = 30.0) -> Truth:
+    """The visible faces of the synthetic scene's frames `seqs` (deterministic by seed; frame i is at i/fps)."""
     from capture.synthetic import SyntheticSource
 
-    src = SyntheticSource(width, height, seed=seed, pace="fast", noise=False)
+    src = SyntheticSource(width, height, fps=fps, seed=seed, pace="fast", noise=False)
     return {(device, session, s): [list(map(int, b)) for b in src.render(s)[2]["faces"]] for s in seqs}
 
 
@@ -119,6 +119,7 @@ class Device:
             f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
             f'[downlink]\npublic_key = "{public_key}"\n')
         self.max_frames = max_frames
+        self.fps = fps
         self.ref_frames = ref_frames
         self._services = []
         self.service = self._new(config_mod, Service, Controller, Downlink, ModelUpdater)

@@ -35,6 +35,8 @@ class Stats:
     redacted: int = 0
     over: int = 0
     tagged_not_private: int = 0
+    held: int = 0
+    held_over: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"private": self.private, "covered": self.covered, "leaks": self.private - self.covered,
@@ -42,7 +44,7 @@ class Stats:
                 "redacted": self.redacted, "over_redacted": self.over,
                 "over_redaction": round(self.over / self.redacted, 4) if self.redacted else 0.0,
                 "precision": round((self.redacted - self.over) / self.redacted, 4) if self.redacted else None,
-                "redacted_tagged_not_private": self.tagged_not_private}
+                "redacted_tagged_not_private": self.tagged_not_private, "held": self.held, "held_over": self.held_over}
 
 
 @dataclass
@@ -103,8 +105,12 @@ def evaluate(cons: Consensus, sessions: Sessions, redactions: Redactions = obser
                 ev.leaks.append({**r.to_dict(), "coverage": round(cov, 3), "version": ver})
         for reg, box in zip(regs, boxes, strict=True):
             cls = str(reg.get("class", "?"))
-            ev._add(ver, cls, "redacted")
+            held = reg.get("source") == "propagated"
+            ev._add(ver, cls, "held" if held else "redacted")
             if not any(overlaps(box, p.bbox) for p in private):
+                if held:
+                    ev._add(ver, cls, "held_over")
+                    continue
                 ev._add(ver, cls, "over")
                 tagged = any(overlaps(box, n.bbox) for n in not_private)
                 if tagged:
