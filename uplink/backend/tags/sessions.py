@@ -47,12 +47,21 @@ class FrameRec:
 
     @property
     def version(self) -> str:
-        """'<policy version> / <model>@<version>+...' — what produced this frame's redactions."""
+        """'<policy version> / <model>@<version>+...' — what produced this frame's redactions. A layered
+        policy (manifest `policy_layers`, e.g. built-in + fleet + wearer) names every layer's version."""
         m = self.manifest
         models = m.get("models") if isinstance(m.get("models"), list) else []
         names = "+".join(f"{x.get('name', '?')}@{x.get('version', '?')}" if isinstance(x, dict) else str(x)
                          for x in models)
-        return f"{m.get('policy_version', '?')} / {names or '?'}"
+        layers = m.get("policy_layers")
+        policy = str(m.get("policy_version", "?"))
+        if isinstance(layers, dict) and len(layers) > 1:
+            policy = "+".join(f"{k}:{v}" for k, v in layers.items())
+        elif isinstance(layers, dict) and layers:
+            policy = str(next(iter(layers.values())))
+        if m.get("floor") == "lowered":
+            policy += " (floor lowered)"
+        return f"{policy} / {names or '?'}"
 
     def color_boxes(self) -> list[tuple[float, float, float, float]]:
         """Boxes whose colour pixels were redacted before sending."""
