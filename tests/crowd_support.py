@@ -46,8 +46,9 @@ def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, he
 
 
 def make_session(out: Path, device: str, session: str, policy_path: str, *, n: int = 18, step: int = 3,
-                 width: int = 320, height: int = 240, seed: int = 0) -> Truth:
-    """Frames 0, step, 2·step, ... of the synthetic scene through the real stage and the real sink."""
+                 width: int = 320, height: int = 240, seed: int = 0, posed: bool = False) -> Truth:
+    """Frames 0, step, 2·step, ... of the synthetic scene through the real stage and the real sink
+    (`posed`: with the camera pose, as a device running odometry sends it)."""
     import redact
     from capture.synthetic import SyntheticSource
     from uplink import messages, wire
@@ -67,6 +68,8 @@ def make_session(out: Path, device: str, session: str, policy_path: str, *, n: i
         if f.seq % step:
             continue
         truth[(device, session, f.seq)] = [list(map(int, b)) for b in f.attachments["truth"]["faces"]]
+        if posed:
+            f = f.replace(pose=f.attachments["truth"]["pose"])
         msg = messages.encode_frame(stage.apply(f), codec, 90)
         sink.write(wire.decode(wire.encode(msg)), time.time(), 1000)
     sink.finalize_all()
@@ -172,3 +175,28 @@ class Device:
     def close(self) -> None:
         self.downlink.close()
         self.service.close()
+
+
+POSTER = ((-0.5, -1.0, 7.0), (0.5, -0.4, 7.0))  # a rectangle on the synthetic room's back wall (world, metres)
+
+
+def poster_tags(seqs: list[int], device: str, session: str, path: Path, width: int = 320, height: int = 240) -> Path:
+    """Three taggers tag the poster on the back wall private (`custom:poster`) in every frame."""
+    import numpy as np
+
+    from capture.scene import Renderer, build_scene
+    from capture.synthetic import SyntheticSource, trajectory_pose
+
+    src = SyntheticSource(width, height, pace="fast", noise=False)
+    r = Renderer(build_scene(0), src.intrinsics)
+    (x1, y1, z), (x2, y2, _) = POSTER
+    corners = np.array([[x1, y1, z], [x2, y1, z], [x2, y2, z], [x1, y2, z]])
+    lines = []
+    for seq in seqs:
+        uv, _ = r.project(corners, trajectory_pose(seq / src.fps))
+        box = [float(uv[:, 0].min()), float(uv[:, 1].min()), float(uv[:, 0].max()), float(uv[:, 1].max())]
+        for tagger in ("ann", "bob", "cat"):
+            lines.append({"device": device, "session": session, "seq": seq, "bbox": [round(v, 1) for v in box],
+                          "label": "private", "class": "custom:poster", "tagger": tagger, "time": 1_796_000_000 + seq})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path

@@ -150,3 +150,30 @@ def test_propose_then_check_passes_and_the_next_session_has_no_leaks(loop, capsy
     by_v = doc2["by_version"]
     before, after = version_stats(doc2, "fleet-1"), version_stats(doc2, "fleet-2")
     assert after["leaks"] == 0 and after["recall"] == 1.0 > before["recall"], by_v
+
+
+def test_propose_places_a_volume_and_exemplars_for_what_no_detector_finds(tmp_path, capsys):
+    """A poster on the wall, tagged private in posed frames: no detector finds it, so propose places a
+    world-anchored volume where it is (triangulated from poses and depth) and keeps exemplar crops."""
+    from crowd_support import POSTER, poster_tags
+
+    (tmp_path / "fleet-1.toml").write_text(FLEET_POLICY)
+    out = tmp_path / "out"
+    truth = make_session(out, "dev-p", "s1", str(tmp_path / "fleet-1.toml"), n=6, step=5, posed=True)
+    tags = poster_tags([k[2] for k in truth], "dev-p", "s1", tmp_path / "tags.jsonl")
+    assert main(["tags", "propose", str(tags), "--sessions", str(out), "--policy", str(tmp_path / "fleet-1.toml"),
+                 "-o", str(tmp_path / "new.toml"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changes"] == []  # nothing for the policy file: no detector sees posters
+    vols = [a for a in doc["device_actions"] if a["kind"] == "volume"]
+    ex = [a for a in doc["device_actions"] if a["kind"] == "exemplar"]
+    assert len(vols) == 1 and vols[0]["frames"] == 6 and vols[0]["device"] == "dev-p", vols
+    (x1, y1, z), (x2, y2, _) = POSTER
+    centre, box = np.array(vols[0]["centre"]), np.array(vols[0]["box"])
+    assert np.linalg.norm(centre - [(x1 + x2) / 2, (y1 + y2) / 2, z]) < 0.1, centre
+    assert abs(box[0] - (x2 - x1)) < 0.25 and abs(box[1] - (y2 - y1)) < 0.25 and box[2] < 0.3, box
+    assert vols[0]["command"].startswith("crowdcap privacy add-volume ") and "--box" in vols[0]["command"]
+    assert len(ex) == 1 and ex[0]["name"] == "poster" and len(ex[0]["files"]) >= 3
+    crop = cv2.imread(ex[0]["files"][0])
+    assert crop is not None and crop.shape[0] >= 8
+    assert "# device-side: custom:poster" in (tmp_path / "new.toml").read_text()

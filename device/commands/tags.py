@@ -93,9 +93,9 @@ def run_propose(args: argparse.Namespace) -> int:
     cons, sessions = _load(args, args.tags)
     if not 0 <= args.max_over_redaction <= 1:
         raise CliError(f"--max-over-redaction: expected 0-1, got {args.max_over_redaction}")
-    doc = propose(cons, sessions, args.policy, max_over=args.max_over_redaction, cover_min=args.cover,
-                  version=args.policy_version)
     out = Path(args.output)
+    doc = propose(cons, sessions, args.policy, max_over=args.max_over_redaction, cover_min=args.cover,
+                  version=args.policy_version, exemplar_dir=out.with_name(out.stem + ".exemplars"))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(doc["toml"], encoding="utf-8")
     os.replace(tmp, out)
@@ -108,6 +108,8 @@ def run_propose(args: argparse.Namespace) -> int:
             print(f"  + {c['why']}")
         for c in doc["not_emitted"]:
             print(f"  - {c['why']}")
+        for a in doc["device_actions"]:
+            print(f"  device-side: {a['why']}\n      {a['command']}")
     return 0
 
 

@@ -12,7 +12,11 @@
    clear (the leaks), never the text of redacted regions. Without transcriptions the form is shape-only
    (`aspect` of the tagged boxes). A form is emitted only when the device's policy syntax has
    `[[forms]]` and a loaded detector provides its `from` class; otherwise it is listed as not emitted.
-3. Everything else in the current policy file is kept as it is; `version` is bumped.
+3. **Exemplars and volumes** (private.py) for leaks of classes no detector finds and no new form
+   covers: crops of sent pixels for `crowdcap privacy add-object`, and boxes triangulated from posed
+   frames with depth for `crowdcap privacy add-volume` on the device they came from. They are device
+   state, not policy: listed as commands (and in the file's header), not written into the TOML.
+4. Everything else in the current policy file is kept as it is; `version` is bumped.
 The result is checked by the real policy parser and stage before it is written.
 """
 
@@ -26,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from uplink.backend.tags import toml_out
+from uplink.backend.tags import private, toml_out
 from uplink.backend.tags.check import MAX_OVER_REDACTION
 from uplink.backend.tags.consensus import Consensus, Region
 from uplink.backend.tags.replay import Replayer
@@ -126,7 +130,8 @@ def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
 
 
 def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, max_over: float = MAX_OVER_REDACTION,
-            cover_min: float = COVER_MIN, version: str | None = None, redact_cfg: Any = None) -> dict[str, Any]:
+            cover_min: float = COVER_MIN, version: str | None = None, redact_cfg: Any = None,
+            exemplar_dir: Path | None = None) -> dict[str, Any]:
     from redact.policy import Rule, load_policy, parse_policy
     from redact.stage import RedactStage
 
@@ -204,6 +209,12 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         new_raw.pop("forms", None)
         new_raw["rules"] = [r for r in rules if not any(r.get("class") == f"custom:{f['name']}" for f in forms)]
         new_policy = parse_policy(new_raw, "proposed policy")
+    # 3. exemplars and volumes for leaks nothing above catches
+    formed = {f"custom:{c['form']['name']}" for c in changes if c["kind"] == "form"}
+    leaks = {(x["device"], x["session"], x["seq"], tuple(x["bbox"])) for x in evaluate(cons, sessions).leaks}
+    rest = [r for r in cons.decided if r.private and r.cls not in replayer.classes and r.cls not in formed
+            and (*r.frame, tuple(round(v, 1) for v in r.bbox)) in leaks]
+    device_actions = private.volumes(rest, sessions) + private.exemplars(rest, sessions, exemplar_dir)
     stage = RedactStage(replayer.cfg, new_policy, replayer._base.detectors)
     if stage._policy_error:
         raise ValueError(f"proposed policy would not run on the device: {stage._policy_error}")
@@ -214,7 +225,9 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     header = [f"# proposed by `crowdcap tags propose` from {current_path} ({current.version})",
               f"# {len(changes)} change(s); over-redaction bound {max_over}; consensus: min "
               f"{cons.params['min_taggers']} taggers, agreement ≥ {cons.params['min_agreement']}"]
+    header += [f"# device-side: {a['why']}\n#   {a['command']}" for a in device_actions]
     text = "\n".join(header) + "\n" + toml_out.dumps(new_raw, comments)
     parse_policy(tomllib.loads(text), "proposed policy (written form)")
     return {"version": new_raw["version"], "from_version": current.version, "changes": changes,
-            "not_emitted": not_emitted, "frames_replayed": replayer.frames_replayed, "toml": text}
+            "not_emitted": not_emitted, "device_actions": device_actions, "frames_replayed": replayer.frames_replayed,
+            "toml": text}

@@ -1,6 +1,8 @@
 """`crowdcap tags score`: the crowd's consensus against what the devices redacted.
 
-A *judged frame* is a frame with at least one decided consensus region. In a judged frame:
+A *judged frame* is a frame with at least one decided consensus region; it is judged for the classes
+of its decided regions (a redaction of a class nobody tagged in that frame is `unjudged`). In a
+judged frame:
 - a consensus-private region is **covered** when at least `cover_min` of its area lies inside the
   colour-redacted boxes of the frame's manifest (an obscured frame covers everything); otherwise it is
   a **leak** (its pixels were sent in clear);
@@ -37,6 +39,7 @@ class Stats:
     tagged_not_private: int = 0
     held: int = 0
     held_over: int = 0
+    unjudged: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"private": self.private, "covered": self.covered, "leaks": self.private - self.covered,
@@ -44,7 +47,8 @@ class Stats:
                 "redacted": self.redacted, "over_redacted": self.over,
                 "over_redaction": round(self.over / self.redacted, 4) if self.redacted else 0.0,
                 "precision": round((self.redacted - self.over) / self.redacted, 4) if self.redacted else None,
-                "redacted_tagged_not_private": self.tagged_not_private, "held": self.held, "held_over": self.held_over}
+                "redacted_tagged_not_private": self.tagged_not_private, "held": self.held, "held_over": self.held_over,
+                "unjudged": self.unjudged}
 
 
 @dataclass
@@ -103,8 +107,12 @@ def evaluate(cons: Consensus, sessions: Sessions, redactions: Redactions = obser
                 ev._add(ver, r.cls, "covered")
             else:
                 ev.leaks.append({**r.to_dict(), "coverage": round(cov, 3), "version": ver})
+        judged_classes = {r.cls for r in by_frame[key]}
         for reg, box in zip(regs, boxes, strict=True):
             cls = str(reg.get("class", "?"))
+            if cls not in judged_classes:
+                ev._add(ver, cls, "unjudged")
+                continue
             held = reg.get("source") == "propagated"
             ev._add(ver, cls, "held" if held else "redacted")
             if not any(overlaps(box, p.bbox) for p in private):
