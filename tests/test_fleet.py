@@ -98,7 +98,7 @@ def test_push_rolls_out_to_two_devices_and_halts_on_a_failing_canary(tmp_path, b
         policy.write_text(FLEET_POLICY)
         caplog.set_level(logging.DEBUG)
         rc = main(["--log-level", "DEBUG", "fleet", "push", "--broker", broker.url, "--key", str(path),
-                   "--devices", "dev-a", "dev-b", "--policy", str(policy), "--canary", "50%", "--timeout", "30"])
+                   "--all", "--policy", str(policy), "--canary", "50%", "--timeout", "30"])  # found by status
         out = capsys.readouterr()
         assert rc == 0, out
         assert "dev-a" in out.out and "canary" in out.out and "2/2 ok" in out.out

@@ -73,6 +73,8 @@ def test_consensus_majority_minimum_agreement_and_tagger_rates():
     assert cons.taggers["a"] == {"votes": 1, "agreed": 1, "agreement": 1.0}
     assert cons.taggers["c"] == {"votes": 1, "agreed": 0, "agreement": 0.0}
     assert len(consensus.build(tags, min_taggers=2, min_agreement=0.7).decided) == 0
+    assert consensus.build([tag("a", "private"), tag("b", "private", (13, 12, 33, 40))]).decided[0].bbox == \
+        (11.5, 11.0, 31.5, 40.0)  # the median of the winners' boxes
     with pytest.raises(ValueError, match="min-agreement"):
         consensus.build(tags, min_agreement=0.4)
 
@@ -177,3 +179,23 @@ def test_propose_places_a_volume_and_exemplars_for_what_no_detector_finds(tmp_pa
     crop = cv2.imread(ex[0]["files"][0])
     assert crop is not None and crop.shape[0] >= 8
     assert "# device-side: custom:poster" in (tmp_path / "new.toml").read_text()
+
+
+def test_text_forms_from_transcriptions_and_shapes():
+    from uplink.backend.tags.consensus import Region
+    from uplink.backend.tags.propose import next_version, text_form
+
+    def reg(text, box=(0, 0, 40, 12)):
+        return Region(("d", "s", 1), box, "private", "custom:bib", 3, 1.0, True, text)
+
+    bibs = text_form("bib", [reg("4127"), reg("88"), reg("120345")])
+    assert bibs["match"] == "^[0-9]{2,6}$" and bibs["from"] == "text"
+    assert bibs["aspect"][0] < 40 / 12 < bibs["aspect"][1]
+    plates = text_form("plate_x", [reg("AB-123"), reg("XY-987"), reg("KL 55")])
+    assert plates["match"] == "^([A-Z]{2} [0-9]{2}|[A-Z]{2}-[0-9]{3})$", plates["match"]
+    import re
+
+    assert all(re.search(plates["match"], t) for t in ("AB-123", "QQ 12")) and not re.search(plates["match"], "A-1")
+    assert text_form("door", [reg(None), reg(None)]) is None  # two boxes, no text: too weak
+    assert "match" not in text_form("door", [reg(None)] * 3)
+    assert next_version("fleet-9") == "fleet-10" and next_version("home") == "home-crowd-1"

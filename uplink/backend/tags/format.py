@@ -23,7 +23,7 @@ from typing import Any
 LABELS = ("private", "not_private")
 BUILTIN_CLASSES = ("face", "person", "plate", "text", "screen")
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_CLASS = re.compile(r"^(face|person|plate|text|screen|custom:[A-Za-z0-9_.-]{1,64})$")
+_CLASS = re.compile(r"^(face|person|plate|text|screen|custom:[a-z][a-z0-9_]{0,31})$")  # form names as in policies
 _KNOWN = {"device", "session", "seq", "bbox", "polygon", "label", "class", "tagger", "time", "text", "id", "note"}
 MAX_LINE = 64 * 1024
 MAX_ERRORS_SHOWN = 20
@@ -100,7 +100,7 @@ def parse_tag(obj: Any, line: int = 0) -> Tag:
         raise _bad("label", "private or not_private", label)
     cls = obj.get("class")
     if not isinstance(cls, str) or not _CLASS.match(cls):
-        raise _bad("class", f"one of {', '.join(BUILTIN_CLASSES)} or custom:<name>", cls)
+        raise _bad("class", f"one of {', '.join(BUILTIN_CLASSES)} or custom:<name> (a-z, 0-9, _; up to 32)", cls)
     tagger = obj.get("tagger")
     if not isinstance(tagger, str) or not 1 <= len(tagger) <= 128 or not tagger.isprintable():
         raise _bad("tagger", "a tagger id (1-128 printable characters)", tagger)

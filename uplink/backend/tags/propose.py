@@ -101,6 +101,15 @@ def _shape(text: str) -> str:
     return "".join(out)
 
 
+def _shape_regex(shape: str) -> str:
+    """'AA-999' → '[A-Z]{2}-[0-9]{3}'."""
+    out = []
+    for ch, run in ((m.group(0)[0], len(m.group(0))) for m in re.finditer(r"(.)\1*", shape)):
+        atom = "[0-9]" if ch == "9" else "[A-Z]" if ch == "A" else ch if ch in " -_/" else re.escape(ch)
+        out.append(atom + (f"{{{run}}}" if run > 1 else ""))
+    return "".join(out)
+
+
 def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
     """A [[forms]] entry from consensus-private regions of `custom:<name>` (transcriptions if any)."""
     texts = [r.text.strip().upper() for r in regions if r.text and r.text.strip()]
@@ -117,8 +126,7 @@ def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
         else:
             shapes = sorted({_shape(t) for t in texts})
             if len(shapes) <= 3 and all(len(s) <= 12 for s in shapes):
-                alts = ["".join("[0-9]" if c == "9" else "[A-Z]" if c == "A" else re.escape(c) for c in s)
-                        for s in shapes]
+                alts = [_shape_regex(s) for s in shapes]
                 form["match"] = "^(" + "|".join(alts) + ")$" if len(alts) > 1 else f"^{alts[0]}$"
             else:
                 form["match"] = f"^[{''.join(sorted(classes))}]{rng}$"
