@@ -137,7 +137,10 @@ def test_propose_then_check_passes_and_the_next_session_has_no_leaks(loop, capsy
     # the gate refuses a policy that loses recall, and one that over-redacts
     worse = root / "worse.toml"
     worse.write_text(FLEET_POLICY.replace("0.6", "0.85").replace("fleet-1", "worse-1"))
-    assert main(["tags", "check", str(worse), "--tags", str(tags), "--sessions", str(out)]) == 1
+    assert main(["tags", "check", str(worse), "--sessions", str(out)]) == 2  # no DIR/tags.jsonl
+    assert "give --tags FILE" in capsys.readouterr().err
+    (out / "tags.jsonl").write_bytes(tags.read_bytes())
+    assert main(["tags", "check", str(worse), "--sessions", str(out)]) == 1  # the exact command
     assert "REFUSED: recall" in capsys.readouterr().out
     greedy = root / "greedy.toml"
     greedy.write_text(FLEET_POLICY.replace("0.6", "0.02").replace("fleet-1", "greedy-1"))

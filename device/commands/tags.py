@@ -2,7 +2,7 @@
 
     crowdcap tags score TAGS --sessions DIR [--json] [--html tags.html]
     crowdcap tags propose TAGS --sessions DIR --policy CURRENT.toml -o NEW.toml [--json]
-    crowdcap tags check NEW.toml --sessions DIR --tags TAGS [--current CURRENT.toml] [--json]
+    crowdcap tags check NEW.toml --sessions DIR [--tags TAGS] [--current CURRENT.toml] [--json]
 
 Backend tools: the code lives in uplink/backend/tags/ (device-side code never imports it).
 """
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=run_propose)
     c = tsub.add_parser("check", help="replay the tagged frames with a policy; refuse a regression")
     c.add_argument("policy", help="the new policy TOML")
-    c.add_argument("--tags", required=True, help="tags file (JSON Lines, docs/tags.md)")
+    c.add_argument("--tags", default=None, help="tags file (JSON Lines, docs/tags.md); default: DIR/tags.jsonl")
     _consensus_args(c)
     c.add_argument("--current", default=None,
                    help="the current policy TOML (default: what the devices did, from the manifests)")
@@ -116,7 +116,10 @@ def run_propose(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from uplink.backend.tags.check import check, text
 
-    cons, sessions = _load(args, args.tags)
+    tags = args.tags or str(Path(args.sessions) / "tags.jsonl")
+    if not args.tags and not Path(tags).exists():
+        raise CliError(f"no tags: give --tags FILE, or keep the crowd's tags in {tags}")
+    cons, sessions = _load(args, tags)
     doc = check(cons, sessions, args.policy, current=args.current, max_over=args.max_over_redaction,
                 cover_min=args.cover)
     print(json.dumps(doc, indent=1) if args.json else text(doc))
