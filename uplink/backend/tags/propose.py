@@ -37,7 +37,8 @@ from uplink.backend.tags.replay import Replayer
 from uplink.backend.tags.score import COVER_MIN, evaluate
 from uplink.backend.tags.sessions import FrameRec, Sessions, coverage
 
-PROBE_SCORE = 0.01
+# Probe thresholds, lowest first: a detector may refuse a pass with too many candidates (a garbage guard).
+PROBE_SCORES = (0.02, 0.05, 0.1)
 
 
 def next_version(v: str) -> str:
@@ -75,7 +76,7 @@ def _calibrate(cls: str, cons: Consensus, sessions: Sessions, cands: dict[Any, l
     if not useful:
         return None
     base = at(cur_t) if cur_t is not None else None
-    ok = [(t, s) for t in sorted(useful) if t >= PROBE_SCORE and (s := at(t))["over_redaction"] <= max_over]
+    ok = [(t, s) for t in sorted(useful) if t >= 0.01 and (s := at(t))["over_redaction"] <= max_over]
     if not ok:
         return {"class": cls, "from": cur_t, "to": None, "before": base,
                 "why": f"{cls}: no threshold keeps over-redaction ≤ {max_over}; unchanged"}
@@ -153,13 +154,20 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     private_classes = {r.cls for r in cons.decided if r.private}
 
     # 1. thresholds, for classes the detectors find
-    probe_rules = []
-    for cls in replayer.classes:
-        rule = current.rule_for(cls)
-        probe_rules.append(replace(rule, min_score=PROBE_SCORE, action="blur") if rule else
-                           Rule(cls, "blur", margin=0.35, min_score=PROBE_SCORE))
-    probe = replace(current, rules=tuple(probe_rules), version="probe")
-    found = replayer.detect(probe, keys)
+    found: dict[Any, list[dict[str, Any]]] = {}
+    for i, score in enumerate(PROBE_SCORES):
+        probe_rules = []
+        for cls in replayer.classes:
+            rule = current.rule_for(cls)
+            probe_rules.append(replace(rule, min_score=score, action="blur") if rule else
+                               Rule(cls, "blur", margin=0.35, min_score=score))
+        probe = replace(current, rules=tuple(probe_rules), version="probe")
+        try:
+            found = replayer.detect(probe, keys)
+            break
+        except ValueError as e:
+            if "model_garbage" not in str(e) or i == len(PROBE_SCORES) - 1:
+                raise
     for cls in replayer.classes:
         if cls not in private_classes and current.rule_for(cls) is None:
             continue
