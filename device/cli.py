@@ -16,8 +16,9 @@ from capture.config import ConfigError
 
 # Order is the order shown in --help.
 COMMANDS = [
+    "tags", "fleet",  # backend tools (crowd loop); on a line of their own: others add commands below
     "run", "demo", "record", "config", "redact", "models", "ingest", "console", "status", "ctl",
-    "cloud", "mesh", "eval_odometry", "bench", "devices", "tags", "fleet",
+    "cloud", "mesh", "eval_odometry", "bench", "devices",
 ]
 
 
