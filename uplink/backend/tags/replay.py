@@ -6,7 +6,8 @@ So a policy P's redactions of a frame are
   P's `min_score`, the action is not colour-less) — their pixels were never sent, so they cannot be
   re-detected, only re-judged by their recorded score; plus
 - what the real stage finds with P on the sent pixels (what P would add).
-Frames are replayed one by one (hold_frames = 0: no tracking credit), with no time budget.
+Frames are replayed one by one with every detector on every frame (hold_frames = 0, text/person every
+frame, nothing held over from the previous replayed frame: no tracking credit), with no time budget.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def replay_config(base: Any = None) -> Any:
     from redact.config import RedactConfig
 
     cfg = base if base is not None else RedactConfig()
-    return dataclasses.replace(cfg, hold_frames=0, budget_ms=10000.0, cache_dir=cfg.cache_dir, threads=1)
+    every = {k: 1 for k in ("text_every", "person_every") if k in RedactConfig.__dataclass_fields__}
+    return dataclasses.replace(cfg, hold_frames=0, budget_ms=10000.0, cache_dir=cfg.cache_dir, threads=1, **every)
 
 
 class Replayer:
@@ -77,6 +79,9 @@ class Replayer:
             if frame is None:
                 continue
             stage.tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))  # no carry-over
+            forms = getattr(stage, "forms", None)  # rule-defined forms' schedule (issue 11): fresh holds too
+            if forms is not None and hasattr(forms, "models"):
+                stage.forms = type(forms)(self.cfg, policy, stage._classes, forms.models)
             try:
                 res = stage.apply(frame)
                 regs = (res.redaction or {}).get("regions", [])
