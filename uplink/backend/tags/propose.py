@@ -10,8 +10,9 @@
    become a `[[forms]]` entry (issue 11's syntax): a pattern of the transcriptions' shapes (digits →
    `[0-9]`, letters → `[A-Z]`, lengths as a range) — the backend sees only text the device sent in
    clear (the leaks), never the text of redacted regions. Without transcriptions the form is shape-only
-   (`aspect` of the tagged boxes). A form is emitted only when the device's policy syntax has
-   `[[forms]]` and a loaded detector provides its `from` class; otherwise it is listed as not emitted.
+   (`aspect` of the tagged boxes, from ≥ 3 regions). A form is emitted only when the device's policy syntax has
+   `[[forms]]` and the device's stage can run it (a detector provides its `from` class); otherwise it
+   is listed as not emitted, with the reason.
 3. **Exemplars and volumes** (private.py) for leaks of classes no detector finds and no new form
    covers: crops of sent pixels for `crowdcap privacy add-object`, and boxes triangulated from posed
    frames with depth for `crowdcap privacy add-volume` on the device they came from. They are device
@@ -131,11 +132,24 @@ def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
                 form["match"] = "^(" + "|".join(alts) + ")$" if len(alts) > 1 else f"^{alts[0]}$"
             else:
                 form["match"] = f"^[{''.join(sorted(classes))}]{rng}$"
-    if aspects:
+    if aspects and "match" not in form:  # a pattern is enough; the detector's boxes are padded unlike taggers'
         form["aspect"] = [round(min(aspects) * 0.8, 2), round(max(aspects) * 1.25, 2)]
     if "match" not in form and len(regions) < 3:
         return None  # shape only from one or two boxes: too weak to become a rule
     return form
+
+
+def _refused(raw: dict[str, Any], replayer: Replayer) -> str:
+    """Why the device would refuse (or could not run) this policy; "" when it would run it."""
+    from redact.policy import parse_policy
+    from redact.stage import RedactStage
+
+    try:
+        policy = parse_policy(raw, "proposed policy")
+    except Exception as e:  # e.g. this build's policy syntax has no [[forms]] (issue 11)
+        return f"the device's policy syntax refuses it ({e})"
+    err = RedactStage(replayer.cfg, policy, replayer._base.detectors)._policy_error
+    return f"no loaded detector provides it: the device would withhold every frame ({err})" if err else ""
 
 
 def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, max_over: float = MAX_OVER_REDACTION,
@@ -200,12 +214,13 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if form is None:
             not_emitted.append({"kind": "form", "form": name, "why": why + ": too few regions for a shape-only form"})
             continue
-        if form["from"] not in replayer.classes:
-            not_emitted.append({"kind": "form", "form": form, "why": why + f": no loaded detector finds "
-                                f"{form['from']!r} (the device would withhold every frame)"})
+        rule = {"class": f"custom:{name}", "action": "blur", "margin": 0.2, "applies_to": "both"}
+        refused = _refused({**raw, "version": "trial", "rules": rules + [rule], "forms": forms + [form]}, replayer)
+        if refused:
+            not_emitted.append({"kind": "form", "form": form, "why": f"{why}: not emitted, {refused}"})
             continue
         forms.append(form)
-        rules.append({"class": f"custom:{name}", "action": "blur", "margin": 0.2, "applies_to": "both"})
+        rules.append(rule)
         changes.append({"kind": "form", "form": form, "why": why})
 
     new_raw = dict(raw)
@@ -213,22 +228,12 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     new_raw["rules"] = rules
     if forms:
         new_raw["forms"] = forms
-    try:
-        new_policy = parse_policy(new_raw, "proposed policy")
-    except Exception as e:
-        if not forms or raw.get("forms"):
-            raise
-        # this build's policy has no [[forms]] (issue 11 not landed): keep the forms out, say so
-        for c in [c for c in changes if c["kind"] == "form"]:
-            changes.remove(c)
-            not_emitted.append({**c, "why": c["why"] + f": not emitted, this policy syntax refuses [[forms]] ({e})"})
-        new_raw.pop("forms", None)
-        new_raw["rules"] = [r for r in rules if not any(r.get("class") == f"custom:{f['name']}" for f in forms)]
-        new_policy = parse_policy(new_raw, "proposed policy")
+    new_policy = parse_policy(new_raw, "proposed policy")
+
     # 3. exemplars and volumes for leaks nothing above catches
     formed = {f"custom:{c['form']['name']}" for c in changes if c["kind"] == "form"}
     leaks = {(x["device"], x["session"], x["seq"], tuple(x["bbox"])) for x in evaluate(cons, sessions).leaks}
-    rest = [r for r in cons.decided if r.private and r.cls not in replayer.classes and r.cls not in formed
+    rest = [r for r in cons.decided if r.private and not replayer.provides(r.cls) and r.cls not in formed
             and (*r.frame, tuple(round(v, 1) for v in r.bbox)) in leaks]
     device_actions = private.volumes(rest, sessions) + private.exemplars(rest, sessions, exemplar_dir)
     stage = RedactStage(replayer.cfg, new_policy, replayer._base.detectors)

@@ -46,6 +46,11 @@ class Replayer:
         self.classes = sorted({c for d in self._base.detectors for c in d.card.classes})
         self.frames_replayed = 0
 
+    def provides(self, cls: str) -> bool:
+        """A loaded detector (or the forms' schedule, issue 11) finds `cls`."""
+        forms = getattr(self._base, "forms", None)
+        return cls in self.classes or bool(forms is not None and hasattr(forms, "provides") and forms.provides(cls))
+
     def frame(self, rec: FrameRec) -> Any:
         from capture.frame import Intrinsics, RGBDFrame
 
