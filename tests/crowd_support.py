@@ -28,12 +28,13 @@ def version_stats(score_doc: dict, policy_version: str) -> dict:
     return score_doc["by_version"][key]["overall"]
 
 
-def small_redact_config(policy: str = "", **kw: Any) -> Any:
+def small_redact_config(policy: str = "", width: int = 320, height: int = 240, **kw: Any) -> Any:
     from redact.config import RedactConfig
 
     if "floor" in RedactConfig.__dataclass_fields__:  # layered policies: fleet-1 tunes faces above the floor
         kw.setdefault("floor", "lowered")
-    return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=320, detect_height=256, **kw)
+    return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=width // 32 * 32,
+                        detect_height=(height + 31) // 32 * 32, **kw)
 
 
 def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, height: int = 240,
@@ -46,15 +47,17 @@ def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, he
 
 
 def make_session(out: Path, device: str, session: str, policy_path: str, *, n: int = 18, step: int = 3,
-                 width: int = 320, height: int = 240, seed: int = 0, posed: bool = False) -> Truth:
+                 width: int = 320, height: int = 240, seed: int = 0, posed: bool = False,
+                 private: dict | None = None, **redact_kw: Any) -> Truth:
     """Frames 0, step, 2·step, ... of the synthetic scene through the real stage and the real sink
-    (`posed`: with the camera pose, as a device running odometry sends it)."""
+    (`posed`: with the camera pose, as a device running odometry sends it; `private` collects the scene's
+    other private ground truth per frame, class → boxes, where the synthetic source has it)."""
     import redact
     from capture.synthetic import SyntheticSource
     from uplink import messages, wire
     from uplink.backend.sink import Sink
 
-    stage = redact.build_stage(small_redact_config(policy_path, hold_frames=0))
+    stage = redact.build_stage(small_redact_config(policy_path, width, height, hold_frames=0, **redact_kw))
     src = SyntheticSource(width, height, seed=seed, pace="fast", device_id=device, session_id=session,
                           n_frames=n * step, noise=False)
     src.open()
@@ -68,6 +71,8 @@ def make_session(out: Path, device: str, session: str, policy_path: str, *, n: i
         if f.seq % step:
             continue
         truth[(device, session, f.seq)] = [list(map(int, b)) for b in f.attachments["truth"]["faces"]]
+        if private is not None:
+            private[(device, session, f.seq)] = f.attachments["truth"].get("private", {})
         if posed:
             f = f.replace(pose=f.attachments["truth"]["pose"])
         msg = messages.encode_frame(stage.apply(f), codec, 90)
@@ -198,5 +203,20 @@ def poster_tags(seqs: list[int], device: str, session: str, path: Path, width: i
         for tagger in ("ann", "bob", "cat"):
             lines.append({"device": device, "session": session, "seq": seq, "bbox": [round(v, 1) for v in box],
                           "label": "private", "class": "custom:poster", "tagger": tagger, "time": 1_796_000_000 + seq})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def form_tags(private: dict, cls: str, text: str, path: Path) -> Path:
+    """ann, bob and cat tag every ground-truth box of `cls` private and transcribe `text` (they read it in
+    the sent pixels: it leaked); dan says not private."""
+    lines = []
+    for (dev, sess, seq), by_cls in sorted(private.items()):
+        for b in by_cls.get(cls, []):
+            for n, tagger in enumerate(("ann", "bob", "cat", "dan")):
+                lines.append({"device": dev, "session": sess, "seq": seq, "bbox": list(map(int, b)),
+                              "label": "not_private" if tagger == "dan" else "private", "class": cls,
+                              "tagger": tagger, "time": 1_796_000_000 + seq + n,
+                              **({"text": text} if tagger != "dan" else {})})
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
