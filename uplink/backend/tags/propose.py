@@ -10,7 +10,8 @@
    become a `[[forms]]` entry (issue 11's syntax): a pattern of the transcriptions' shapes (digits →
    `[0-9]`, letters → `[A-Z]`, lengths as a range) — the backend sees only text the device sent in
    clear (the leaks), never the text of redacted regions. Without transcriptions the form is shape-only
-   (`aspect` of the tagged boxes, from ≥ 3 regions). A form is emitted only when the device's policy syntax has
+   (`aspect` of the tagged boxes, from ≥ 3 regions). When the device detects persons and ≥ 80 % of
+   the tagged regions lie on one (replayed), the form gets `inside = "person"` (a bib, not any number). A form is emitted only when the device's policy syntax has
    `[[forms]]` and the device's stage can run it (a detector provides its `from` class); otherwise it
    is listed as not emitted, with the reason.
 3. **Exemplars and volumes** (private.py) for leaks of classes no detector finds and no new form
@@ -139,6 +140,20 @@ def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
     return form
 
 
+def _persons(replayer: Replayer, current: Any, keys: list[Any]) -> dict[Any, list[dict[str, Any]]] | None:
+    """Person boxes on these frames, if the device can detect persons (for a form's `inside`)."""
+    from redact.policy import Rule
+
+    if not keys or not replayer.provides("person"):
+        return None
+    probe = replace(current, rules=(Rule("person", "blur", margin=0.0, min_score=0.3),), version="probe-person")
+    try:
+        found = replayer.detect(probe, keys)
+    except ValueError:
+        return None
+    return {k: [r for r in v if r.get("class") == "person"] for k, v in found.items()}
+
+
 def _refused(raw: dict[str, Any], replayer: Replayer) -> str:
     """Why the device would refuse (or could not run) this policy; "" when it would run it."""
     from redact.policy import parse_policy
@@ -148,6 +163,15 @@ def _refused(raw: dict[str, Any], replayer: Replayer) -> str:
         policy = parse_policy(raw, "proposed policy")
     except Exception as e:  # e.g. this build's policy syntax has no [[forms]] (issue 11)
         return f"the device's policy syntax refuses it ({e})"
+    try:
+        from redact import floor  # the privacy floor (issue 16): devices refuse a policy below it
+    except ImportError:
+        floor = None
+    if floor is not None and hasattr(floor, "check"):
+        try:
+            floor.check(policy)
+        except Exception as e:
+            return f"it is below the privacy floor devices enforce ({e})"
     err = RedactStage(replayer.cfg, policy, replayer._base.detectors)._policy_error
     return f"no loaded detector provides it: the device would withhold every frame ({err})" if err else ""
 
@@ -193,10 +217,16 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
             not_emitted.append(c)
             continue
         entry = next((r for r in rules if r.get("class") == cls), None)
+        trial = [dict(r) for r in rules]
         if entry is None:
-            entry = {"class": cls, "action": "blur", "margin": 0.35, "applies_to": "both"}
-            rules.append(entry)
-        entry["min_score"] = c["to"]
+            trial.append({"class": cls, "action": "blur", "margin": 0.35, "applies_to": "both", "min_score": c["to"]})
+        else:
+            trial[rules.index(entry)]["min_score"] = c["to"]
+        refused = _refused({**raw, "version": "trial", "rules": trial}, replayer)
+        if refused:  # e.g. raising the face threshold above the privacy floor
+            not_emitted.append({**c, "why": f"{c['why']}: not emitted, {refused}"})
+            continue
+        rules[:] = trial
         changes.append({"kind": "threshold", **c})
 
     # 2. text forms from custom:<name> regions the policy does not cover yet
@@ -205,6 +235,7 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if r.private and r.cls.startswith("custom:") and current.rule_for(r.cls) is None:
             by_form[r.cls[7:]].append(r)
     forms = [dict(f) for f in raw.get("forms", [])]
+    person_boxes = _persons(replayer, current, sorted({r.frame for rs in by_form.values() for r in rs}))
     for name, regs in sorted(by_form.items()):
         form = text_form(name, regs)
         n_text = sum(1 for r in regs if r.text)
@@ -214,6 +245,12 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if form is None:
             not_emitted.append({"kind": "form", "form": name, "why": why + ": too few regions for a shape-only form"})
             continue
+        if person_boxes is not None:
+            inside = [r for r in regs if any(coverage(r.bbox, [tuple(p["bbox"])]) >= 0.6
+                                             for p in person_boxes.get(r.frame, []))]
+            if len(inside) >= max(2, 0.8 * len(regs)):
+                form["inside"] = "person"
+                why += f", inside a person ({len(inside)}/{len(regs)} of the tagged regions are)"
         rule = {"class": f"custom:{name}", "action": "blur", "margin": 0.2, "applies_to": "both"}
         refused = _refused({**raw, "version": "trial", "rules": rules + [rule], "forms": forms + [form]}, replayer)
         if refused:

@@ -45,11 +45,22 @@ class Replayer:
             raise ValueError(f"redaction model does not load: {self._base.load_error}")
         self.classes = sorted({c for d in self._base.detectors for c in d.card.classes})
         self.frames_replayed = 0
+        self._provides: dict[str, bool] = {}
 
     def provides(self, cls: str) -> bool:
-        """A loaded detector (or the forms' schedule, issue 11) finds `cls`."""
-        forms = getattr(self._base, "forms", None)
-        return cls in self.classes or bool(forms is not None and hasattr(forms, "provides") and forms.provides(cls))
+        """A loaded detector (or the forms' schedule, issue 11) finds `cls`: a stage with a rule for it runs."""
+        from redact.policy import Policy, Rule
+        from redact.stage import RedactStage
+
+        if cls in self.classes:
+            return True
+        if cls not in self._provides:
+            trial = Policy("probe", "withhold", (Rule(cls, "blur", margin=0.0, min_score=0.3),))
+            try:
+                self._provides[cls] = not RedactStage(self.cfg, trial, self._base.detectors)._policy_error
+            except Exception:
+                self._provides[cls] = False
+        return self._provides[cls]
 
     def frame(self, rec: FrameRec) -> Any:
         from capture.frame import Intrinsics, RGBDFrame
