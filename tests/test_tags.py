@@ -204,3 +204,24 @@ def test_text_forms_from_transcriptions_and_shapes():
     door = text_form("door", [reg(None)] * 3)
     assert "match" not in door and door["aspect"][0] < 40 / 12 < door["aspect"][1]
     assert next_version("fleet-9") == "fleet-10" and next_version("home") == "home-crowd-1"
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None,
+                    reason="Debian's chromium is installed by ./install.sh test")
+def test_tags_page_renders_in_headless_chromium(loop, tmp_path, capsys):
+    import subprocess
+
+    root, _, tags = loop
+    page = tmp_path / "tags.html"
+    assert main(["tags", "score", str(tags), "--sessions", str(root / "out"), "--html", str(page)]) == 0
+    capsys.readouterr()
+    shot = tmp_path / "tags.png"
+    proc = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", "--window-size=1200,1600", f"--screenshot={shot}",
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert proc.returncode == 0 and not console, proc.stderr[-2000:]
+    img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[:2] == (1600, 1200)
+    assert (img < 200).any(axis=2).mean() > 0.01 and img.std() > 20  # tables and crops, not a blank page
+    assert "http" not in page.read_text().split("<body>")[1]  # self-contained: opens offline
