@@ -220,3 +220,59 @@ def form_tags(private: dict, cls: str, text: str, path: Path) -> Path:
                               **({"text": text} if tagger != "dan" else {})})
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
+
+
+class OpsDevice:
+    """A device as `crowdcap run` under systemd runs it: the config's pipeline, the operations layer
+    (health telemetry, signed downlink with `check_pending` after a model-activating restart), and a
+    supervisor thread that restarts the service when it asks to (Restart=on-failure)."""
+
+    def __init__(self, root: Path, device_id: str, broker: str, public_key: str) -> None:
+        import threading
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.cfg_path = root / "crowdcap.toml"
+        self.cfg_path.write_text(
+            f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
+            f'[capture]\nsource = "synthetic"\nwidth = 64\nheight = 48\nfps = 5\npace = "realtime"\n\n'
+            f'[redact]\nenabled = true\nbudget_ms = 3000.0\n\n[depth]\nenabled = false\n\n'  # a loaded CI core: no deadline misses
+            f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
+            f'[health]\ntelemetry_period = 0.5\n\n[downlink]\npublic_key = "{public_key}"\n')
+        self.before_restart: Any = None
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._start()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        from device import config as config_mod
+        from device.operations import Operations
+        from device.runtime import Service
+
+        self.service = Service(config_mod.load(self.cfg_path), self.cfg_path)
+        self.service.start()
+        self.ops = Operations.start(self.service, control_socket=False, console=False)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.1):
+            with self._lock:
+                svc = self.service
+                if svc.stop_requested and svc.restart_requested:
+                    hook, self.before_restart = self.before_restart, None
+                    if hook is not None:
+                        hook(self)
+                    self.ops.close()
+                    svc.close()
+                    self.restarts += 1
+                    self._start()
+                    continue
+                svc.run_housekeeping()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        with self._lock:
+            self.ops.close()
+            self.service.close()

@@ -128,3 +128,41 @@ def test_push_rolls_out_to_two_devices_and_halts_on_a_failing_canary(tmp_path, b
     finally:
         for d in devs:
             d.close()
+
+
+@pytest.mark.slow
+def test_a_model_activated_by_restart_is_confirmed_by_telemetry_or_found_rolled_back(tmp_path, broker, key, capsys):
+    """The device activates a model update by restarting; push waits for the new session's telemetry: the
+    model it names (ok), or the previous one after `check_pending` rolled a broken install back."""
+    from pathlib import Path
+
+    from crowd_support import OpsDevice
+    from test_downlink import centerface_card
+
+    path, pub = key
+    dev = OpsDevice(tmp_path / "dev-r", "dev-r", broker.url, pub)
+    try:
+        wait_for(lambda: dev.service.stages["uplink"].status()["connected"], 15, "device connected")
+
+        def push(version: str) -> dict:
+            card_text, model = centerface_card(version)
+            card, onnx = tmp_path / f"c{version}.toml", tmp_path / "model.onnx"
+            card.write_text(card_text)
+            onnx.write_bytes(model)
+            main(["fleet", "push", "--broker", broker.url, "--key", str(path), "--devices", "dev-r",
+                  "--model", str(card), str(onnx), "--timeout", "120", "--json"])
+            return json.loads(capsys.readouterr().out)["devices"][0]
+
+        row = push("7.0")
+        assert row["status"] == "ok" and "centerface@7.0 active after restart" in row["detail"], row
+        assert dev.restarts == 1
+
+        def damage(d):  # the installed file is damaged before the restart: the new service cannot load it
+            installed = Path(d.service.config.redact.models[0])
+            (installed.parent / "model.onnx").write_bytes(b"\0" * 64)
+
+        dev.before_restart = damage
+        row = push("8.0")
+        assert row["status"] == "rolled_back" and "centerface@7.0" in row["detail"], row
+    finally:
+        dev.close()
