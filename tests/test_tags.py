@@ -127,6 +127,7 @@ def test_propose_then_check_passes_and_the_next_session_has_no_leaks(loop, capsy
     assert change["class"] == "face" and change["from"] == 0.6 and 0.2 < change["to"] < 0.5, change
     # (a face no threshold reaches may stay a leak: the scene grows hard cases; not this loop's to fix)
     assert change["after"]["recall"] >= 0.95 and change["after"]["over_redaction"] <= 0.05
+    assert doc["replayed"]["recall"] >= 0.95 and doc["replayed"]["over_redaction"] <= 0.05, doc["replayed"]
     text = new.read_text()
     assert "version = 'fleet-2'" in text and "# face: min_score 0.6 →" in text
 

@@ -110,6 +110,10 @@ def run_propose(args: argparse.Namespace) -> int:
             print(f"  - {c['why']}")
         for a in doc["device_actions"]:
             print(f"  device-side: {a['why']}\n      {a['command']}")
+        r = doc["replayed"]
+        print(f"replayed with {doc['version']}: recall {r['recall']} ({r['covered']}/{r['private']}), "
+              f"over-redaction {r['over_redaction']} ({r['over_redacted']}/{r['redacted']}); "
+              f"gate it with: crowdcap tags check {out} --sessions {args.sessions} --tags {args.tags}")
     return 0
 
 

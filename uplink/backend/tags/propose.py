@@ -35,7 +35,7 @@ from typing import Any
 from uplink.backend.tags import private, toml_out
 from uplink.backend.tags.check import MAX_OVER_REDACTION
 from uplink.backend.tags.consensus import Consensus, Region
-from uplink.backend.tags.replay import Replayer
+from uplink.backend.tags.replay import Replayer, policy_redactions
 from uplink.backend.tags.score import COVER_MIN, evaluate
 from uplink.backend.tags.sessions import FrameRec, Sessions, coverage
 
@@ -276,6 +276,10 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     stage = RedactStage(replayer.cfg, new_policy, replayer._base.detectors)
     if stage._policy_error:
         raise ValueError(f"proposed policy would not run on the device: {stage._policy_error}")
+    # the calibration above estimates from one low-threshold pass; the replay with the policy itself is
+    # what `tags check` will see (the detector's candidate verification depends on the threshold)
+    replayed = evaluate(cons, sessions, policy_redactions(replayer, new_policy, keys), cover_min=cover_min)
+    replayed_doc = replayed.overall.to_dict()
     comments = {}
     for i, r in enumerate(new_raw["rules"]):
         comments[f"rules[{i}]"] = [c["why"] for c in changes if c.get("class") == r.get("class")
@@ -283,9 +287,13 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     header = [f"# proposed by `crowdcap tags propose` from {current_path} ({current.version})",
               f"# {len(changes)} change(s); over-redaction bound {max_over}; consensus: min "
               f"{cons.params['min_taggers']} taggers, agreement ≥ {cons.params['min_agreement']}"]
+    header.append(f"# replayed on the {len(keys)} judged frames: recall {replayed_doc['recall']} "
+                  f"({replayed_doc['covered']}/{replayed_doc['private']}), over-redaction "
+                  f"{replayed_doc['over_redaction']} ({replayed_doc['over_redacted']}/{replayed_doc['redacted']})")
     header += [f"# device-side: {a['why']}\n#   {a['command']}" for a in device_actions]
     text = "\n".join(header) + "\n" + toml_out.dumps(new_raw, comments)
     parse_policy(tomllib.loads(text), "proposed policy (written form)")
     return {"version": new_raw["version"], "from_version": current.version, "changes": changes,
-            "not_emitted": not_emitted, "device_actions": device_actions, "frames_replayed": replayer.frames_replayed,
+            "not_emitted": not_emitted, "device_actions": device_actions, "replayed": replayed_doc,
+            "frames_replayed": replayer.frames_replayed,
             "toml": text}
