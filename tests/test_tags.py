@@ -116,6 +116,7 @@ def test_score_finds_the_leaks_per_version_and_the_page_shows_only_sent_pixels(l
     assert np.abs(inner - 128).max() < 12, "a crop showed pixels from inside a redacted region"
 
 
+@pytest.mark.slow
 def test_propose_then_check_passes_and_the_next_session_has_no_leaks(loop, capsys):
     root, truth, tags = loop
     out = root / "out"
