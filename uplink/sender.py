@@ -50,6 +50,8 @@ class _Outgoing:
 class Sender:
     """Ships `spool` to `cfg.broker`. `start()` / `stop()`; thread-safe `wake()`, `stats()`, `drained()`."""
 
+    signer = None  # set by the stage: data -> Ed25519 signature over each message id (wire v1.1)
+
     def __init__(self, cfg: UplinkConfig, device_id: str, spool: Spool, *, will_payload: bytes,
                  status_payload: Callable[[], bytes | None] | None = None) -> None:
         _, self.host, self.port, self.tls = parse_broker(cfg.broker)
@@ -345,7 +347,7 @@ class Sender:
             if got is None:
                 continue  # evicted meanwhile
             data, rec = got
-            parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self._max_payload)
+            parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self._max_payload, self.signer)
             if rec.recovered or rid < self._live_from:
                 parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
                 self.counters["historical_sent"] += 1

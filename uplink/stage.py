@@ -41,8 +41,10 @@ _JSON_PRIORITY = {"telemetry": PRIO_TELEMETRY, "event": PRIO_CONTROL, "status": 
 class UplinkStage:
     name = "uplink"
 
-    def __init__(self, cfg: UplinkConfig, device_id: str, session_id: str) -> None:
+    def __init__(self, cfg: UplinkConfig, device_id: str, session_id: str,
+                 signer: Callable[[bytes], bytes] | None = None) -> None:
         self.cfg = cfg
+        self.signer = signer  # Ed25519 signing of every message (uplink/identity.py; wire v1.1)
         self.device_id = device_id
         self.session_id = session_id
         try:
@@ -61,8 +63,9 @@ class UplinkStage:
         self.sender: Sender | None = None
         if cfg.broker:
             will = wire.single_chunk(wire.encode(messages.encode_json("status", device_id, session_id, 0, time.time(),
-                                                    {"state": "offline", "device_id": device_id})))
+                                                    {"state": "offline", "device_id": device_id})), signer)
             self.sender = Sender(cfg, device_id, self.spool, will_payload=will, status_payload=self._connect_status)
+            self.sender.signer = signer
         self._started = False
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -140,7 +143,7 @@ class UplinkStage:
     # ---- JSON messages and commands -------------------------------------------------------------
 
     def _json_chunk(self, kind: str, payload: dict) -> bytes:
-        return wire.single_chunk(self._json(kind, payload))
+        return wire.single_chunk(self._json(kind, payload), self.signer)
 
     def _json(self, kind: str, payload: dict) -> bytes:
         return wire.encode(messages.encode_json(kind, self.device_id, self.session_id, next(self._json_seq),
@@ -155,9 +158,9 @@ class UplinkStage:
         data = self._json(kind, payload)
         if retain:
             if kind == "status":
-                self._latest_status = wire.single_chunk(data)
+                self._latest_status = wire.single_chunk(data, self.signer)
             if self.sender is not None:
-                self.sender.send_direct(topic(self.device_id, kind), wire.single_chunk(data), retain=True)
+                self.sender.send_direct(topic(self.device_id, kind), wire.single_chunk(data, self.signer), retain=True)
             return
         self.spool.append(data, _JSON_PRIORITY[kind], wire.TYPE_BY_NAME[kind])
         self._count(f"{kind}_accepted")
@@ -218,5 +221,6 @@ def live_quota(disk_budget: int) -> int:
     return spool_sizes(disk_budget)[0]
 
 
-def build_stage(cfg: UplinkConfig, device_id: str, session_id: str) -> UplinkStage:
-    return UplinkStage(cfg, device_id, session_id)
+def build_stage(cfg: UplinkConfig, device_id: str, session_id: str,
+                signer: Callable[[bytes], bytes] | None = None) -> UplinkStage:
+    return UplinkStage(cfg, device_id, session_id, signer)
