@@ -83,9 +83,10 @@ class Reassembler:
             if per[0] <= 0:
                 del self._per_source[source]
 
-    def _prune_stale(self, source: str | None) -> None:
-        """Forget index entries whose folder is gone (completed by another worker sharing DIR)."""
-        for key in [k for k, e in self._index.items() if source is None or e[0] == source]:
+    def _prune_stale(self, source: str | None, keep: str) -> None:
+        """Forget index entries whose folder is gone (completed by another worker sharing DIR), except
+        `keep` (being admitted: its folder is made next)."""
+        for key in [k for k, e in self._index.items() if (source is None or e[0] == source) and k != keep]:
             if not os.path.isdir(self.dir / key):
                 self._untrack(key)
 
@@ -95,14 +96,14 @@ class Reassembler:
         per = self._per_source.get(source, [0, 0])
         new = key not in self._index
         if (new and per[0] >= self.device_max_partials) or per[1] + size > self.device_max_bytes:
-            self._prune_stale(source)  # partials another worker completed are not ours to count
+            self._prune_stale(source, key)  # partials another worker completed are not ours to count
             per = self._per_source.get(source, [0, 0])
         if (new and per[0] >= self.device_max_partials) or per[1] + size > self.device_max_bytes:
             self.counters["partial_cap_device"] += 1
             raise WireError("partial_cap_device", f"{source}: {per[0]} partials, {per[1]} bytes")
         self._track(key, source, size, time.time())
         if len(self._index) > self.max_partials or self._bytes > self.max_bytes:
-            self._prune_stale(None)
+            self._prune_stale(None, key)
         victims = []
         while (len(self._index) > self.max_partials or self._bytes > self.max_bytes) and len(self._index) > 1:
             old = next(iter(self._index))
