@@ -3,7 +3,8 @@
     stage = uplink.build_stage(cfg.uplink, device_id, session_id)
     stage.start()              # starts the Sender thread (no-op without a broker); apply() also does it lazily
     pipeline stages: [..., stage]
-    stage.drain(timeout)       # at shutdown: True when every accepted record has its PUBACKs
+    stage.drain(timeout)       # at shutdown: True when every accepted record is confirmed (uplink.delivery:
+                               # "ingest" = the ingest's ack; "broker" = PUBACKs); else stage.undelivered()
     stage.close()              # retained "offline" status, stop the sender, close the spool
 
 `apply` refuses an unredacted frame (FrameWithheld "unredacted"): nothing raw reaches the spool.
@@ -52,7 +53,7 @@ class UplinkStage:
         Path(cfg.spool_dir).mkdir(parents=True, exist_ok=True)
         live, segment = spool_sizes(int(cfg.spool_quota_mb * 1024 * 1024))
         self.spool = Spool(cfg.spool_dir, quota_bytes=live, fsync=cfg.fsync, fsync_interval_ms=cfg.fsync_interval_ms,
-                           segment_bytes=segment)
+                           segment_bytes=segment, reserve_bytes=int(cfg.spool_reserve_mb * 1024 * 1024))
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._json_seq = itertools.count(1)
@@ -75,11 +76,18 @@ class UplinkStage:
                 self.sender.start()
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every accepted record is PUBACKed; False on timeout or with no broker and a backlog."""
+        """Wait until every accepted record is delivered (ingest-confirmed, or PUBACKed with
+        delivery = "broker"); False on timeout or with no broker and a backlog (see `undelivered`)."""
         self.spool.sync()
         if self.sender is None or not self._started:
             return len(self.spool) == 0
         return self.sender.wait_idle(timeout)
+
+    def undelivered(self) -> str:
+        """What is still not delivered and why ('' if nothing)."""
+        if self.sender is None:
+            return f"{len(self.spool)} record(s) in the spool: no broker configured" if len(self.spool) else ""
+        return self.sender.undelivered_reason()
 
     def flush(self) -> dict[str, Any]:
         """Make everything accepted durable now and nudge the sender (console `spool flush`)."""
@@ -191,8 +199,13 @@ class UplinkStage:
         snd = self.sender.stats() if self.sender is not None else {"connected": False, "inflight_chunks": 0}
         with self._lock:
             counters = dict(self.counters)
+        unconfirmed = snd.get("unconfirmed", 0)
         return {
             "broker": self.cfg.broker or None,
+            "delivery": self.cfg.delivery, "link": snd.get("link", "none"),
+            "records_unsent": max(0, sp["records"] - unconfirmed), "records_unconfirmed": unconfirmed,
+            "oldest_unconfirmed_age_s": snd.get("oldest_unconfirmed_age_s", 0.0),
+            "resent_unconfirmed": snd.get("resent_unconfirmed", 0),
             "spool": sp,
             "spool_records": sp["records"], "spool_bytes": sp["bytes"],
             "oldest_unsent_age_s": sp["oldest_unsent_age_s"],
