@@ -185,7 +185,7 @@ def test_mosquitto_with_default_autosave_sigkilled(tmp_path) -> None:
 def small_tmpfs(tmp_path: Path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -201,7 +201,7 @@ def test_ingest_disk_full_stops_confirming_nothing_lost(tmp_path, broker, small_
     ing.ingest.retry_delay = 0.3
     stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_timeout=0.5), "dev1", "s1")
     stage.start()
-    n = 80  # ~60 KB of files each: about half fit on the 2 MiB disk
+    n = 120  # ~25 KB of files each: about a third fit on the 1 MiB disk
     Feeder(stage, n, fps=100).join()
     assert not stage.drain(3.0)
     st = stage.status()
