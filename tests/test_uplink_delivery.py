@@ -199,7 +199,8 @@ def test_ingest_disk_full_stops_confirming_nothing_lost(tmp_path, broker, small_
     out = small_tmpfs / "out"
     ing = IngestThread(broker.url, out)
     ing.ingest.retry_delay = 0.3
-    stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_timeout=0.5), "dev1", "s1")
+    # 4 KiB chunks: partials and reassembly on the full disk too
+    stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_timeout=0.5, max_payload=4096), "dev1", "s1")
     stage.start()
     n = 120  # ~25 KB of files each: about a third fit on the 1 MiB disk
     Feeder(stage, n, fps=100).join()

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +87,7 @@ class Confirmer:
         self._files: set[Path] = set()
         self._dirs: set[Path] = set()
         self._dups: list[tuple[float, str, str, bytes, wire.Message]] = []  # (t, device, spool, mid, msg)
+        self._confirmed: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # recently confirmed (device, id)
         self._client = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -108,6 +109,17 @@ class Confirmer:
                 self._pending.setdefault(key, _Pending()).ids.add(rid)
             self._files.update(files)
             self._dirs.update({f.parent for f in files} | {root, root.parent, self.sink.out})
+        self._wake.set()
+
+    def chunk_of_confirmed(self, device_id: str, message_id: bytes) -> None:
+        """A chunk the reassembler dropped as a late duplicate: if its message was confirmed (it is
+        durable), confirm it again — the device resends because our earlier ack was lost."""
+        with self._lock:
+            if (device_id, message_id) not in self._confirmed or len(message_id) != 16:
+                return
+            self._pending.setdefault((device_id, message_id[:8].hex()), _Pending()).ids.add(
+                int.from_bytes(message_id[8:], "big"))
+            self.counters["late_chunks_reacked"] += 1
         self._wake.set()
 
     def rejected(self, device_id: str, message_id: bytes, reason: str) -> None:
@@ -203,6 +215,11 @@ class Confirmer:
                 self.counters["acks_unsent_no_client"] += 1
                 continue
             client.publish(f"{ROOT}/{device}/ack", json.dumps(body, separators=(",", ":")).encode(), qos=1)
+            with self._lock:
+                for rid in p.ids:
+                    self._confirmed[(device, bytes.fromhex(spool) + rid.to_bytes(8, "big"))] = None
+                while len(self._confirmed) > 100_000:
+                    self._confirmed.popitem(last=False)
             sent += 1
             self.counters["acks_sent"] += 1
             self.counters["records_confirmed"] += len(p.ids)

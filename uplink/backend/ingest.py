@@ -83,11 +83,13 @@ class Ingest:
         if parts[3] in ("cmd", "ack") and len(parts) == 4:
             return "ignored"  # downlink commands and our own acks are not device messages
         source = parts[2]
+        chunk = None
         try:
             safe_ident(source)
             chunk = wire.parse_chunk(payload, self.limits)
             data = self.reassembler.add(source, chunk)
             if data is None:
+                self.confirmer.chunk_of_confirmed(source, chunk.message_id)
                 with self._lock:
                     self.counters["chunks_buffered"] += 1
                 return "partial"
@@ -101,6 +103,8 @@ class Ingest:
         except (OSError, MemoryError) as e:
             # Not the message's fault (disk full, I/O error): it is not acknowledged, and the broker
             # delivers it again after run() reconnects. Counted, never dropped.
+            if chunk is not None:
+                self.reassembler.forget(chunk.message_id)  # its redelivered chunks must assemble again
             with self._lock:
                 self.counters["storage_errors"] += 1
                 n = self.counters["storage_errors"]
