@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from uplink import wire
+from uplink import plain, wire
 from uplink.budget import TokenBucket
 from uplink.config import UplinkConfig, parse_brokers
 from uplink.delivery import Confirmations
@@ -444,9 +444,15 @@ class Sender:
         if got is None:
             return None  # confirmed or evicted meanwhile
         data, rec = got
-        parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self._max_payload)
-        if rec.recovered or rid < self._live_from:
-            parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
+        mid = self.spool.epoch + rid.to_bytes(8, "big")
+        historical = rec.recovered or rid < self._live_from
+        if rec.kind in (wire.STATUS, wire.TELEMETRY) and data[:1] == b"{":  # plain JSON: one payload, no chunk
+            parts = [plain.for_sending(data, mid, historical)]
+        else:
+            parts = wire.chunks(data, mid, self._max_payload)
+            if historical:
+                parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
+        if historical:
             self.counters["historical_sent"] += 1
         out = _Outgoing(rid, parts, bool(rec.flags & 1), topic(self.device_id, KIND_TOPIC.get(rec.kind, "event")),
                         size=len(data))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from uplink import wire
+from uplink import plain, wire
 from uplink.backend.confirm import Confirmer
 from uplink.backend.reassembly import Reassembler
 from uplink.backend.sink import Sink, safe_ident
@@ -86,6 +86,8 @@ class Ingest:
         chunk = None
         try:
             safe_ident(source)
+            if len(parts) == 4 and parts[3] in plain.KINDS and payload[:1] == b"{":
+                return self._plain(source, parts[3], payload, arrival)
             chunk = wire.parse_chunk(payload, self.limits)
             data = self.reassembler.add(source, chunk)
             if data is None:
@@ -132,6 +134,17 @@ class Ingest:
             self.counters["messages"] += 1
             if msg.historical:
                 self.counters["historical"] += 1
+        return what
+
+    def _plain(self, source: str, kind: str, payload: bytes, arrival: float) -> str:
+        """status / telemetry as plain JSON (uplink/plain.py); spooled telemetry is confirmed like frames."""
+        msg, message_id = plain.decode(kind, source, payload, self.limits)
+        what = self.sink.write(msg, arrival, len(payload))
+        if message_id is not None:
+            self.confirmer.stored(source, message_id, msg, what)
+        with self._lock:
+            self.counters[what] += 1
+            self.counters["messages"] += 1
         return what
 
     def _reject(self, reason: str) -> str:
