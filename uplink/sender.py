@@ -67,7 +67,8 @@ class Sender:
         self._node = 0
         self.cfg = cfg
         self.trouble = LinkTrouble(log)
-        self.track = (Confirmations(spool, cfg.confirm_timeout, int(cfg.confirm_window_mb * 2**20))
+        # at most half the spool may be sent-but-unconfirmed (not evictable): the rest can make room
+        self.track = (Confirmations(spool, cfg.confirm_timeout, min(int(cfg.confirm_window_mb * 2**20), spool.quota // 2))
                       if cfg.delivery == "ingest" else None)
         self._resend: list[int] = []
         self.device_id = device_id
@@ -334,6 +335,8 @@ class Sender:
         self._cursor = 0
         self._resend.clear()
         if self.track is not None:
+            for rid in self.track.sent_ids():
+                self.spool.release(rid)
             self.track.forget_all()  # everything still in the spool is replayed on the next connection
         with self._idle:
             self._idle.notify_all()
@@ -513,9 +516,8 @@ class Sender:
         if not out.unacked and out.next_index == len(out.chunks):
             if self.track is None:
                 self.spool.ack(rid)
-            else:  # the broker has it; the ingest's ack makes it leave the spool
-                self.track.sent(rid, out.size)
-                self.spool.release(rid)
+            else:  # the broker has it; the ingest's ack makes it leave the spool. Until then it is
+                self.track.sent(rid, out.size)  # not evicted (it may well be delivered): the window bounds that
             del self._out[rid]
             self.counters["records_sent"] += 1
             self._notify_idle()
