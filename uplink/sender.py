@@ -59,6 +59,8 @@ class _Outgoing:
 class Sender:
     """Ships `spool` to `cfg.broker`. `start()` / `stop()`; thread-safe `wake()`, `stats()`, `drained()`."""
 
+    signer = None  # set by the stage: data -> Ed25519 signature over each message id (wire v1.1)
+
     def __init__(self, cfg: UplinkConfig, device_id: str, spool: Spool, *, will_payload: bytes,
                  status_payload: Callable[[], bytes | None] | None = None) -> None:
         self.urls = parse_brokers(cfg.broker)
@@ -450,9 +452,9 @@ class Sender:
         mid = self.spool.epoch + rid.to_bytes(8, "big")
         historical = rec.recovered or rid < self._live_from
         if rec.kind in (wire.STATUS, wire.TELEMETRY) and data[:1] == b"{":  # plain JSON: one payload, no chunk
-            parts = [plain.for_sending(data, mid, historical)]
+            parts = [plain.for_sending(data, mid, historical, self.signer)]
         else:
-            parts = wire.chunks(data, mid, self._max_payload)
+            parts = wire.chunks(data, mid, self._max_payload, self.signer)
             if historical:
                 parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
         if historical:

@@ -1,7 +1,7 @@
 """The ingest's end-to-end acknowledgments: tell each device which of its records are durable here.
 
     conf = Confirmer(sink)                          # one per Ingest
-    conf.start(client)                              # the ingest's paho client (publishes on it)
+    conf.start(publish)                             # publish(topic, payload): QoS 1 on the ingest's link
     conf.stored(device_id, message_id, msg, what)   # after Sink.write returned (stored or duplicate)
     conf.rejected(device_id, message_id, reason)    # a complete message the backend will never accept
     conf.stop()                                     # last flush
@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class Confirmer:
         self._dirs: set[Path] = set()
         self._dups: list[tuple[float, str, str, bytes, wire.Message]] = []  # (t, device, spool, mid, msg)
         self._confirmed: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # recently confirmed (device, id)
-        self._client = None
+        self._publish: Callable[[str, bytes], object] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,8 +138,8 @@ class Confirmer:
 
     # ---- the confirming thread ------------------------------------------------------------------
 
-    def start(self, client: object) -> None:
-        self._client = client
+    def start(self, publish: Callable[[str, bytes], object]) -> None:
+        self._publish = publish
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ingest-confirm", daemon=True)
             self._thread.start()
@@ -220,11 +221,10 @@ class Confirmer:
                 continue
             body = {"v": 1, "spool": spool, "ranges": ranges_of(p.ids),
                     "rejected": [[rid, reason] for rid, reason in sorted(p.rejected.items())]}
-            client = self._client
-            if client is None:
+            if self._publish is None:
                 self.counters["acks_unsent_no_client"] += 1
                 continue
-            client.publish(f"{ROOT}/{device}/ack", json.dumps(body, separators=(",", ":")).encode(), qos=1)
+            self._publish(f"{ROOT}/{device}/ack", json.dumps(body, separators=(",", ":")).encode())
             with self._lock:
                 for rid in p.ids:
                     self._confirmed[(device, bytes.fromhex(spool) + rid.to_bytes(8, "big"))] = None

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ class Session:
         self.seen_clouds: set[int] = set()
         self.seen_json: dict[str, set[int]] = {letter: set() for letter, _ in _JSON_LOGS.values()}
         self.dirty = True
+        self.last_used = time.monotonic()
+        self.existed = (root / "frames.jsonl").exists()
         self._recover()
 
     def seen(self, kind: str) -> set[int]:
@@ -180,6 +183,7 @@ class Sink:
         self.counters: Counter[str] = Counter()
         self._sessions: dict[tuple[str, str], Session] = {}
         self._lock = threading.Lock()
+        self.opened_session: tuple[str, str, bool] | None = None  # the latest session opened (for a log line)
 
     def session(self, device_id: str, session_id: str) -> Session:
         key = (safe_ident(device_id), safe_ident(session_id))
@@ -187,11 +191,46 @@ class Sink:
             s = self._sessions.get(key)
             if s is None:
                 s = self._sessions[key] = Session(self.out / key[0] / key[1])
+                self.opened_session = (key[0], key[1], s.existed)
+            s.last_used = time.monotonic()
             return s
+
+    def take_opened(self) -> tuple[str, str, bool]:
+        with self._lock:
+            opened, self.opened_session = self.opened_session, None
+        return opened or ("", "", False)
 
     def sessions(self) -> list[Session]:
         with self._lock:
             return list(self._sessions.values())
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._sessions)
+
+    def evict_idle(self, idle: float, max_sessions: int) -> list[tuple[str, str]]:
+        """Finalize and forget sessions idle for `idle` seconds, and the least recently used beyond
+        `max_sessions` (20,000 devices must not mean 20,000 sessions in memory). A forgotten session
+        is reloaded from its folder (commit log, markers) if its device speaks again."""
+        now = time.monotonic()
+        with self._lock:
+            by_age = sorted(self._sessions.items(), key=lambda kv: kv[1].last_used)
+            over = max(0, len(by_age) - max_sessions)
+            # never one touched in the last few seconds: a worker may be between claim and commit
+            gone = [(k, s) for i, (k, s) in enumerate(by_age)
+                    if (now - s.last_used >= idle or i < over) and now - s.last_used >= 5.0]
+        out = []
+        for key, s in gone:
+            if s.dirty:
+                try:
+                    self.finalize(s)
+                except Exception:  # noqa: BLE001 - regenerated from frames.jsonl the next time
+                    pass
+            with self._lock:
+                if self._sessions.get(key) is s and time.monotonic() - s.last_used >= 5.0:
+                    del self._sessions[key]
+                    out.append(key)
+        return out
 
     def write(self, msg: Message, arrival: float, size: int) -> str:
         """Store one verified message; returns what happened ('frame', 'duplicate', ...).
