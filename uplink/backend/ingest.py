@@ -19,6 +19,9 @@
   A forged message is refused before dedupe, so it never makes the real one a "duplicate".
 - Everything malformed is counted under `rejected[reason]` (one log line per reason, rate-limited)
   and never stops the ingest.
+- End-to-end acks (uplink/backend/confirm.py): what is stored is made durable (syncfs/fsync) and then
+  confirmed to the device on crowdcap/v1/<device>/ack; complete messages refused for good are named
+  in the ack's `rejected` (never forged ones). status/telemetry arrive as plain JSON (uplink/plain.py).
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from uplink import wire
+from uplink import plain, wire
 from uplink.backend.config import IngestConfig
+from uplink.backend.confirm import Confirmer
 from uplink.backend.connection import Connection
 from uplink.backend.reassembly import Reassembler, parse_claimed
 from uplink.backend.registry import Registry
 from uplink.backend.sink import Sink, safe_ident
 from uplink.config import parse_broker
+from uplink.identity import verify
 from uplink.wire import WireError
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,7 @@ class Ingest:
             raise ValueError(f"share_group: may not contain / + or #, got {self.share_group!r}")
         self.limits = limits
         self.sink = Sink(self.out)
+        self.confirmer = Confirmer(self.sink)
         self.reassembler = Reassembler(self.out / ".partials", limits, timeout=cfg.partial_timeout,
                                        max_bytes=int(cfg.partial_max_mb * 1024**2), max_partials=cfg.partial_max,
                                        device_max_bytes=int(cfg.device_partial_max_mb * 1024**2),
@@ -115,13 +121,20 @@ class Ingest:
             safe_ident(source)
             if self.registry is not None and not self.registry.known(source):
                 raise WireError("unknown_device", source)  # before any state: fake ids cost nothing
+            if len(parts) == 4 and parts[3] in plain.KINDS and payload[:1] == b"{":
+                return self._plain(source, parts[3], payload, arrival)
             chunk = wire.parse_chunk(payload, self.limits)
             data = self.reassembler.add(source, chunk)
             if data is None:
+                self.confirmer.chunk_of_confirmed(source, chunk.message_id)  # our ack was lost: again
                 with self._lock:
                     self.counters["chunks_buffered"] += 1
                 return "partial"
-            return self._message(source, data, arrival, chunk.message_id, chunk.signed)
+            try:
+                return self._message(source, data, arrival, chunk.message_id, chunk.signed)
+            except WireError as e:
+                self.confirmer.rejected(source, chunk.message_id, e.reason)  # never for forged ones
+                raise
         except WireError as e:
             return self._reject(e.reason, source, str(e))
         except (OSError, MemoryError) as e:
@@ -152,6 +165,7 @@ class Ingest:
             if reason is not None:
                 raise WireError(reason, f"{msg.device_id} {msg.kind} seq {msg.seq}")
         what = self.sink.write(msg, arrival, len(data))
+        self.confirmer.stored(source, message_id, msg, what)
         self.reassembler.completed(message_id)  # only a verified message makes later copies late duplicates
         with self._lock:
             self.counters[what] += 1
@@ -165,6 +179,24 @@ class Ingest:
             self._log_session(*self.sink.take_opened())
         if self.on_stored is not None:
             self.on_stored(msg.device_id, message_id, what)
+        return what
+
+    def _plain(self, source: str, kind: str, payload: bytes, arrival: float) -> str:
+        """status / telemetry as plain JSON (uplink/plain.py); spooled telemetry is confirmed like frames."""
+        msg, message_id = plain.decode(kind, source, payload, self.limits)
+        if self.registry is not None and message_id is not None:
+            # a confirmation frees the device's record: only the device itself may cause one
+            signed = plain.signature_of(payload)
+            if signed is None:
+                raise WireError("unsigned", f"{source} {kind} seq {msg.seq}")
+            if not verify(self.registry.key(source), signed[2], plain.signed_bytes(signed[1], signed[0])):
+                raise WireError("bad_signature", f"{source} {kind} seq {msg.seq}")
+        what = self.sink.write(msg, arrival, len(payload))
+        if message_id is not None:
+            self.confirmer.stored(source, message_id, msg, what)
+        with self._lock:
+            self.counters[what] += 1
+            self.counters["messages"] += 1
         return what
 
     def _log_session(self, device: str, session: str, existing: bool) -> None:
@@ -256,6 +288,7 @@ class Ingest:
         except BaseException:
             self._stop_workers()
             raise
+        self.confirmer.start(lambda t, p: conn.client.publish(t, p, qos=1) if conn.client is not None else None)
         self._last_message = time.monotonic()
         last_report = last_expire = time.monotonic()
         expire_every = max(0.5, min(10.0, self.cfg.partial_timeout / 4))
@@ -280,6 +313,7 @@ class Ingest:
                     last_report = now
         finally:
             self._stop_workers()
+            self.confirmer.stop()  # the last confirmations go out before the link closes
             conn.close()
             self._finalize()
         return self.stats()
@@ -324,7 +358,7 @@ class Ingest:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"connected": self.connected, **dict(self.counters),
+            return {"connected": self.connected, **dict(self.counters), "confirm": dict(self.confirmer.counters),
                     "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
                     "reassembly": dict(self.reassembler.counters), "partials": self.reassembler.partials(),
                     "partial_bytes": self.reassembler.stats()["partial_bytes"], "queue": self._queue.qsize(),

@@ -198,6 +198,12 @@ class Reassembler:
             raise WireError("bad_chunk_size", f"assembled {len(data)} bytes, header said {total}")
         return data
 
+    def forget(self, message_id: bytes) -> None:
+        """A completed message could not be stored (disk full): its redelivered chunks are not late
+        duplicates, they must assemble again."""
+        with self._lock:
+            self._recent.pop(message_id, None)
+
     def completed(self, message_id: bytes) -> None:
         """Remember a stored (verified) message: later chunks of it are late duplicates, not a new
         partial. Called by the ingest after verification, so a forger's copy never blocks the real one."""

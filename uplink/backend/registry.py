@@ -82,6 +82,12 @@ class Registry:
         with self._lock:
             return device_id in self._keys
 
+    def key(self, device_id: str) -> object | None:
+        """The registered public key of `device_id` (None if unknown)."""
+        self._maybe_reload()
+        with self._lock:
+            return self._keys.get(device_id)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._keys)
