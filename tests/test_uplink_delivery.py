@@ -310,3 +310,26 @@ def test_status_is_plain_json_for_any_mqtt_tool(tmp_path, broker) -> None:
     stage.close()
     body = json.loads(got.stdout)
     assert body["v"] == 1 and body["type"] == "status" and body["state"] == "online" and body["device_id"] == "dev1"
+
+
+@pytest.mark.slow
+def test_run_exits_0_only_when_the_ingest_confirmed(tmp_path, broker, capsys) -> None:
+    from device.cli import main
+
+    common = ["run", "--source", "synthetic", "--pace", "fast", "--no-redact", "--max-frames", "8",
+              "--broker", broker.url, "--device-id", "dev1"]
+    # no ingest: the broker takes everything, nobody confirms it -> exit 3, saying why
+    rc = main(common + ["--state-dir", str(tmp_path / "st1"), "--spool", str(tmp_path / "sp1"), "--drain-timeout", "2"])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "not everything was ingest-confirmed" in err and "no confirmations arriving from the ingest" in err
+    out = tmp_path / "out"
+    ing = IngestThread(broker.url, out)
+    try:
+        rc = main(common + ["--state-dir", str(tmp_path / "st2"), "--spool", str(tmp_path / "sp2"),
+                            "--drain-timeout", "30"])
+    finally:
+        ing.stop()
+    assert rc == 0, capsys.readouterr().err
+    sessions = [p for p in (out / "dev1").iterdir() if (p / "frames.jsonl").exists()]
+    assert len(sessions) == 1 and len(committed_seqs(out, session=sessions[0].name)) == 8
