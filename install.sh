@@ -13,6 +13,7 @@ dpkg -s libusb-1.0-0 >/dev/null 2>&1 || need+=(libusb-1.0-0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 if [ "$extras" = test ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # tests read status as any MQTT tool does
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then

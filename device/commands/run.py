@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default=None, help="mqtt://HOST:PORT or mqtts://HOST:PORT (overrides uplink.broker)")
     p.add_argument("--spool", default=None, help="spool folder (overrides uplink.spool_dir)")
     p.add_argument("--max-frames", type=int, default=None,
-                   help="capture N frames, then exit 0 once all accepted frames are delivered")
+                   help="capture N frames, then exit 0 once the ingest has confirmed every accepted frame (3 if not within --drain-timeout)")
     p.add_argument("--drain-timeout", type=float, default=None,
                    help="seconds to wait for delivery before exiting non-zero (overrides pipeline.drain_timeout)")
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)  # touched once running (tests)
