@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from redact.policy import Policy, PolicyError, Rule
 
@@ -100,3 +101,25 @@ def announce_lowered(source: str) -> None:
     log.critical("PRIVACY FLOOR LOWERED by %s: the built-in face rule (%s) is NOT enforced; policies alone "
                  "decide what is redacted; every manifest says floor: lowered",
                  source, "; ".join(f.describe() for f in FLOOR))
+
+
+def guard_setting(redact_cfg: Any, key: str, value: Any) -> None:
+    """Refuse a `config set` (console, control socket, downlink) that would lower the floor or remove a
+    layer: ConfigError naming the key. `key` is the dotted key without the `redact.` prefix."""
+    from capture.config import ConfigError
+    from redact.layers import load_layer
+
+    if key == "floor":
+        raise ConfigError(f"redact.floor: the privacy floor cannot be changed by a command; {LOWER_HOW} "
+                          "(an installer's decision, on the device itself)")
+    if key == "enabled" and value is not True:
+        raise ConfigError("redact.enabled: redaction cannot be switched off by a command (the privacy floor); "
+                          "only the device's config file or `run --no-redact` for trusted replays can")
+    if key == "fleet_policy":
+        raise ConfigError("redact.fleet_policy: the fleet policy layer changes only by a signed downlink "
+                          "`policy update` (the wearer can add to it, never replace it)")
+    if key == "canary_every" and isinstance(value, int) and value > redact_cfg.canary_every:
+        raise ConfigError(f"redact.canary_every: a command may only lower it (more frequent canary), "
+                          f"not raise it from {redact_cfg.canary_every} to {value}")
+    if key == "policy" and isinstance(value, str) and value:
+        load_layer(value, redact_cfg.floor)  # PolicyError naming the file and the rule below the floor
