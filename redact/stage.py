@@ -21,8 +21,8 @@ from redact.actions import ACTIONS
 from redact.config import RedactConfig
 from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
-from redact.nms import iou_matrix, nms
 from redact.layers import PolicyLayers
+from redact.nms import iou_matrix, nms
 from redact.policy import Policy
 from redact.proof import Canary
 from redact.runtime import ModelRunError

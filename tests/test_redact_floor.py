@@ -104,7 +104,7 @@ def rig(tmp_path: Path):
 def test_signed_downlink_policy_update_cannot_weaken(rig) -> None:
     service, controller, dl, key, tmp_path = rig
     stage = service.stages["redact"]
-    for case, (text, error) in WEAK.items():
+    for _case, (text, error) in WEAK.items():
         r = dl.handle(sign_command(key, "test-dev", "policy update", {"policy": text}))
         if error:
             assert not r["ok"] and "policy refused, previous policy kept" in r["detail"], r
