@@ -135,7 +135,7 @@ class Verifier:
             raise Rejected("too_large", f"{len(raw)} bytes > {self.max_bytes}")
         try:
             outer = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("malformed", "not JSON") from None
         if not isinstance(outer, dict) or not isinstance(outer.get("payload"), str):
             raise Rejected("malformed", 'expected {"payload": base64, "sig": base64}')
@@ -154,7 +154,7 @@ class Verifier:
             raise Rejected("bad_signature", "signature does not match the configured key") from None
         try:
             cmd = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("malformed", "signed payload is not JSON") from None
         if not isinstance(cmd, dict) or cmd.get("v") != 1:
             raise Rejected("malformed", "expected a version 1 command object")

@@ -145,6 +145,8 @@ class ModelUpdater:
             raw = tomllib.loads(card_text)
         except tomllib.TOMLDecodeError as e:
             return False, {"error": f"card: not valid TOML ({e})", "stage": "verify"}
+        except RecursionError:
+            return False, {"error": "card: not valid TOML (nested too deeply)", "stage": "verify"}
         fname = raw.get("file")
         if not isinstance(fname, str) or not fname or Path(fname).name != fname or fname.startswith(("package:", ".")):
             return False, {"error": "card: file: expected a plain file name for the shipped model", "stage": "verify"}
