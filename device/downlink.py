@@ -339,6 +339,9 @@ class Downlink:
             key, value = args.get("key"), args.get("value")
             if not isinstance(key, str) or value is None:
                 raise Rejected("malformed", 'config set: expected args {"key": str, "value": ...}')
+            if key == "redact.policy":  # layered policy: the fleet cannot replace or remove the wearer's layer
+                raise Rejected("forbidden", "redact.policy is the wearer's policy layer; the fleet's layer is "
+                                            "`policy update`")
             with self.controller.lock:
                 result = set_config(self.service, key, value)
             if key.startswith("downlink."):  # key rotation and limits take effect for the next command

@@ -16,7 +16,11 @@ from capture.synthetic import SyntheticSource
 from device.pipeline import Pipeline
 
 
-def count_leaks(stage: Any, n_frames: int = 30, seed: int = 0, min_face: int = 16) -> dict[str, int]:
+def count_leaks(stage: Any, n_frames: int = 30, seed: int = 0, min_face: int = 16,
+                budget_ms: float = 10000.0) -> dict[str, int]:
+    # A loaded 2-core CI machine must not turn the leak count into a count of timed-out frames.
+    if getattr(stage, "cfg", None) is not None:
+        stage.cfg.budget_ms = max(stage.cfg.budget_ms, budget_ms)
     raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     out: list[RGBDFrame] = []
 

@@ -149,7 +149,7 @@ def test_config_set_cannot_weaken(rig, origin: str) -> None:
 
 def test_downlink_config_set_cannot_lower_the_floor(rig) -> None:
     service, controller, dl, key, tmp_path = rig
-    for k, v in (("redact.floor", "lowered"), ("redact.enabled", False)):
+    for k, v in (("redact.floor", "lowered"), ("redact.enabled", False), ("redact.policy", "")):
         r = dl.handle(sign_command(key, "test-dev", "config set", {"key": k, "value": v}))
         assert not r["ok"] and k in r["detail"], r
     assert service.config.redact.floor == "enforced"
