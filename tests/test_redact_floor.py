@@ -160,3 +160,19 @@ def test_guard_names_the_key() -> None:
 
     with pytest.raises(ConfigError, match="redact.floor"):
         guard_setting(RedactConfig(), "floor", "lowered")
+
+
+def test_config_show_lists_the_effective_policy_with_sources(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from device.cli import main
+
+    wearer = write(tmp_path, "w", 'version = "home-2"\n[[rules]]\nclass = "face"\nmargin = 0.5\n[[rules]]\nclass = "plate"\n')
+    fleet = write(tmp_path, "f", 'version = "fleet-9"\n[[rules]]\nclass = "text"\n')
+    cfg = write(tmp_path, "c", f'[redact]\npolicy = "{wearer}"\nfleet_policy = "{fleet}"\n')
+    assert main(["config", "show", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out[out.index("{"):])["effective_policy"]
+    assert shown["layers"] == {"built-in": "default-1", "fleet": "fleet-9", "wearer": "home-2"}
+    assert {r["class"]: r["source"] for r in shown["rules"]} == {"face": "floor+wearer", "text": "fleet", "plate": "wearer"}
+    assert shown["floor"] == "enforced" and shown["rules"][0]["margin"] == 0.5
