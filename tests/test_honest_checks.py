@@ -72,6 +72,8 @@ def test_config_check_loads_cards_hashes_and_proves_models(tmp_path: Path, capsy
     blind = write_blind(tmp_path)
     code, err = check(tmp_path, f'[redact]\nmodels = ["{blind}"]\n', capsys)
     assert code == 2 and "found 0 of 3 known faces" in err, err
+    assert main(["models", "verify", str(blind)]) == 2  # `models verify` runs the proof too
+    assert "found 0 of 3 known faces" in capsys.readouterr().err
 
 
 def test_config_check_policy_floor_pin_hash_and_pem(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
