@@ -54,6 +54,11 @@ class Policy:
     on_fault: str
     rules: tuple[Rule, ...]
     origin: str = "built-in"
+    # Set on an effective (layered) policy by `redact.layers`: where each rule came from, the layers'
+    # versions, and whether the privacy floor is enforced or was lowered by the device's config file.
+    sources: tuple[str, ...] = ()
+    layers: tuple[tuple[str, str], ...] = ()
+    floor: str = "enforced"
 
     def rule_for(self, cls: str) -> Rule | None:
         for rule in self.rules:
@@ -62,9 +67,17 @@ class Policy:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "on_fault": self.on_fault, "origin": self.origin,
-                "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
-                           "applies_to": r.applies_to} for r in self.rules]}
+        out: dict[str, Any] = {
+            "version": self.version, "on_fault": self.on_fault, "origin": self.origin,
+            "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
+                       "applies_to": r.applies_to} for r in self.rules]}
+        if self.sources:
+            for rule, source in zip(out["rules"], self.sources, strict=True):
+                rule["source"] = source
+        if self.layers:
+            out["layers"] = dict(self.layers)
+            out["floor"] = self.floor
+        return out
 
 
 # Faces: strong blur, a generous margin (deface's default mask scale is +30 %), depth removed too.

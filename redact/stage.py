@@ -21,8 +21,10 @@ from redact.actions import ACTIONS
 from redact.config import RedactConfig
 from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
+from redact.layers import PolicyLayers
 from redact.nms import iou_matrix, nms
-from redact.policy import Policy, load_policy
+from redact.policy import Policy
+from redact.proof import Canary
 from redact.runtime import ModelRunError
 from redact.tracker import Tracker
 
@@ -42,6 +44,8 @@ class RedactStage:
         self._class_ids = {c: i for i, c in enumerate(self._classes)}
         self._policy = policy
         self._policy_error = self._uncovered(policy)
+        self.layers = PolicyLayers.from_config(cfg)  # floor ∪ fleet ∪ wearer (redact/layers.py)
+        self.canary = Canary(cfg.canary_every)  # detectors keep proving they see (redact/proof.py)
         self.tracker = Tracker(cfg.hold_frames, cfg.margin_growth)
         self._lock = threading.Lock()
         self._faults: Counter[str] = Counter()
@@ -65,8 +69,15 @@ class RedactStage:
         return ""
 
     def reload_policy(self, path: str | Path | None) -> Policy:
-        """Swap in a new policy (None/empty = built-in default); a bad file raises and changes nothing."""
-        policy = load_policy(path)
+        """Swap in a new wearer policy (None/empty = none: the other layers); a bad file, or one below
+        the privacy floor, raises and changes nothing."""
+        return self._swap(self.layers.with_wearer(path))
+
+    def reload_fleet(self, path: str | Path | None) -> Policy:
+        """Swap in a new fleet policy layer (the downlink's `policy update`); same rules as above."""
+        return self._swap(self.layers.with_fleet(path))
+
+    def _swap(self, policy: Policy) -> Policy:
         with self._lock:
             self._policy = policy
             self._policy_error = self._uncovered(policy)
@@ -83,6 +94,7 @@ class RedactStage:
             if self._policy_error:
                 raise FrameWithheld("no_model", self._policy_error)
             regions, detector_ms = self._detect(frame, policy, t0)
+            self.canary.check(self.detectors, t0, self.cfg.budget_ms)
         except FrameWithheld as e:
             return self._fault(frame, policy, e)
         except ModelRunError as e:
@@ -204,7 +216,8 @@ class RedactStage:
     def _manifest(self, policy: Policy, detector_ms: float, coverage: str,
                   regions: list[dict[str, Any]]) -> dict[str, Any]:
         return {"policy_version": policy.version, "models": [d.card.model_id for d in self.detectors],
-                "detector_ms": round(detector_ms, 2), "coverage": coverage, "regions": regions}
+                "detector_ms": round(detector_ms, 2), "coverage": coverage, "regions": regions,
+                "floor": policy.floor, "policy_layers": dict(policy.layers)}
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -213,6 +226,9 @@ class RedactStage:
             return {
                 "policy_version": self._policy.version,
                 "policy_origin": self._policy.origin,
+                "floor": self._policy.floor,
+                "policy_layers": dict(self._policy.layers),
+                "canary": self.canary.status(),
                 "models": [d.card.model_id for d in self.detectors],
                 "load_error": self.load_error or self._policy_error,
                 "frames_redacted": self._frames,

@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from device.checks import problems
+
     cfg = config.load(args.file)
-    missing = missing_files(cfg)
+    missing = missing_files(cfg) + problems(cfg)  # model cards, hashes, proof, floor, pin_hash, PEM files
     if missing:  # the service would stop at start on each of these: say so now, all at once
         raise config.ConfigError(f"{args.file}: " + "; ".join(missing))
     print(f"{args.file}: ok")
@@ -53,7 +55,13 @@ def missing_files(cfg: config.Config) -> list[str]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    print(json.dumps(config.show(config.load(args.file)), indent=2))
+    cfg = config.load(args.file)
+    shown = config.show(cfg)
+    if cfg.redact.enabled:  # floor ∪ fleet ∪ wearer, each rule with the layer it came from
+        from redact.layers import PolicyLayers, describe
+
+        shown["effective_policy"] = describe(PolicyLayers.from_config(cfg.redact).load())[0]
+    print(json.dumps(shown, indent=2))
     return 0
 
 

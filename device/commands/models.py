@@ -1,8 +1,9 @@
 """`crowdcap models list|verify [CARD...]`: show or check redaction model cards.
 
 Without CARD, the built-in card(s) (and those in --config's [redact] models) are used. `verify`
-hashes each model file against its card and loads it: a wrong hash, a missing or corrupt file is
-an error naming the file (exit 2).
+hashes each model file against its card, loads it and runs it on the reference frames (it must find
+the known faces: `redact/proof.py`): a wrong hash, a missing or corrupt file, a model that sees
+nothing is an error naming the file (exit 2).
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
 def _verify(card: object) -> str:
     from redact.cards import CardError
     from redact.detector import Detector
+    from redact.proof import prove
     from redact.runtime import ModelLoadError
 
     try:
-        Detector(card, threads=1)  # type: ignore[arg-type]
+        det = Detector(card, threads=1)  # type: ignore[arg-type]
     except (CardError, ModelLoadError) as e:
         return str(e)
-    return ""
+    proof = prove(det)  # a model that loads but finds none of the reference faces is not ok
+    return "" if proof["ok"] else str(proof["detail"])
