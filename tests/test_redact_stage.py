@@ -60,7 +60,7 @@ def test_synthetic_faces_covered_and_depth_removed(stage: RedactStage) -> None:
         raw_color, raw_depth = frame.color.copy(), frame.depth.copy()
         out = stage.apply(frame)
         m = out.redaction
-        assert m["coverage"] == "detected" and m["policy_version"] == "default-1"
+        assert m["coverage"] == "detected" and m["policy_version"] == "default-2"
         json.dumps(m)  # JSON-serialisable, no arrays
         for face in frame.attachments["truth"]["faces"]:
             n_faces += 1
@@ -164,7 +164,7 @@ def test_policy_actions_and_applies_to(stage: RedactStage, tmp_path: Path) -> No
         assert stage.policy.version == "test-7"  # a bad file changes nothing
     finally:
         stage.reload_policy(None)
-    assert stage.policy.version == "default-1"
+    assert stage.policy.version == "default-2"
 
 
 def test_policy_class_without_a_model_withholds(stage: RedactStage, tmp_path: Path) -> None:
