@@ -4,7 +4,7 @@
     name = "bib"                      # usable as class = "custom:bib" in [[rules]]
     from = "text"                     # a detector (text | person | screen) or another form's name
     match = '^[0-9]{1,6}$'            # regex (Python `re.search`) on the recognised text (text forms)
-    inside = "person"                 # only where ≥ 60 % of the box lies in a box of this detector/form
+    inside = "person"                 # only where the box's centre lies in a box of this detector/form
     aspect = [2.0, 6.0]               # width/height of the box, inclusive range
     min_lines = 3                     # a block of ≥ 3 text lines → the whole block's box (text forms)
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 DETECTORS = ("text", "person", "screen")
-INSIDE_SHARE = 0.6  # share of a box's area that must lie inside the container box
+INSIDE_GROW = 0.1  # a box is inside a container when its centre is in the container grown by 10 %
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -61,14 +61,14 @@ class Form:
 
 # Plates are text: a plate-shaped line whose characters follow a national pattern. EU: German-style
 # district + letters + digits (the issue's pattern), FR/IT "AB-123-CD", ES "1234 BCD", UK "AB12 CDE",
-# NL sidecodes "12-ABC-3"; US: 5-8 letters and digits with at least one digit ("7ABC123", "ABC-1234").
+# NL sidecodes "12-ABC-3"; US: 5-8 letters and digits, both present ("7ABC123", "ABC-1234").
 PLATE_PATTERN = (
     r"^(?:[A-Z]{1,3}[- ]?[A-Z]{0,2}[- ]?[0-9]{1,4}[A-Z]?"
     r"|[A-Z]{2}[- ]?[0-9]{3}[- ]?[A-Z]{2}"
     r"|[0-9]{4}[- ]?[A-Z]{3}"
     r"|[A-Z]{2}[0-9]{2} ?[A-Z]{3}"
     r"|[0-9A-Z]{1,3}-[0-9A-Z]{2,3}-[0-9A-Z]{1,2}"
-    r"|(?=[A-Z0-9 -]*[0-9])[A-Z0-9]{1,4}[- ]?[A-Z0-9]{2,4})$")
+    r"|(?=[^A-Z]*[A-Z])(?=[^0-9]*[0-9])[A-Z0-9]{2,4}[- ]?[A-Z0-9]{3,4})$")
 BUILTIN_FORMS = {
     "plate": Form(name="plate", source="text", match=re.compile(PLATE_PATTERN), aspect=(1.5, 8.0), cls="plate"),
 }
@@ -152,15 +152,15 @@ def _check_references(forms: list[Form], origin: str) -> None:
                             f"(this one is from {root(f, by_name)!r})")
 
 
-def _walk(f: Form, by_name: dict[str, Form], path: list[str], origin: str, index: int) -> None:
+def _walk(f: Form, by_name: dict[str, Form], path: list[str], origin: str, index: int, first: str = "") -> None:
     for fld, ref in (("from", f.source), ("inside", f.inside)):
         nxt = by_name.get(ref) if ref else None
         if nxt is None:
             continue
         if nxt.name in path:
             cycle = " → ".join([*path[path.index(nxt.name):], nxt.name])
-            raise FormError(f"{origin}: forms[{index}] ({path[0]!r}).{fld}: cycle {cycle}")
-        _walk(nxt, by_name, [*path, nxt.name], origin, index)
+            raise FormError(f"{origin}: forms[{index}] ({path[0]!r}).{first or fld}: cycle {cycle}")
+        _walk(nxt, by_name, [*path, nxt.name], origin, index, first or fld)
 
 
 def root(f: Form, by_name: dict[str, Form]) -> str:
@@ -239,12 +239,17 @@ def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[st
 
 
 def _inside(boxes: np.ndarray, containers: np.ndarray) -> np.ndarray:
+    """Whether each box's centre lies in a container grown by INSIDE_GROW of its size (detector
+    boxes of people are loose: a bib at the edge of the torso is still on the person)."""
     if not len(containers):
         return np.zeros(len(boxes), bool)
-    ix = np.clip(np.minimum(boxes[:, None, 2], containers[None, :, 2]) - np.maximum(boxes[:, None, 0], containers[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(boxes[:, None, 3], containers[None, :, 3]) - np.maximum(boxes[:, None, 1], containers[None, :, 1]), 0, None)
-    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
-    return ((ix * iy) / area[:, None] >= INSIDE_SHARE).any(axis=1)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    c = containers
+    gx = (c[:, 2] - c[:, 0]) * INSIDE_GROW
+    gy = (c[:, 3] - c[:, 1]) * INSIDE_GROW
+    return ((cx[:, None] >= c[None, :, 0] - gx) & (cx[:, None] <= c[None, :, 2] + gx)
+            & (cy[:, None] >= c[None, :, 1] - gy) & (cy[:, None] <= c[None, :, 3] + gy)).any(axis=1)
 
 
 def blocks(b: np.ndarray, members: list[list[int]], min_lines: int) -> tuple[np.ndarray, list[list[int]]]:

@@ -217,8 +217,10 @@ class FormSchedule:
         for d in due:
             left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
             estimate = self._ms[d] / max(self._passes[d], 1) if self._passes[d] else 0.0
-            # Still covered by holding: leave it for a frame with time left, or with no other pass.
-            if self.age[d] < self.limit[d] and (estimate > left_ms or ran):
+            # Still covered by holding: leave it for a frame with time left, or (one frame late at
+            # most) for a frame without another pass, so that passes spread over frames.
+            spread = bool(ran) and self.every[d] > 1 and self.age[d] == self.every[d]
+            if self.age[d] < self.limit[d] and (estimate > left_ms or spread):
                 self._deferred[d] += 1
                 continue
             t = time.perf_counter()
