@@ -178,7 +178,7 @@ def real_photos(tmp: Path) -> dict[str, Any]:
         frame = RGBDFrame("bench", "forms", 0, *now_stamps(), color, np.zeros((h, w), np.uint16), 1000.0,
                           Intrinsics(w, h, 525.0, 525.0, w / 2, h / 2))
         stage.tracker.reset()
-        stage.forms.holds.clear()
+        stage.forms.reset()
         t = time.perf_counter()
         try:
             res = stage.apply(frame)

@@ -136,6 +136,14 @@ class FormSchedule:
         self._passes: Counter[str] = Counter()
         self._deferred: Counter[str] = Counter()
         self._frames = 0
+        self._by_class: Counter[str] = Counter()  # regions redacted, per class (faces included)
+
+    def reset(self) -> None:
+        """Forget held boxes and passes (unrelated stills follow): the next frame runs every detector."""
+        self.holds.clear()
+        self.age = {d: 1 << 30 for d in self.every}
+        self._prev = None
+        self._texts = (np.zeros((0, 4)), [])
 
     def provides(self, cls: str) -> bool:
         return cls in self.classes and not self.error
@@ -148,6 +156,8 @@ class FormSchedule:
         extra: dict[str, Any] = {"classes": {c: {"coverage": "detected", "age": 0} for c in face_classes},
                                  "detector_ms_by": {"face": round(face_ms, 2)}}
         if not self.classes:
+            with self._lock:
+                self._by_class.update(r["class"] for r in regions)
             return regions, face_ms, extra
         width, height = frame.size
         dx, dy = self._motion(frame.color)
@@ -191,6 +201,7 @@ class FormSchedule:
                 self._coverage[c][v["coverage"]] += 1
             self._ms.update(ms)
             self._passes.update(ran)
+            self._by_class.update(r["class"] for r in out)
         return out, face_ms + sum(ms.values()), extra
 
     def _motion(self, color: np.ndarray) -> tuple[float, float]:
@@ -297,7 +308,7 @@ class FormSchedule:
     def status(self) -> dict[str, Any]:
         with self._lock:
             n = max(self._frames, 1)
-            return {"forms": {
+            return {"regions_by_class": dict(self._by_class), "forms": {
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
                 "passes": dict(self._passes), "deferred": dict(self._deferred),

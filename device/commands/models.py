@@ -1,6 +1,7 @@
 """`crowdcap models list|verify [CARD...]`: show or check redaction model cards.
 
-Without CARD, the built-in card(s) (and those in --config's [redact] models) are used. `verify`
+Without CARD, the shipped cards (faces, text detector and recogniser, persons; --config's [redact]
+models replace the shipped face card) are used. `verify`
 hashes each model file against its card and loads it: a wrong hash, a missing or corrupt file is
 an error naming the file (exit 2).
 """
@@ -28,9 +29,12 @@ def _card_paths(args: argparse.Namespace) -> list[str]:
     if args.cards:
         return list(args.cards)
     from device import config
-    from redact.cards import default_card_path
+    from redact.cards import shipped_card_paths
 
-    return list(config.load(args.config).redact.models) or [str(default_card_path())]
+    # The configured face cards (or the shipped ones), and every other shipped card (text, persons).
+    configured = list(config.load(args.config).redact.models)
+    shipped = [str(p) for p in shipped_card_paths()]
+    return configured + shipped[1:] if configured else shipped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +79,12 @@ def _verify(card: object) -> str:
     from redact.runtime import ModelLoadError
 
     try:
-        Detector(card, threads=1)  # type: ignore[arg-type]
+        if getattr(card, "decoder", "") == "ppocr_rec":
+            from redact.recognizer import TextRecognizer
+
+            TextRecognizer(card, threads=1)  # type: ignore[arg-type]
+        else:
+            Detector(card, threads=1)  # type: ignore[arg-type]
     except (CardError, ModelLoadError) as e:
         return str(e)
     return ""
