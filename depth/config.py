@@ -13,7 +13,7 @@ class DepthConfig:
     # auto: per frame, zstd on quantised sensor depth, delta-zstd on noisy depth — best ratio × speed
     # measured on both (python -m bench depth).
     codec: str = setting("auto", help="lossless depth codec for the wire: auto | delta-zstd | zstd | rvl | png16 | raw")
-    depth_trunc: float = setting(5.0, min=0.1, max=20.0, help="ignore depth beyond this many metres (clouds, odometry, fusion)")
+    depth_trunc: float = setting(8.0, min=0.1, max=20.0, help="ignore depth beyond this many metres (clouds, odometry, fusion); the demo room is 7.4 m deep")
     odometry_width: int = setting(320, min=80, max=1920, help="odometry works on images this wide")
     keyframe_translation: float = setting(0.10, min=0.01, max=5.0, help="new keyframe after this motion (m)")
     keyframe_rotation_deg: float = setting(8.0, min=0.5, max=90.0, help="new keyframe after this rotation (deg)")

@@ -54,4 +54,4 @@ def test_clock_jump_and_odd_manifests_do_not_break_the_report(tmp_path) -> None:
     html = (tmp_path / "dev1" / "s1" / "report.html").read_text()
     summary = json.loads(re.search(r'<script type="application/json" id="summary">(.*?)</script>', html).group(1))
     assert summary["frames"] == 4 and summary["regions"] == 2 + 2  # frames 0, 1 have one each; frame 3 two dicts
-    assert len((tmp_path / "dev1" / "s1" / "groundtruth.txt").read_text().splitlines()) == 2 + 4
+    assert len((tmp_path / "dev1" / "s1" / "trajectory.txt").read_text().splitlines()) == 2 + 4
