@@ -21,6 +21,9 @@ COMMANDS = [
 ]
 
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 class CliError(Exception):
     """A user-facing error: printed as 'crowdcap: error: ...', exit code 2."""
 
@@ -38,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wearable RGB-D capture with on-device privacy redaction, 3D and MQTT uplink.",
     )
     parser.add_argument("--version", action="version", version=f"crowdcap {package_version()}")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log verbosity on stderr (default: WARNING)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="log verbosity on stderr: debug, info, warning, error (any case; default: warning)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -58,7 +61,7 @@ def _accept_global_flags_everywhere(sub: argparse._SubParsersAction) -> None:
     """`crowdcap run ... --debug` is what people type: every subcommand (and sub-subcommand) takes
     --debug and --log-level too. SUPPRESS keeps a value given before the command when not repeated."""
     for p in dict.fromkeys(sub.choices.values()):
-        p.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        p.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=LOG_LEVELS,
                        help=argparse.SUPPRESS)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         for action in p._actions:

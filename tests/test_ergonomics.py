@@ -1,0 +1,71 @@
+"""Rough edges a new user hits: config check vs run, all errors at once, comments kept by config set,
+log-level case, default MQTT ports, removed keys that say where they went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device.cli import build_parser, main
+from device.configfile import persist_value
+from uplink.config import parse_broker
+
+
+def test_config_check_reports_every_problem_run_would_hit(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    toml_as_cert = tmp_path / "settings.toml"
+    toml_as_cert.write_text('[a]\nb = 1\n')
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[uplink]\ndepth_codec = "lz4"\ntls_cert = "{toml_as_cert}"\ntls_key = "{key}"\n'
+                   '[console]\npin_hash = "1234"\n'
+                   '[capture]\nfps = -3\nbogus = 1\n')
+    assert main(["config", "check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "5 problems" in err
+    assert "uplink.depth_codec: unknown codec 'lz4'" in err
+    assert "console.pin_hash: expected 'scrypt$N$r$p$salt$hash'" in err
+    assert f"uplink.tls_cert: {toml_as_cert}: not a PEM certificate" in err
+    assert "capture.fps: expected a value ≥" in err and "capture.bogus: unknown key" in err
+    assert "Traceback" not in err
+
+
+def test_config_check_ok_and_moved_key(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[uplink]\nbroker = "mqtt://localhost"\n')
+    assert main(["config", "check", str(cfg)]) == 0
+    cfg.write_text('[depth]\ncodec = "zstd"\n')  # did nothing; now says where the setting lives
+    assert main(["config", "check", str(cfg)]) == 2
+    assert "depth.codec: removed: the wire's depth codec is uplink.depth_codec" in capsys.readouterr().err
+
+
+def test_config_set_keeps_comments_and_layout(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    original = ('# my device\n\n[capture]\n# thirty is too much on this Pi\nfps = 15.0   # measured\n'
+                'source = "synthetic"\n\n[uplink]\nbroker = "mqtt://broker.local:1883"  # the van\n')
+    cfg.write_text(original)
+    persist_value(cfg, "capture.fps", 12.0)
+    text = cfg.read_text()
+    assert text == original.replace("fps = 15.0", "fps = 12.0")
+    persist_value(cfg, "health.telemetry_period", 5.0)  # a new section is appended, the rest untouched
+    text = cfg.read_text()
+    assert text.startswith(original.replace("fps = 15.0", "fps = 12.0"))
+    assert "[health]\ntelemetry_period = 5.0" in text
+
+
+@pytest.mark.parametrize("level", ["debug", "Info", "WARNING", "error"])
+def test_log_level_any_case(level: str) -> None:
+    assert build_parser().parse_args(["--log-level", level, "status"]).log_level == level.upper()
+    assert build_parser().parse_args(["status", "--log-level", level]).log_level == level.upper()
+
+
+def test_default_mqtt_ports() -> None:
+    assert parse_broker("mqtt://broker.local") == ("mqtt", "broker.local", 1883, False)
+    assert parse_broker("mqtts://broker.local/") == ("mqtts", "broker.local", 8883, True)
+    assert parse_broker("mqtt://[::1]") == ("mqtt", "::1", 1883, False)
+    assert parse_broker("mqtt://h:1884") == ("mqtt", "h", 1884, False)
+    from capture.config import ConfigError
+
+    with pytest.raises(ConfigError, match="mqtt://HOST"):
+        parse_broker("mqtt://h:0")
