@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capture.config import setting
+from capture.configcore import setting
 
 
 @dataclass

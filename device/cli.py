@@ -12,7 +12,7 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from capture.config import ConfigError
+from capture.configcore import ConfigError
 
 # Order is the order shown in --help.
 COMMANDS = [
@@ -92,9 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CliError, ConfigError, ValueError) as e:  # bad input: a message, not a traceback
+    except (CliError, ConfigError) as e:  # bad input: a message, not a traceback
         print(f"crowdcap: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if _is_input_error(e):  # a file the user gave is not what it should be: the message names it
+            print(f"crowdcap: error: {e}", file=sys.stderr)
+            return 2
+        if args.debug:  # a plain ValueError from deep inside is a bug, not the user's input
+            raise
+        print(f"crowdcap: error: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `crowdcap status | head`: the reader left; nothing to report
@@ -115,6 +124,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"crowdcap: error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
         return 1
+
+
+def _is_input_error(e: ValueError) -> bool:
+    """Errors our readers raise about the user's input (each names the file, field or line)."""
+    from capture.tum import LayoutError
+
+    if isinstance(e, LayoutError):
+        return True
+    try:
+        from uplink.wire import WireError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, WireError)
 
 
 def _silence_stdout() -> None:

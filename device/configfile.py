@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from capture.config import ConfigError
+from capture.configcore import ConfigError
 from device import settings
 
 

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from capture.config import ConfigError, read_toml
+from capture.configcore import ConfigError, read_toml
 
 __all__ = ["ConfigError", "build", "coerce", "errors", "field_at", "load_toml", "parse_text", "to_dict", "with_value"]
 

@@ -69,3 +69,43 @@ def test_default_mqtt_ports() -> None:
 
     with pytest.raises(ConfigError, match="mqtt://HOST"):
         parse_broker("mqtt://h:0")
+
+
+def test_cloud_finds_camera_json_above_or_refuses(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+    import numpy as np
+
+    from capture.frame import Intrinsics
+    from capture.tum import write_camera_json
+
+    ses = tmp_path / "ses"
+    (ses / "rgb").mkdir(parents=True)
+    (ses / "depth").mkdir()
+    cv2.imwrite(str(ses / "rgb" / "1.png"), np.full((48, 64, 3), 128, np.uint8))
+    cv2.imwrite(str(ses / "depth" / "1.png"), np.full((48, 64), 1000, np.uint16))  # 1 m at scale 1000
+    argv = ["cloud", str(ses / "rgb" / "1.png"), str(ses / "depth" / "1.png"), "-o", str(tmp_path / "c.ply")]
+    assert main(argv) == 2  # no camera.json anywhere: refuse instead of assuming scale 5000
+    assert "no camera.json beside or above" in capsys.readouterr().err
+    write_camera_json(ses / "camera.json", Intrinsics(64, 48, 50.0, 50.0, 31.5, 23.5), 1000.0)
+    assert main(argv) == 0
+    assert f"camera from {ses / 'camera.json'}" in capsys.readouterr().err
+    ply = (tmp_path / "c.ply").read_bytes()
+    import open3d as o3d
+
+    pts = np.asarray(o3d.io.read_point_cloud(str(tmp_path / "c.ply")).points)
+    assert ply and np.allclose(pts[:, 2], 1.0)  # read at the recording's scale (1000), not 5000
+    assert main([*argv[:3], "--camera", "tum", *argv[3:]]) == 2  # TUM's camera is 640×480: says so
+    assert "640×480" in capsys.readouterr().err
+
+
+def test_a_bug_is_not_reported_as_bad_input(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import device.commands.status as status
+
+    def broken(args):  # type: ignore[no-untyped-def]
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(status, "run", broken)
+    assert main(["status"]) == 1
+    assert "internal error: ValueError" in capsys.readouterr().err and True
+    with pytest.raises(ValueError):
+        main(["status", "--debug"])
