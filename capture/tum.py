@@ -195,6 +195,17 @@ def pose_to_tum(pose: np.ndarray) -> list[float]:
     return [float(pose[0, 3]), float(pose[1, 3]), float(pose[2, 3]), x, y, z, w]
 
 
+UNREDACTED_MARKER = "UNREDACTED"
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
 def _imwrite(path: Path, image: np.ndarray) -> None:
     # cv2.imwrite only returns False (disk full, unwritable): a frame listed without its file is lost
     if not cv2.imwrite(str(path), image):
@@ -207,6 +218,9 @@ class TumWriter:
     Depth is written at TUM's scale (5000/m). The device's pose estimate (`frame.pose`) goes to
     trajectory.txt (and keyframes.txt for keyframes); groundtruth.txt gets only real ground truth
     (`attachments["truth"]["pose"]`: the synthetic source's, or a replayed dataset's).
+    Each frame's redaction manifest goes to manifests.jsonl (as the ingest writes it); a frame recorded
+    without redaction (`--no-redact`) marks the whole folder: an `UNREDACTED` file at its top and
+    `"redacted": false` on its manifest lines.
     Lists are appended and flushed per frame, so a folder cut short by a crash is still readable.
     """
 
@@ -254,6 +268,14 @@ class TumWriter:
         if isinstance(truth, dict) and truth.get("pose") is not None:
             line = ts + " " + " ".join(f"{v:.6f}" for v in pose_to_tum(np.asarray(truth["pose"]))) + "\n"
             self._list("groundtruth.txt", "# ground truth trajectory\n" + header).write(line)
+        if frame.redaction is not None:
+            redacted = frame.redaction.get("policy_version") != "disabled"
+            if not redacted and not (self.dir / UNREDACTED_MARKER).exists():
+                (self.dir / UNREDACTED_MARKER).write_text(
+                    "WARNING: this recording was made with --no-redact: its images and depth were NOT redacted.\n"
+                    "Treat every frame as raw personal data. Do not share or upload it.\n")
+            entry = {"t": frame.t_utc, "seq": frame.seq, "redacted": redacted, "manifest": frame.redaction}
+            self._list("manifests.jsonl", "").write(json.dumps(entry, default=_json_default) + "\n")
         for fh in self._lists.values():
             fh.flush()
         self.frames += 1

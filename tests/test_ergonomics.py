@@ -109,3 +109,75 @@ def test_a_bug_is_not_reported_as_bad_input(monkeypatch, capsys) -> None:  # typ
     assert "internal error: ValueError" in capsys.readouterr().err and True
     with pytest.raises(ValueError):
         main(["status", "--debug"])
+
+
+def _tum_folder(out: Path, n: int) -> None:
+    from capture.synthetic import SyntheticSource
+    from capture.tum import TumWriter
+
+    src = SyntheticSource(pace="fast", n_frames=n, width=160, height=120)
+    src.open()
+    w = TumWriter(out)
+    for f in iter(src.read, None):
+        w.append(f.replace(t_utc=1000.0 + f.seq / 30))
+    w.close()
+
+
+def test_record_of_a_fast_replay_keeps_every_frame_and_writes_manifests(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A recording is offline: --pace fast used to outrun redaction and drop frames before it."""
+    import json
+
+    src = tmp_path / "src"
+    _tum_folder(src, 40)
+    out = tmp_path / "rec"
+    assert main(["record", "--source", f"replay:{src}", "--pace", "fast", "--out", str(out), "--seconds", "60",
+                 "--state-dir", str(tmp_path / "state")]) == 0
+    err = capsys.readouterr().err
+    assert "recorded 40 frames" in err and "dropped before redaction 0" in err and "{" not in err
+    lines = [json.loads(ln) for ln in (out / "manifests.jsonl").read_text().splitlines()]
+    assert len(lines) == 40 and all(ln["redacted"] and "regions" in ln["manifest"] for ln in lines)
+    assert not (out / "UNREDACTED").exists()
+    assert "\r" not in err  # not a terminal: plain lines
+
+
+def test_unredacted_recording_is_marked_loudly(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    src = tmp_path / "src"
+    _tum_folder(src, 5)
+    out = tmp_path / "rec"
+    assert main(["record", "--source", f"replay:{src}", "--pace", "fast", "--no-redact", "--out", str(out),
+                 "--seconds", "60", "--state-dir", str(tmp_path / "state")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("NOT redacted") == 2  # before and after
+    assert "NOT redacted" in (out / "UNREDACTED").read_text()
+    assert not any(json.loads(ln)["redacted"] for ln in (out / "manifests.jsonl").read_text().splitlines())
+
+
+def test_progress_fits_the_terminal_and_is_plain_otherwise() -> None:
+    import io
+
+    from rich.console import Console
+
+    from device.progress import Progress, words
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80, color_system=None)
+    p = Progress("demo", 20.0, console=console)
+    for t in range(0, 21, 5):
+        p.update(float(t), captured=600 * t, redacted=599 * t, withheld=3, dropped=2, spooled=590 * t, sent=12345,
+                 fps=29.97)
+    p.close()
+    rendered = buf.getvalue()
+    assert "dropped 2" in rendered
+    visible = [ln for ln in rendered.replace("\r", "\n").splitlines() if ln.strip()]
+    import re
+
+    assert all(len(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", ln)) <= 80 for ln in visible)
+    plain = io.StringIO()
+    p = Progress("record", 10.0, stream=plain, plain_every=0.0)
+    p.update(1.0, captured=30, dropped=0)
+    p.close(10.0)
+    assert plain.getvalue().splitlines() == ["record: 1/10 s: captured 30, dropped 0",
+                                             "record: 10/10 s: captured 30, dropped 0"]
+    assert words({"model_timeout": 2}) == "model timeout 2" and words(None) == "none" and words({}) == "none"
