@@ -27,6 +27,7 @@ class Progress:
         self._fields: dict[str, Any] = {}
         self._live = None
         self._task = None
+        self._closed = False
         tty = console is not None or (hasattr(self.stream, "isatty") and self.stream.isatty())
         if tty:
             from rich.console import Console
@@ -64,6 +65,10 @@ class Progress:
               flush=True)
 
     def close(self, elapsed_s: float | None = None) -> None:
+        """End the display (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._live is not None:
             self._live.stop()
             self._live = None
