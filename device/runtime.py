@@ -100,8 +100,9 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
     stages: list[Stage] = []
     if cfg.redact.enabled:
         import redact
+        from redact.private.layer import PrivateLayer
 
-        stages.append(redact.build_stage(cfg.redact))
+        stages.append(redact.build_stage(cfg.redact, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy)))
     elif cfg.capture.source.partition(":")[0] in ("replay", "synthetic"):
         stages.append(RedactionDisabled())
     else:  # fail closed: a camera's frames never leave unredacted, whatever the config says

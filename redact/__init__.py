@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("crowdcap.redact")
 
 
-def build_stage(cfg: RedactConfig) -> RedactStage:
+def build_stage(cfg: RedactConfig, private: object | None = None) -> RedactStage:
     """The redaction stage for `cfg`. A bad policy raises ConfigError (PolicyError); a model that
     cannot be loaded does not raise: the stage then withholds every frame ("no_model") and says why
-    in `status()["load_error"]`.
+    in `status()["load_error"]`. `private`: the wearer's own objects/volumes (redact.private.layer).
     """
     from redact.cards import CardError, default_card_path, load_card
     from redact.detector import Detector
@@ -38,7 +38,9 @@ def build_stage(cfg: RedactConfig) -> RedactStage:
             log.error("redaction model not loaded, every frame will be withheld: %s", e)
             detectors = []
             break
-    return RedactStage(cfg, policy, detectors, error)
+    stage = RedactStage(cfg, policy, detectors, error)
+    stage.private = private
+    return stage
 
 
 __all__ = ["RedactConfig", "build_stage"]
