@@ -17,7 +17,7 @@ from capture.config import ConfigError
 # Order is the order shown in --help.
 COMMANDS = [
     "run", "demo", "record", "config", "redact", "models", "ingest", "console", "status", "ctl",
-    "cloud", "mesh", "eval_odometry", "bench", "devices",
+    "cloud", "mesh", "eval_odometry", "bench", "devices", "privacy",
 ]
 
 

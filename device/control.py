@@ -45,7 +45,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("start", "start", "resume capture"),
     ("stop", "stop", "pause capture (the service keeps running)"),
     ("config", "config [get] KEY | config set KEY VALUE", "read or change a setting (validated, saved atomically)"),
-    ("privacy", "privacy [show|reload]", "the wearer's privacy policy"),
+    ("privacy", "privacy [show|reload|list|mark-volume|remove|redact-last]",
+     "the wearer's privacy: policy, private objects/volumes/zones, take-backs"),
     ("spool", "spool [stats|flush]", "store-and-forward spool"),
     ("net", "net", "broker connection and link quality"),
     ("log", "log tail [N]", "the last N log lines (default 20)"),
@@ -243,6 +244,9 @@ class Controller:
             if not self.service.config.redact.enabled:
                 return {"policy_file": None, "redaction": "disabled"}, \
                     "redaction disabled (redact.enabled = false or --no-redact): frames are marked, not redacted"
+            from device.privacy_console import listing
+
+            st["wearer"] = listing(self.service)
             return {"policy_file": self.service.config.redact.policy or "(built-in default)", **st}, \
                 text_of(st) or "(no policy status)"
         if verb == "reload":
@@ -254,7 +258,14 @@ class Controller:
             if len(args) != 2:
                 raise CommandError("usage: privacy update POLICY_TOML")
             return self._privacy_update(redact, args[1])
-        raise CommandError("usage: privacy [show|reload]")
+        from device import privacy_console  # the wearer's own objects, volumes, zones, take-backs
+
+        if verb in privacy_console.VERBS:
+            try:
+                return privacy_console.run(self.service, verb, args[1:])
+            except privacy_console.PrivacyCommandError as e:
+                raise CommandError(str(e)) from None
+        raise CommandError(f"usage: privacy [show|reload|{'|'.join(privacy_console.VERBS)}]")
 
     def _privacy_update(self, redact: Any, text: str) -> tuple[dict[str, Any], str]:
         cfg = self.service.config

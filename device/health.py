@@ -257,7 +257,7 @@ class HealthReporter:
                                                     "frames_dropped", "frames_out", "latency_ms_p50",
                                                     "latency_ms_p99", "stages", "source_faults")},
             "privacy": {k: privacy.get(k) for k in ("policy_version", "models", "load_error", "frames_withheld",
-                                                    "faults", "detector_ms_p50", "detector_ms_p99")},
+                                                    "faults", "detector_ms_p50", "detector_ms_p99", "private")},
             "uplink": (status.get("details") or {}).get("uplink", {}),
         }
         if self.extra is not None:

@@ -139,6 +139,11 @@ class Service:
             gps_baud=cap.gps_baud)
         chain = stages if stages is not None else build_stages(config, self.device_id, self.session_id,
                                                                record_dir=record_dir)
+        zones_file = self.state_dir / "private" / "zones.json"
+        if config.privacy.enabled and (source is None or zones_file.exists()):  # private places: not read inside
+            from device.zones import attach_zones
+
+            self.source = attach_zones(self.source, self.state_dir, config.privacy, chain)
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
         self.pipeline = Pipeline(self.source, chain, capture_queue=config.pipeline.capture_queue,
                                  stage_queue=config.pipeline.stage_queue, max_frames=max_frames)

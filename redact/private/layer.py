@@ -53,6 +53,7 @@ class PrivateLayer:
         self.counts: Counter[str] = Counter()  # regions per name hash
         self.withheld: Counter[str] = Counter()
         self.last_pose_ok: bool | None = None
+        self.zone_status: Any = None  # set by device.zones.attach_zones
         self.reload()
 
     @classmethod
@@ -138,6 +139,10 @@ class PrivateLayer:
         self._frames += 1
         if self.state_dir is not None and self._frames % 15 == 0 and self._stamp_now() != self._stamp:
             self.reload()
+        zones = frame.attachments.get("zone_withhold")
+        if zones:  # read inside a `withhold` zone (device/zones.py)
+            self.withheld["zone_withheld"] += 1
+            raise FrameWithheld("zone_withheld", f"inside private zone {zones[0]}")
         if self._pending_marks:
             self._mark(frame)
         if not self.active:
@@ -194,10 +199,18 @@ class PrivateLayer:
                                    "pose" if state.ok else "predicted"))
         return regions
 
+    def reset(self) -> None:
+        """Unrelated frames follow (offline stills, a new folder): forget holds and the pose."""
+        self.objects.reset()
+        if self.pose is not None:
+            self.pose.odometry, self.pose.place, self.pose._last = None, None, None
+
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"objects": len(self.objects.objects), "volumes": len(self.volumes),
                                "matches": dict(self.counts), "withheld": dict(self.withheld)}
+        if self.zone_status is not None:
+            out["zones"] = self.zone_status()
         if self.pose is not None:
             out["pose"] = {"place": self.pose.place, "ok": self.last_pose_ok, "lost": self.pose.lost,
                            **self.pose.counters}

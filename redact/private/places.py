@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -241,3 +242,26 @@ class PoseKeeper:
             if place.dirty:
                 place.save(self.folder)
         self._last_save = time.monotonic()
+
+
+def place_from_session(frames: Any, place_id: str | None = None) -> tuple[Place, int]:
+    """A place built from a recorded session's frames (iterable of RGBDFrame, in order), in that
+    session's coordinates: the recorded poses (`attachments["truth"]["pose"]`, e.g. an ingest
+    session's groundtruth.txt) where present, else odometry from the first frame. (place, frames used)"""
+    place = Place(place_id or new_place_id(), dirty=True)
+    keeper = PoseKeeper({place.id: place}, None)
+    keeper.place = place.id
+    odo: Odometry | None = None
+    n = 0
+    for frame in frames:
+        n += 1
+        pose = (frame.attachments.get("truth") or {}).get("pose")
+        if pose is None:
+            if odo is None:
+                odo = Odometry(frame.intrinsics, frame.depth_scale, OdometryOptions())
+            result = odo.track(frame.color, frame.depth, frame.seq)
+            if not result.ok or result.segment:
+                continue
+            pose = result.pose
+        keeper._add_keyframe(frame, cv2.cvtColor(frame.color, cv2.COLOR_BGR2GRAY), np.asarray(pose, float))
+    return place, n
