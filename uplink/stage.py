@@ -3,7 +3,8 @@
     stage = uplink.build_stage(cfg.uplink, device_id, session_id)
     stage.start()              # starts the Sender thread (no-op without a broker); apply() also does it lazily
     pipeline stages: [..., stage]
-    stage.drain(timeout)       # at shutdown: True when every accepted record has its PUBACKs
+    stage.drain(timeout)       # at shutdown: True when every accepted record is confirmed (uplink.delivery:
+                               # "ingest" = the ingest's ack; "broker" = PUBACKs); else stage.undelivered()
     stage.close()              # retained "offline" status, stop the sender, close the spool
 
 `apply` refuses an unredacted frame (FrameWithheld "unredacted"): nothing raw reaches the spool.
@@ -25,7 +26,7 @@ from typing import Any
 
 from capture.config import ConfigError
 from capture.frame import FrameWithheld, RGBDFrame
-from uplink import messages, wire
+from uplink import messages, plain, wire
 from uplink.budget import DEGRADE_KEYFRAMES_ONLY, DEGRADE_NAMES, DEGRADE_QUALITY, degrade_level
 from uplink.config import UplinkConfig
 from uplink.mqtt_client import topic
@@ -52,7 +53,7 @@ class UplinkStage:
         Path(cfg.spool_dir).mkdir(parents=True, exist_ok=True)
         live, segment = spool_sizes(int(cfg.spool_quota_mb * 1024 * 1024))
         self.spool = Spool(cfg.spool_dir, quota_bytes=live, fsync=cfg.fsync, fsync_interval_ms=cfg.fsync_interval_ms,
-                           segment_bytes=segment)
+                           segment_bytes=segment, reserve_bytes=int(cfg.spool_reserve_mb * 1024 * 1024))
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._json_seq = itertools.count(1)
@@ -60,8 +61,7 @@ class UplinkStage:
         self.degrade = 0
         self.sender: Sender | None = None
         if cfg.broker:
-            will = wire.single_chunk(wire.encode(messages.encode_json("status", device_id, session_id, 0, time.time(),
-                                                    {"state": "offline", "device_id": device_id})))
+            will = plain.encode("status", device_id, session_id, 0, time.time(), {"state": "offline"})
             self.sender = Sender(cfg, device_id, self.spool, will_payload=will, status_payload=self._connect_status)
         self._started = False
 
@@ -75,11 +75,18 @@ class UplinkStage:
                 self.sender.start()
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every accepted record is PUBACKed; False on timeout or with no broker and a backlog."""
+        """Wait until every accepted record is delivered (ingest-confirmed, or PUBACKed with
+        delivery = "broker"); False on timeout or with no broker and a backlog (see `undelivered`)."""
         self.spool.sync()
         if self.sender is None or not self._started:
             return len(self.spool) == 0
         return self.sender.wait_idle(timeout)
+
+    def undelivered(self) -> str:
+        """What is still not delivered and why ('' if nothing)."""
+        if self.sender is None:
+            return f"{len(self.spool)} record(s) in the spool: no broker configured" if len(self.spool) else ""
+        return self.sender.undelivered_reason()
 
     def flush(self) -> dict[str, Any]:
         """Make everything accepted durable now and nudge the sender (console `spool flush`)."""
@@ -92,8 +99,8 @@ class UplinkStage:
     def close(self) -> None:
         if self.sender is not None:
             if self._started and self.sender.connected:
-                self.sender.send_direct(topic(self.device_id, "status"), self._json_chunk("status", {
-                    "state": "offline", "device_id": self.device_id}), retain=True)
+                self.sender.send_direct(topic(self.device_id, "status"), self._json("status", {"state": "offline"}),
+                                        retain=True)
                 deadline = time.monotonic() + 1.0
                 while self.sender.direct_pending() and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -139,25 +146,27 @@ class UplinkStage:
 
     # ---- JSON messages and commands -------------------------------------------------------------
 
-    def _json_chunk(self, kind: str, payload: dict) -> bytes:
-        return wire.single_chunk(self._json(kind, payload))
-
     def _json(self, kind: str, payload: dict) -> bytes:
+        """status / telemetry: plain JSON (uplink/plain.py); event / cmd_result: the wire envelope."""
+        if kind in plain.KINDS:
+            return plain.encode(kind, self.device_id, self.session_id, next(self._json_seq), time.time(), payload)
         return wire.encode(messages.encode_json(kind, self.device_id, self.session_id, next(self._json_seq),
                                                 time.time(), payload))
 
     def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
-        """status / telemetry / event as JSON in the wire envelope. retain=True: latest-value semantics
-        (sent directly, the newest replaces an unsent older one, re-sent on every connect for status);
-        otherwise spooled like frames (events and status outrank frames; telemetry is evicted first)."""
+        """status / telemetry as plain JSON, event in the wire envelope. retain=True: latest-value
+        semantics (sent directly, the newest replaces an unsent older one, re-sent on every connect for
+        status); otherwise spooled like frames (events and status outrank frames; telemetry is evicted
+        first) and confirmed by the ingest."""
         if kind not in ("status", "telemetry", "event"):
             raise ValueError(f"kind: expected status, telemetry or event, got {kind!r}")
         data = self._json(kind, payload)
         if retain:
+            one = data if kind in plain.KINDS else wire.single_chunk(data)
             if kind == "status":
-                self._latest_status = wire.single_chunk(data)
+                self._latest_status = one
             if self.sender is not None:
-                self.sender.send_direct(topic(self.device_id, kind), wire.single_chunk(data), retain=True)
+                self.sender.send_direct(topic(self.device_id, kind), one, retain=True)
             return
         self.spool.append(data, _JSON_PRIORITY[kind], wire.TYPE_BY_NAME[kind])
         self._count(f"{kind}_accepted")
@@ -177,8 +186,7 @@ class UplinkStage:
             self.sender.on_command = callback
 
     def _connect_status(self) -> bytes:
-        return self._latest_status or self._json_chunk("status", {"state": "online", "device_id": self.device_id,
-                                                            "session_id": self.session_id})
+        return self._latest_status or self._json("status", {"state": "online"})
 
     # ---- health ---------------------------------------------------------------------------------
 
@@ -191,8 +199,13 @@ class UplinkStage:
         snd = self.sender.stats() if self.sender is not None else {"connected": False, "inflight_chunks": 0}
         with self._lock:
             counters = dict(self.counters)
+        unconfirmed = snd.get("unconfirmed", 0)
         return {
             "broker": self.cfg.broker or None,
+            "delivery": self.cfg.delivery, "link": snd.get("link", "none"),
+            "records_unsent": max(0, sp["records"] - unconfirmed), "records_unconfirmed": unconfirmed,
+            "oldest_unconfirmed_age_s": snd.get("oldest_unconfirmed_age_s", 0.0),
+            "resent_unconfirmed": snd.get("resent_unconfirmed", 0),
             "spool": sp,
             "spool_records": sp["records"], "spool_bytes": sp["bytes"],
             "oldest_unsent_age_s": sp["oldest_unsent_age_s"],

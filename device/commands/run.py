@@ -92,8 +92,10 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         elif args.max_frames is not None and not service.stop_requested:
             t0 = time.monotonic()
             if not service.drain(cfg.pipeline.drain_timeout):
-                print(f"crowdcap: error: not everything was delivered within {cfg.pipeline.drain_timeout:.0f} s "
-                      f"(it stays in the spool and is sent next time)", file=sys.stderr)
+                why = getattr(service.stages.get("uplink"), "undelivered", lambda: "")()
+                confirmed = "ingest-confirmed" if cfg.uplink.delivery == "ingest" else "delivered to the broker"
+                print(f"crowdcap: error: not everything was {confirmed} within {cfg.pipeline.drain_timeout:.0f} s"
+                      f"{': ' + why if why else ''} (it stays in the spool and is sent next time)", file=sys.stderr)
                 return 3
             log.info("delivered in %.1f s", time.monotonic() - t0)
     finally:

@@ -11,6 +11,8 @@
   so an ingest crash never loses an acknowledged message; on a storage error (disk full) it is left
   unacknowledged and the ingest reconnects after a pause so the broker delivers it again.
 - Everything malformed is counted under `rejected[reason]` and never stops the ingest.
+- End-to-end acks (uplink/backend/confirm.py): what is stored is fsynced and confirmed to the device
+  on crowdcap/v1/<device>/ack; complete messages refused for good are named in the ack's `rejected`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from uplink import wire
+from uplink import plain, wire
+from uplink.backend.confirm import Confirmer
 from uplink.backend.reassembly import Reassembler
 from uplink.backend.sink import Sink, safe_ident
 from uplink.config import parse_broker
@@ -48,6 +51,7 @@ class Ingest:
             raise ValueError(f"share_group: may not contain / + or #, got {share_group!r}")
         self.limits = limits
         self.sink = Sink(self.out)
+        self.confirmer = Confirmer(self.sink)
         self.reassembler = Reassembler(self.out / ".partials", limits, timeout=partial_timeout)
         digest = hashlib.sha1(str(self.out.resolve()).encode()).hexdigest()[:10]
         self.persistent = self.share_group is None
@@ -76,23 +80,33 @@ class Ingest:
         parts = topic_name.split("/")
         if len(parts) < 4 or parts[0] != "crowdcap" or parts[1] != "v1":
             return self._reject("bad_topic")
-        if parts[3] == "cmd" and len(parts) == 4:
-            return "ignored"  # downlink commands are not ours
+        if parts[3] in ("cmd", "ack") and len(parts) == 4:
+            return "ignored"  # downlink commands and our own acks are not device messages
         source = parts[2]
+        chunk = None
         try:
             safe_ident(source)
+            if len(parts) == 4 and parts[3] in plain.KINDS and payload[:1] == b"{":
+                return self._plain(source, parts[3], payload, arrival)
             chunk = wire.parse_chunk(payload, self.limits)
             data = self.reassembler.add(source, chunk)
             if data is None:
+                self.confirmer.chunk_of_confirmed(source, chunk.message_id)
                 with self._lock:
                     self.counters["chunks_buffered"] += 1
                 return "partial"
-            return self._message(source, data, arrival)
+            try:
+                return self._message(source, data, arrival, chunk.message_id)
+            except WireError as e:
+                self.confirmer.rejected(source, chunk.message_id, e.reason)
+                raise
         except WireError as e:
             return self._reject(e.reason)
         except (OSError, MemoryError) as e:
             # Not the message's fault (disk full, I/O error): it is not acknowledged, and the broker
             # delivers it again after run() reconnects. Counted, never dropped.
+            if chunk is not None:
+                self.reassembler.forget(chunk.message_id)  # its redelivered chunks must assemble again
             with self._lock:
                 self.counters["storage_errors"] += 1
                 n = self.counters["storage_errors"]
@@ -108,16 +122,29 @@ class Ingest:
                 log.exception("ingest: unexpected error (%d so far)", n)
             return what
 
-    def _message(self, source: str, data: bytes, arrival: float) -> str:
+    def _message(self, source: str, data: bytes, arrival: float, message_id: bytes | None = None) -> str:
         msg = wire.decode(data, self.limits)
         if msg.device_id != source:
             raise WireError("topic_mismatch", f"{msg.device_id!r} on {source!r}'s topic")
         what = self.sink.write(msg, arrival, len(data))
+        if message_id is not None:
+            self.confirmer.stored(source, message_id, msg, what)
         with self._lock:
             self.counters[what] += 1
             self.counters["messages"] += 1
             if msg.historical:
                 self.counters["historical"] += 1
+        return what
+
+    def _plain(self, source: str, kind: str, payload: bytes, arrival: float) -> str:
+        """status / telemetry as plain JSON (uplink/plain.py); spooled telemetry is confirmed like frames."""
+        msg, message_id = plain.decode(kind, source, payload, self.limits)
+        what = self.sink.write(msg, arrival, len(payload))
+        if message_id is not None:
+            self.confirmer.stored(source, message_id, msg, what)
+        with self._lock:
+            self.counters[what] += 1
+            self.counters["messages"] += 1
         return what
 
     def _reject(self, reason: str) -> str:
@@ -230,6 +257,7 @@ class Ingest:
         # PNG encoding, depth decoding and file I/O release the GIL: a few workers use the cores
         # (messages arriving before the pool exists are simply processed inline)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ingest") if self.workers > 1 else None
+        self.confirmer.start(client)
         self._last_message = time.monotonic()
         last_report = time.monotonic()
         try:
@@ -246,6 +274,7 @@ class Ingest:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)  # finish (and ack) what was received
+            self.confirmer.stop()  # the last confirmations go out before the link closes
             client.disconnect()
             client.loop_stop()
             self._finalize()
@@ -290,6 +319,7 @@ class Ingest:
     def stats(self) -> dict:
         with self._lock:
             return {"connected": self._connected.is_set(), **dict(self.counters),
+                    "confirm": dict(self.confirmer.counters),
                     "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
                     "reassembly": dict(self.reassembler.counters), "partials": self.reassembler.partials(),
                     "sessions": [str(s.root.relative_to(self.out)) for s in self.sink.sessions()]}

@@ -99,6 +99,12 @@ class Reassembler:
             raise WireError("bad_chunk_size", f"assembled {len(data)} bytes, header said {total}")
         return data
 
+    def forget(self, message_id: bytes) -> None:
+        """A completed message could not be stored (disk full): its redelivered chunks are not late
+        duplicates, they must assemble again."""
+        with self._lock:
+            self._recent.pop(message_id, None)
+
     def leftovers(self) -> list[Path]:
         """Claimed folders of a process that died mid-assembly (process them again at startup)."""
         out = []
