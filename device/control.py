@@ -236,6 +236,13 @@ class Controller:
         redact = self.service.stages.get("redact")
         if redact is None:
             raise CommandError("privacy: no redaction stage in this pipeline")
+        from device import privacy_console  # the wearer's own objects, volumes, zones, take-backs
+
+        if verb in privacy_console.VERBS:
+            try:
+                return privacy_console.run(self.service, verb, args[1:])
+            except privacy_console.PrivacyCommandError as e:
+                raise CommandError(str(e)) from None
         if verb != "show" and not hasattr(redact, "reload_policy"):
             raise CommandError(f"privacy {verb}: redaction is disabled (redact.enabled = false or --no-redact); "
                                "no policy is in force")
@@ -258,13 +265,6 @@ class Controller:
             if len(args) != 2:
                 raise CommandError("usage: privacy update POLICY_TOML")
             return self._privacy_update(redact, args[1])
-        from device import privacy_console  # the wearer's own objects, volumes, zones, take-backs
-
-        if verb in privacy_console.VERBS:
-            try:
-                return privacy_console.run(self.service, verb, args[1:])
-            except privacy_console.PrivacyCommandError as e:
-                raise CommandError(str(e)) from None
         raise CommandError(f"usage: privacy [show|reload|{'|'.join(privacy_console.VERBS)}]")
 
     def _privacy_update(self, redact: Any, text: str) -> tuple[dict[str, Any], str]:
