@@ -253,6 +253,9 @@ class Service:
                 except Exception as e:
                     details[name] = {"error": f"{type(e).__name__}: {e}"}
         snap["details"] = details
+        zones = getattr(self.source, "zone_status", None)  # device/zones.py: private places (name hashes only)
+        if callable(zones):
+            snap["zones"] = zones()
         return snap
 
     def set_config(self, key: str, value_text: str) -> Config:

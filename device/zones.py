@@ -141,7 +141,7 @@ class ZoneGate:
                      self._paused_by)
             self._paused_by = None
 
-    def status(self) -> dict[str, Any]:
+    def zone_status(self) -> dict[str, Any]:
         out = {**self.tracker.status(), **self.counters, "paused_by": self._paused_by, "gap_log": self.gaps[-5:]}
         if self.load_error:
             out["load_error"] = self.load_error
@@ -156,5 +156,5 @@ def attach_zones(source: Any, state_dir: Path, cfg: PrivacyConfig, stages: list[
     for stage in stages:
         layer = getattr(stage, "private", None)
         if layer is not None:
-            layer.zone_status = gate.status
+            layer.zone_status = gate.zone_status
     return gate
