@@ -49,7 +49,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("start", "start", "resume capture"),
     ("stop", "stop", "pause capture (the service keeps running)"),
     ("config", "config [get] KEY | config set KEY VALUE", "read or change a setting (validated, saved atomically)"),
-    ("privacy", "privacy [show|reload]", "the wearer's privacy policy"),
+    ("privacy", "privacy [show|reload|list|mark-volume|remove|redact-last]",
+     "the wearer's privacy: policy, private objects/volumes/zones, take-backs"),
     ("policy", "policy", "the effective redaction policy: every rule and the layer it came from, the floor"),
     ("spool", "spool [stats|flush]", "store-and-forward spool"),
     ("net", "net", "broker connection and link quality"),
@@ -264,6 +265,13 @@ class Controller:
         redact = self.service.stages.get("redact")
         if redact is None:
             raise CommandError("privacy: no redaction stage in this pipeline")
+        from device import privacy_console  # the wearer's own objects, volumes, zones, take-backs
+
+        if verb in privacy_console.VERBS:
+            try:
+                return privacy_console.run(self.service, verb, args[1:])
+            except privacy_console.PrivacyCommandError as e:
+                raise CommandError(str(e)) from None
         if verb != "show" and not hasattr(redact, "reload_policy"):
             raise CommandError(f"privacy {verb}: redaction is disabled (redact.enabled = false or --no-redact); "
                                "no policy is in force")
@@ -272,6 +280,9 @@ class Controller:
             if not self.service.config.redact.enabled:
                 return {"policy_file": None, "redaction": "disabled"}, \
                     "redaction disabled (redact.enabled = false or --no-redact): frames are marked, not redacted"
+            from device.privacy_console import listing
+
+            st["wearer"] = listing(self.service)
             return {"policy_file": self.service.config.redact.policy or "(built-in default)", **st}, \
                 text_of(st) or "(no policy status)"
         if verb == "reload":
@@ -286,7 +297,7 @@ class Controller:
                 raise CommandError("privacy update: only the signed downlink changes the fleet policy layer; "
                                    "the wearer's own layer is `config set redact.policy FILE`")
             return self._privacy_update(redact, args[1])
-        raise CommandError("usage: privacy [show|reload]")
+        raise CommandError(f"usage: privacy [show|reload|{'|'.join(privacy_console.VERBS)}]")
 
     def _privacy_update(self, redact: Any, text: str) -> tuple[dict[str, Any], str]:
         """The fleet's policy layer (signed downlink): it replaces the previous fleet layer, never the

@@ -59,6 +59,7 @@ class RedactStage:
         self._times: deque[float] = deque(maxlen=1000)
         self._last_fault = ""
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
+        self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -124,6 +125,16 @@ class RedactStage:
                 ACTIONS[r["action"]](color[y1:y2, x1:x2])
             if r["applies_to"] in ("depth", "both"):
                 depth[y1:y2, x1:x2] = 0
+        if self.private is not None:  # on the raw frame (pose for volumes), after the detectors
+            try:
+                color, depth, mine = self.private.apply(frame, color, depth)
+            except FrameWithheld as e:
+                with self._lock:
+                    self._withheld[e.reason] += 1
+                raise
+            except Exception as e:  # cannot vouch for the wearer's own private things: fail closed
+                return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"))
+            regions = regions + mine
         manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class
         with self._lock:
             self._frames += 1
@@ -246,10 +257,13 @@ class RedactStage:
                 "last_fault": self._last_fault,
                 "regions": self._regions,
                 "tracks": len(self.tracker),
+                **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
             } | self.forms.status()
 
     def close(self) -> None:
+        if self.private is not None:
+            self.private.close()
         self.detectors = []
         self.load_error = self.load_error or "stage closed"

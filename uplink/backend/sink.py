@@ -17,6 +17,7 @@ is Open3D-readable); the device's poses are estimates, so they go to trajectory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -29,7 +30,10 @@ import cv2
 import numpy as np
 
 from uplink import messages, wire
+from uplink.backend import takeback
 from uplink.wire import Message, WireError
+
+log = logging.getLogger("crowdcap.ingest.sink")
 
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -300,6 +304,7 @@ class Sink:
             self._unclaim(s, "f", msg.seq)
             raise
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
         return "frame"
 
     def _cloud(self, msg: Message) -> str:
@@ -311,6 +316,7 @@ class Sink:
         if not self._claim(s, "c", msg.seq):
             return "duplicate"
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, msg.t_capture_ns / 1e9)
         return "cloud"
 
     def _json(self, msg: Message, arrival: float) -> str:
@@ -332,6 +338,12 @@ class Sink:
         except BaseException:
             self._unclaim(s, letter, msg.seq)
             raise
+        if msg.type == wire.EVENT and isinstance(payload, dict) and payload.get("type") == "takeback":
+            try:  # the wearer took frames back: delete / re-redact them (uplink/backend/takeback.py)
+                takeback.apply(dev, payload)
+            except ValueError as e:
+                log.warning("take-back refused: %s", e)
+            s.dirty = True
         return msg.kind
 
     def finalize(self, session: Session, report: bool = True) -> None:
@@ -392,4 +404,5 @@ def read_frames(root: Path) -> list[dict]:
         except ValueError:
             continue
     out.sort(key=lambda f: (f.get("t", 0), f.get("seq", 0)))
-    return out
+    gone = takeback.deleted(root)
+    return [f for f in out if f.get("seq") not in gone] if gone else out
