@@ -18,6 +18,7 @@ from capture.configcore import ConfigError
 COMMANDS = [
     "run", "demo", "record", "config", "redact", "models", "ingest", "console", "status", "ctl",
     "cloud", "mesh", "eval_odometry", "export", "view", "bench", "devices", "identity", "privacy",
+    "tags", "fleet",
 ]
 
 
