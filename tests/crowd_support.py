@@ -57,6 +57,7 @@ def make_session(out: Path, device: str, session: str, policy_path: str, *, n: i
     from uplink import messages, wire
     from uplink.backend.sink import Sink
 
+    redact_kw.setdefault("budget_ms", 5000.0)  # a loaded CI core must not withhold the harness's frames
     stage = redact.build_stage(small_redact_config(policy_path, width, height, hold_frames=0, **redact_kw))
     src = SyntheticSource(width, height, seed=seed, pace="fast", device_id=device, session_id=session,
                           n_frames=n * step, noise=False)
@@ -137,7 +138,7 @@ class Device:
         self.cfg_path.write_text(
             f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
             f'[capture]\nsource = "synthetic"\nwidth = 320\nheight = 240\nfps = {fps}\npace = "realtime"\n\n'
-            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}tile_width = 0\ntile_height = 0\n'
+            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}tile_width = 0\ntile_height = 0\nbudget_ms = 2000.0\n'
             f'detect_width = 320\ndetect_height = 256\n\n[depth]\nenabled = false\n\n'
             f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
             f'[downlink]\npublic_key = "{public_key}"\n')

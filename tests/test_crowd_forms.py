@@ -26,7 +26,7 @@ action = "blur"
 margin = 0.15
 min_score = 0.3
 '''
-SCENE = {"width": 640, "height": 480, "n": 8, "step": 6, "budget_ms": 5000.0}  # a shared CI core: no deadline
+SCENE = {"width": 640, "height": 480, "n": 8, "step": 6}
 
 
 @pytest.mark.slow

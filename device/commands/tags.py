@@ -74,6 +74,18 @@ def _load(args: argparse.Namespace, tags_path: str):
     return cons, Sessions(args.sessions)
 
 
+def _user_errors(fn):  # TagError (bad tags, options, sessions): exit 2 with its message, no "internal error"
+    def wrapped(args: argparse.Namespace) -> int:
+        from uplink.backend.tags.format import TagError
+
+        try:
+            return fn(args)
+        except TagError as e:
+            raise CliError(str(e)) from None
+    return wrapped
+
+
+@_user_errors
 def run_score(args: argparse.Namespace) -> int:
     from uplink.backend.tags.page import write_page
     from uplink.backend.tags.score import score, table
@@ -87,6 +99,7 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_errors
 def run_propose(args: argparse.Namespace) -> int:
     from uplink.backend.tags.propose import propose
 
@@ -117,6 +130,7 @@ def run_propose(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_errors
 def run_check(args: argparse.Namespace) -> int:
     from uplink.backend.tags.check import check, text
 

@@ -57,9 +57,16 @@ class _Inbox:
 
 
 def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
-    """(kind, JSON) of a single-chunk JSON wire message, or of plain JSON (a last will); None if neither."""
+    """(kind, JSON) of a single-chunk JSON wire message (its device signature, if any, is not checked
+    here: the result only reports, it authorises nothing), or of plain JSON (status, telemetry, a last
+    will); None if neither."""
     try:
-        msg = wire.decode(wire.parse_chunk(payload).data)
+        chunk = wire.parse_chunk(payload)
+        data = chunk.data
+        split = getattr(wire, "split_signature", None)  # wire v1.1: the device's signature follows the message
+        if split is not None and getattr(chunk, "signed", False):
+            data = split(data, True)[0]
+        msg = wire.decode(data)
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from uplink.backend.tags.consensus import Consensus
+from uplink.backend.tags.format import TagError
 from uplink.backend.tags.replay import Replayer, policy_redactions
 from uplink.backend.tags.score import COVER_MIN, evaluate, observed
 from uplink.backend.tags.sessions import Sessions
@@ -24,7 +25,7 @@ def check(cons: Consensus, sessions: Sessions, new_policy: str | Path, *, curren
     from redact.policy import load_policy
 
     if not 0 <= max_over <= 1:
-        raise ValueError(f"--max-over-redaction: expected 0-1, got {max_over}")
+        raise TagError(f"--max-over-redaction: expected 0-1, got {max_over}")
     new = load_policy(new_policy)  # PolicyError names the file and field
     cur = load_policy(current) if current else None
     keys = [k for k in cons.frames() if sessions.get(k) is not None]

@@ -35,6 +35,7 @@ from typing import Any
 from uplink.backend.tags import private, toml_out
 from uplink.backend.tags.check import MAX_OVER_REDACTION
 from uplink.backend.tags.consensus import Consensus, Region
+from uplink.backend.tags.format import TagError
 from uplink.backend.tags.replay import Replayer, policy_redactions
 from uplink.backend.tags.score import COVER_MIN, evaluate
 from uplink.backend.tags.sessions import FrameRec, Sessions, coverage
@@ -275,7 +276,7 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     device_actions = private.volumes(rest, sessions) + private.exemplars(rest, sessions, exemplar_dir)
     stage = RedactStage(replayer.cfg, new_policy, replayer._base.detectors)
     if stage._policy_error:
-        raise ValueError(f"proposed policy would not run on the device: {stage._policy_error}")
+        raise TagError(f"proposed policy would not run on the device: {stage._policy_error}")
     # the calibration above estimates from one low-threshold pass; the replay with the policy itself is
     # what `tags check` will see (the detector's candidate verification depends on the threshold)
     replayed = evaluate(cons, sessions, policy_redactions(replayer, new_policy, keys), cover_min=cover_min)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from uplink.backend.tags.format import TagError
 from uplink.backend.tags.sessions import FrameRec, Key, Sessions
 
 log = logging.getLogger("crowdcap.tags")
@@ -42,7 +43,7 @@ class Replayer:
         self.cfg = replay_config(redact_cfg)
         self._base = redact.build_stage(self.cfg)
         if self._base.load_error:
-            raise ValueError(f"redaction model does not load: {self._base.load_error}")
+            raise TagError(f"redaction model does not load: {self._base.load_error}")
         self.classes = sorted({c for d in self._base.detectors for c in d.card.classes})
         self.frames_replayed = 0
         self._provides: dict[str, bool] = {}
@@ -87,7 +88,7 @@ class Replayer:
 
         stage = RedactStage(self.cfg, policy, self._base.detectors)
         if stage._policy_error:
-            raise ValueError(stage._policy_error)
+            raise TagError(stage._policy_error)
         out: dict[Key, list[dict[str, Any]]] = {}
         for key in sorted(keys):
             rec = self.sessions.get(key)
@@ -103,7 +104,7 @@ class Replayer:
                 regs = (res.redaction or {}).get("regions", [])
             except FrameWithheld as e:
                 if e.reason != "policy_drop":
-                    raise ValueError(f"replay of {key}: frame withheld ({e})") from None
+                    raise TagError(f"replay of {key}: frame withheld ({e})") from None
                 regs = [{"bbox": [0, 0, frame.size[0], frame.size[1]], "class": "(drop_frame)", "score": 1.0,
                          "action": "drop_frame", "applies_to": "both"}]
             self.frames_replayed += 1
