@@ -141,21 +141,50 @@ def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
     return form
 
 
-def _persons(replayer: Replayer, current: Any, keys: list[Any]) -> dict[Any, list[dict[str, Any]]] | None:
-    """Person boxes on these frames, if the device can detect persons (for a form's `inside`)."""
+def _boxes(replayer: Replayer, current: Any, keys: list[Any], cls: str) -> dict[Any, list[dict[str, Any]]] | None:
+    """Boxes of `cls` (person, text) the device finds on these frames (replayed); None if it cannot."""
     from redact.policy import Rule
 
-    if not keys or not replayer.provides("person"):
+    if not keys or not replayer.provides(cls):
         return None
-    probe = replace(current, rules=(Rule("person", "blur", margin=0.0, min_score=0.3),), version="probe-person")
+    probe = replace(current, rules=(Rule(cls, "blur", margin=0.0, min_score=0.3),), version=f"probe-{cls}")
     try:
         found = replayer.detect(probe, keys)
     except ValueError:
         return None
-    return {k: [r for r in v if r.get("class") == "person"] for k, v in found.items()}
+    return {k: [r for r in v if r.get("class") == cls] for k, v in found.items()}
 
 
-def _refused(raw: dict[str, Any], replayer: Replayer) -> str:
+def _share_on(regs: list[Region], boxes: dict[Any, list[dict[str, Any]]] | None, need: float) -> list[Region]:
+    """The regions at least `need` of whose area lies in one of the frame's boxes."""
+    if boxes is None:
+        return []
+    return [r for r in regs if any(coverage(r.bbox, [tuple(b["bbox"])]) >= need for b in boxes.get(r.frame, []))]
+
+
+def _floor():
+    try:
+        from redact import floor  # the privacy floor (issue 16): devices refuse a policy below it
+    except ImportError:
+        return None
+    return floor if hasattr(floor, "check") else None
+
+
+def floor_holds(policy: Any) -> bool:
+    """The policy is within the privacy floor (or this build has none). A current policy below it means
+    the fleet's devices run with the floor lowered (their installer's decision): proposals are not held
+    to it either."""
+    floor = _floor()
+    if floor is None:
+        return True
+    try:
+        floor.check(policy)
+    except Exception:
+        return False
+    return True
+
+
+def _refused(raw: dict[str, Any], replayer: Replayer, *, check_floor: bool = True) -> str:
     """Why the device would refuse (or could not run) this policy; "" when it would run it."""
     from redact.policy import parse_policy
     from redact.stage import RedactStage
@@ -164,11 +193,8 @@ def _refused(raw: dict[str, Any], replayer: Replayer) -> str:
         policy = parse_policy(raw, "proposed policy")
     except Exception as e:  # e.g. this build's policy syntax has no [[forms]] (issue 11)
         return f"the device's policy syntax refuses it ({e})"
-    try:
-        from redact import floor  # the privacy floor (issue 16): devices refuse a policy below it
-    except ImportError:
-        floor = None
-    if floor is not None and hasattr(floor, "check"):
+    floor = _floor() if check_floor else None
+    if floor is not None:
         try:
             floor.check(policy)
         except Exception as e:
@@ -184,6 +210,7 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     from redact.stage import RedactStage
 
     current = load_policy(current_path)
+    enforced = floor_holds(current)
     raw = tomllib.loads(Path(current_path).read_text(encoding="utf-8"))
     keys = [k for k in cons.frames() if sessions.get(k) is not None]
     replayer = Replayer(sessions, redact_cfg)
@@ -223,7 +250,7 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
             trial.append({"class": cls, "action": "blur", "margin": 0.35, "applies_to": "both", "min_score": c["to"]})
         else:
             trial[rules.index(entry)]["min_score"] = c["to"]
-        refused = _refused({**raw, "version": "trial", "rules": trial}, replayer)
+        refused = _refused({**raw, "version": "trial", "rules": trial}, replayer, check_floor=enforced)
         if refused:  # e.g. raising the face threshold above the privacy floor
             not_emitted.append({**c, "why": f"{c['why']}: not emitted, {refused}"})
             continue
@@ -236,7 +263,9 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if r.private and r.cls.startswith("custom:") and current.rule_for(r.cls) is None:
             by_form[r.cls[7:]].append(r)
     forms = [dict(f) for f in raw.get("forms", [])]
-    person_boxes = _persons(replayer, current, sorted({r.frame for rs in by_form.values() for r in rs}))
+    form_keys = sorted({r.frame for rs in by_form.values() for r in rs})
+    person_boxes = _boxes(replayer, current, form_keys, "person")
+    text_boxes = _boxes(replayer, current, form_keys, "text") if by_form else None
     for name, regs in sorted(by_form.items()):
         form = text_form(name, regs)
         n_text = sum(1 for r in regs if r.text)
@@ -246,14 +275,19 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if form is None:
             not_emitted.append({"kind": "form", "form": name, "why": why + ": too few regions for a shape-only form"})
             continue
+        on_text = _share_on(regs, text_boxes, 0.5)
+        if "match" not in form and len(on_text) < 0.8 * len(regs):  # shape only: it must be text the device sees
+            not_emitted.append({"kind": "form", "form": form, "why": f"{why}: not emitted, the device's text detector "
+                                f"finds text on {len(on_text)}/{len(regs)} of the tagged regions"})
+            continue
         if person_boxes is not None:
-            inside = [r for r in regs if any(coverage(r.bbox, [tuple(p["bbox"])]) >= 0.6
-                                             for p in person_boxes.get(r.frame, []))]
+            inside = _share_on(regs, person_boxes, 0.6)
             if len(inside) >= max(2, 0.8 * len(regs)):
                 form["inside"] = "person"
                 why += f", inside a person ({len(inside)}/{len(regs)} of the tagged regions are)"
         rule = {"class": f"custom:{name}", "action": "blur", "margin": 0.2, "applies_to": "both"}
-        refused = _refused({**raw, "version": "trial", "rules": rules + [rule], "forms": forms + [form]}, replayer)
+        refused = _refused({**raw, "version": "trial", "rules": rules + [rule], "forms": forms + [form]}, replayer,
+                           check_floor=enforced)
         if refused:
             not_emitted.append({"kind": "form", "form": form, "why": f"{why}: not emitted, {refused}"})
             continue
