@@ -51,7 +51,8 @@ def test_a_leaking_bib_becomes_a_text_form(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     (form,) = [c for c in doc["changes"] if c["kind"] == "form"]
     assert form["form"] == {"name": "bib", "from": "text", "match": "^[0-9]{4}$"}, form
-    assert main(["tags", "check", str(new), "--tags", str(tags), "--sessions", str(out), "--json"]) == 0
+    assert main(["tags", "check", str(new), "--tags", str(tags), "--sessions", str(out), "--current", str(cur),
+                 "--json"]) == 0
     chk = json.loads(capsys.readouterr().out)
     assert chk["by_class"]["custom:bib"]["new"]["recall"] >= 0.6, chk["by_class"]["custom:bib"]
 

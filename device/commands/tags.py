@@ -27,6 +27,8 @@ def _consensus_args(p: argparse.ArgumentParser) -> None:
                    help="share of a private region that must be redacted to count as covered (default 0.8)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad tag lines (listed on stderr) instead of refusing")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--config", default=None,
+                   help="a device config: replays use its [redact] settings (detector sizes, tiles), as the device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-over-redaction", type=float, default=0.05, help="refuse above this (default 0.05)")
     c.set_defaults(func=run_check)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _redact_cfg(args: argparse.Namespace):
+    if not args.config:
+        return None
+    from device import config as config_mod
+
+    return config_mod.load(args.config).redact  # ConfigError names the key
 
 
 def _load(args: argparse.Namespace, tags_path: str):
@@ -108,7 +118,8 @@ def run_propose(args: argparse.Namespace) -> int:
         raise CliError(f"--max-over-redaction: expected 0-1, got {args.max_over_redaction}")
     out = Path(args.output)
     doc = propose(cons, sessions, args.policy, max_over=args.max_over_redaction, cover_min=args.cover,
-                  version=args.policy_version, exemplar_dir=out.with_name(out.stem + ".exemplars"))
+                  version=args.policy_version, exemplar_dir=out.with_name(out.stem + ".exemplars"),
+                  redact_cfg=_redact_cfg(args))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(doc["toml"], encoding="utf-8")
     os.replace(tmp, out)
@@ -139,6 +150,6 @@ def run_check(args: argparse.Namespace) -> int:
         raise CliError(f"no tags: give --tags FILE, or keep the crowd's tags in {tags}")
     cons, sessions = _load(args, tags)
     doc = check(cons, sessions, args.policy, current=args.current, max_over=args.max_over_redaction,
-                cover_min=args.cover)
+                cover_min=args.cover, redact_cfg=_redact_cfg(args))
     print(json.dumps(doc, indent=1) if args.json else text(doc))
     return 0 if doc["ok"] else 1
