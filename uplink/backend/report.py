@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -121,6 +122,7 @@ def summary(frames: list[dict]) -> dict:
         "degraded": sum(1 for f in frames if f.get("degraded")),
         "bytes": int(sum(f.get("bytes", 0) for f in frames)),
         "regions": sum(len(_regions(f)) for f in frames),
+        "regions_by_class": dict(sorted(Counter(str(r.get("class")) for f in frames for r in _regions(f)).items())),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
         "duration_s": round(frames[-1]["t"] - frames[0]["t"], 3) if frames else 0.0,
