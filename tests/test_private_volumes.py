@@ -159,3 +159,42 @@ def test_a_new_session_relocalises_from_colour_alone_or_withholds_when_told(worl
     strict = PrivateLayer.load(state, PrivacyConfig(unlocalised="withhold"))
     with pytest.raises(FrameWithheld, match="private_pose_lost"):
         strict.apply(other, other.color, other.depth)
+
+
+def test_add_volume_from_a_recorded_session(world: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`crowdcap privacy add-volume SESSION`: a box in a recorded session's coordinates (its poses, as an
+    ingest session's groundtruth.txt has them); a later session relocalises and the content is gone."""
+    import json
+
+    from capture.tum import TumWriter
+    from device.cli import main
+
+    src, box_quads = world
+    rec = tmp_path / "session"
+    writer = TumWriter(rec)
+    for i in range(0, 60, 3):
+        frame, _ = _frame(src, box_quads, i, "rec")
+        writer.append(frame.replace(pose=frame.attachments["truth"]["pose"], redaction={"regions": []}))
+    writer.close()
+    state = tmp_path / "state"
+    centre = [str(v) for v in (BOX_LO + BOX_HI) / 2]
+    size = [str(v) for v in BOX_HI - BOX_LO + 0.1]
+    assert main(["privacy", "--state-dir", str(state), "--json", "add-volume", str(rec), "--name", "toybox",
+                 "--centre", *centre, "--box", *size]) == 0
+    added = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert added["keyframes"] >= 2 and added["name"] == "toybox"
+    assert main(["privacy", "--state-dir", str(state), "add-volume", str(tmp_path / "nope"), "--name", "x",
+                 "--centre", "0", "0", "1", "--box", "1", "1", "1"]) == 2
+    assert main(["privacy", "--state-dir", str(state), "add-volume", str(rec), "--name", "y",
+                 "--centre", "0", "0", "1", "--box", "1", "-1", "1"]) == 2
+    layer = PrivateLayer.load(state, PrivacyConfig())
+    leaked = content_frames = 0
+    for i in range(200, 260, 4):
+        frame, content = _frame(src, box_quads, i, "later")
+        try:
+            color, depth, _ = layer.apply(frame, frame.color, frame.depth)
+        except FrameWithheld:
+            continue
+        content_frames += bool(content.any())
+        leaked += int(np.count_nonzero(content & (color.any(axis=2) | (depth > 0))))
+    assert leaked == 0 and content_frames >= 5 and layer.status()["pose"]["relocalised"] >= 1

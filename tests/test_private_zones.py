@@ -120,3 +120,36 @@ def test_wifi_zone_from_a_file() -> None:
         wait_for(lambda: source.source._index > 5, 5, "capture after leaving")
     finally:
         service.close()
+
+
+def test_console_marks_a_volume_in_front_of_the_wearer_and_lists_it() -> None:
+    """`privacy mark-volume` on a running service with real redaction: anchored on the next frame, then
+    every later frame redacts it; `privacy list` / `privacy` show it by name and name hash."""
+    from device import config as config_mod
+    from device.control import Controller, Session
+    from device.runtime import Service
+
+    root = short_dir()
+    cfg_path = root / "crowdcap.toml"
+    cfg_path.write_text(f'[device]\nid = "test-dev"\nstate_dir = "{root / "state"}"\n\n'
+                        f'[uplink]\nspool_dir = "{root / "spool"}"\n\n[depth]\nenabled = false\n')
+    source = SyntheticSource(320, 240, fps=15.0, pace="realtime", noise=False)
+    service = Service(config_mod.load(cfg_path), cfg_path, source=source)
+    ctl = Controller(service)
+    trusted = Session(origin="control", authorized=True)
+    service.start()
+    try:
+        assert not ctl.execute(["privacy", "mark-volume", "desk", "--box", "1", "x", "1"], trusted).ok
+        reply = ctl.execute(["privacy", "mark-volume", "desk", "--box", "0.8", "0.8", "0.8", "--at", "2"], trusted)
+        assert reply.ok, reply.data
+        h = reply.data["marked"]["name_hash"]
+        stage = service.stages["redact"]
+        wait_for(lambda: stage.status()["private"]["matches"].get(h, 0) >= 3, 20, "volume redacted in later frames")
+        listed = ctl.execute(["privacy", "list"], trusted)
+        assert [v["name"] for v in listed.data["volumes"]] == ["desk"] and listed.data["volumes"][0]["name_hash"] == h
+        shown = ctl.execute(["privacy"], trusted)
+        assert shown.ok and shown.data["wearer"]["volumes"][0]["name_hash"] == h
+        assert ctl.execute(["privacy", "remove", "desk"], trusted).ok
+        assert ctl.execute(["privacy", "list"], trusted).data["volumes"] == []
+    finally:
+        service.close()
