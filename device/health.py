@@ -262,9 +262,13 @@ class HealthReporter:
         }
         if self.extra is not None:
             telemetry["ops"] = self.extra()
+        up = telemetry["uplink"]
         retained = {"state": "online", "summary": summary_line(status), "t_utc": telemetry["t_utc"],
                     "session_id": self.service.session_id, "thermal": sample["thermal"],
-                    "paused": status.get("paused", False)}
+                    "paused": status.get("paused", False),
+                    "link": {k: up.get(k) for k in ("link", "delivery", "last_error", "records_unsent",
+                                                    "records_unconfirmed", "oldest_unconfirmed_age_s",
+                                                    "resent_unconfirmed")}}
         try:
             publish("telemetry", telemetry)
             publish("status", retained, retain=True)

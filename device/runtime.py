@@ -116,8 +116,15 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
         stages.append(TumRecorder(record_dir))
     else:
         import uplink
+        from uplink.identity import DeviceKey, link_warnings
 
-        stages.append(uplink.build_stage(cfg.uplink, device_id, session_id))
+        for warning in link_warnings(cfg.uplink.broker, cfg.uplink.username):
+            log.warning("uplink: %s", warning)
+        try:  # the device's signing key: made at first start, registered once with the backend
+            key = DeviceKey.load_or_create(cfg.device.state_dir)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"device.state_dir: {e}") from None
+        stages.append(uplink.build_stage(cfg.uplink, device_id, session_id, signer=key.sign))
     return stages
 
 

@@ -62,6 +62,9 @@ class Confirmations:
     def is_sent(self, rid: int) -> bool:
         return rid in self._sent
 
+    def sent_ids(self) -> list[int]:
+        return list(self._sent)
+
     def may_send_more(self) -> bool:
         return self._bytes < self.window_bytes
 

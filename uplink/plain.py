@@ -7,7 +7,11 @@
 One JSON object per MQTT payload (no chunk, no binary envelope), UTF-8:
 `{"v": 1, "type": "status"|"telemetry", "device_id", "session_id", "seq", "t_utc", ...payload}`;
 spooled telemetry also carries `"id"` (32 hex digits: the message id the ingest confirms, see the
-ack section of docs/wire-format.md) and `"historical": true` when sent from the backlog. Payload keys
+ack section of docs/wire-format.md), `"historical": true` when sent from the backlog and, on a device
+with a signing key, `"sig"`: 128 hex digits, the Ed25519 signature over
+`b"crowdcap-plain-v1\0" + message id + the JSON as spooled` (the payload without these three keys,
+which the sender appends in this order just before the closing brace). An ingest with a device
+registry confirms only telemetry whose signature verifies (a forger must not confirm real records). Payload keys
 sit at the top level (Home Assistant: `value_template: "{{ value_json.state }}"`); the envelope keys
 above win over payload keys of the same name. Frames, clouds, events and command results keep the
 binary envelope.
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 from uplink import wire
@@ -24,7 +30,7 @@ from uplink.wire import WireError
 
 VERSION = 1
 KINDS = {"status": wire.STATUS, "telemetry": wire.TELEMETRY}
-ENVELOPE = ("v", "type", "device_id", "session_id", "seq", "t_utc", "id", "historical")
+ENVELOPE = ("v", "type", "device_id", "session_id", "seq", "t_utc", "id", "historical", "sig")
 
 
 def encode(kind: str, device_id: str, session_id: str, seq: int, t_utc: float, payload: dict[str, Any]) -> bytes:
@@ -36,10 +42,30 @@ def encode(kind: str, device_id: str, session_id: str, seq: int, t_utc: float, p
     return wire.json_bytes(body)
 
 
-def for_sending(data: bytes, message_id: bytes, historical: bool) -> bytes:
-    """The spooled JSON with its message id (and the backlog flag) spliced in: no re-encoding."""
+_SIG_DOMAIN = b"crowdcap-plain-v1\0"
+_TAIL = re.compile(rb',"id":"([0-9a-f]{32})"(,"historical":true)?(?:,"sig":"([0-9a-f]{128})")?}$')
+
+
+def signed_bytes(message_id: bytes, data: bytes) -> bytes:
+    return _SIG_DOMAIN + message_id + data
+
+
+def for_sending(data: bytes, message_id: bytes, historical: bool,
+                signer: Callable[[bytes], bytes] | None = None) -> bytes:
+    """The spooled JSON with its message id, the backlog flag and the signature spliced in (no
+    re-encoding)."""
     extra = f',"id":"{message_id.hex()}"' + (',"historical":true' if historical else "")
+    if signer is not None:
+        extra += f',"sig":"{signer(signed_bytes(message_id, data)).hex()}"'
     return data[:-1] + extra.encode() + b"}"
+
+
+def signature_of(payload: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(JSON as spooled, message id, signature) of a signed payload, else None."""
+    m = _TAIL.search(payload)
+    if m is None or m.group(3) is None:
+        return None
+    return payload[:m.start()] + b"}", bytes.fromhex(m.group(1).decode()), bytes.fromhex(m.group(3).decode())
 
 
 def decode(kind: str, device_id: str, payload: bytes,

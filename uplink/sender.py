@@ -59,6 +59,8 @@ class _Outgoing:
 class Sender:
     """Ships `spool` to `cfg.broker`. `start()` / `stop()`; thread-safe `wake()`, `stats()`, `drained()`."""
 
+    signer = None  # set by the stage: data -> Ed25519 signature over each message id (wire v1.1)
+
     def __init__(self, cfg: UplinkConfig, device_id: str, spool: Spool, *, will_payload: bytes,
                  status_payload: Callable[[], bytes | None] | None = None) -> None:
         self.urls = parse_brokers(cfg.broker)
@@ -67,7 +69,8 @@ class Sender:
         self._node = 0
         self.cfg = cfg
         self.trouble = LinkTrouble(log)
-        self.track = (Confirmations(spool, cfg.confirm_timeout, int(cfg.confirm_window_mb * 2**20))
+        # at most half the spool may be sent-but-unconfirmed (not evictable): the rest can make room
+        self.track = (Confirmations(spool, cfg.confirm_timeout, min(int(cfg.confirm_window_mb * 2**20), spool.quota // 2))
                       if cfg.delivery == "ingest" else None)
         self._resend: list[int] = []
         self.device_id = device_id
@@ -334,6 +337,8 @@ class Sender:
         self._cursor = 0
         self._resend.clear()
         if self.track is not None:
+            for rid in self.track.sent_ids():
+                self.spool.release(rid)
             self.track.forget_all()  # everything still in the spool is replayed on the next connection
         with self._idle:
             self._idle.notify_all()
@@ -447,9 +452,9 @@ class Sender:
         mid = self.spool.epoch + rid.to_bytes(8, "big")
         historical = rec.recovered or rid < self._live_from
         if rec.kind in (wire.STATUS, wire.TELEMETRY) and data[:1] == b"{":  # plain JSON: one payload, no chunk
-            parts = [plain.for_sending(data, mid, historical)]
+            parts = [plain.for_sending(data, mid, historical, self.signer)]
         else:
-            parts = wire.chunks(data, mid, self._max_payload)
+            parts = wire.chunks(data, mid, self._max_payload, self.signer)
             if historical:
                 parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
         if historical:
@@ -513,9 +518,8 @@ class Sender:
         if not out.unacked and out.next_index == len(out.chunks):
             if self.track is None:
                 self.spool.ack(rid)
-            else:  # the broker has it; the ingest's ack makes it leave the spool
-                self.track.sent(rid, out.size)
-                self.spool.release(rid)
+            else:  # the broker has it; the ingest's ack makes it leave the spool. Until then it is
+                self.track.sent(rid, out.size)  # not evicted (it may well be delivered): the window bounds that
             del self._out[rid]
             self.counters["records_sent"] += 1
             self._notify_idle()

@@ -42,8 +42,10 @@ _JSON_PRIORITY = {"telemetry": PRIO_TELEMETRY, "event": PRIO_CONTROL, "status": 
 class UplinkStage:
     name = "uplink"
 
-    def __init__(self, cfg: UplinkConfig, device_id: str, session_id: str) -> None:
+    def __init__(self, cfg: UplinkConfig, device_id: str, session_id: str,
+                 signer: Callable[[bytes], bytes] | None = None) -> None:
         self.cfg = cfg
+        self.signer = signer  # Ed25519 signing of every message (uplink/identity.py; wire v1.1)
         self.device_id = device_id
         self.session_id = session_id
         try:
@@ -63,6 +65,7 @@ class UplinkStage:
         if cfg.broker:
             will = plain.encode("status", device_id, session_id, 0, time.time(), {"state": "offline"})
             self.sender = Sender(cfg, device_id, self.spool, will_payload=will, status_payload=self._connect_status)
+            self.sender.signer = signer
         self._started = False
         self.takebacks: list[Any] = []  # uplink.takeback.TakeBack, kept ~2 min for frames still in the pipeline
 
@@ -195,7 +198,7 @@ class UplinkStage:
             raise ValueError(f"kind: expected status, telemetry or event, got {kind!r}")
         data = self._json(kind, payload)
         if retain:
-            one = data if kind in plain.KINDS else wire.single_chunk(data)
+            one = data if kind in plain.KINDS else wire.single_chunk(data, self.signer)
             if kind == "status":
                 self._latest_status = one
             if self.sender is not None:
@@ -264,5 +267,6 @@ def live_quota(disk_budget: int) -> int:
     return spool_sizes(disk_budget)[0]
 
 
-def build_stage(cfg: UplinkConfig, device_id: str, session_id: str) -> UplinkStage:
-    return UplinkStage(cfg, device_id, session_id)
+def build_stage(cfg: UplinkConfig, device_id: str, session_id: str,
+                signer: Callable[[bytes], bytes] | None = None) -> UplinkStage:
+    return UplinkStage(cfg, device_id, session_id, signer)

@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.threads <= 16:
         raise CliError(f"--threads: expected 1-16, got {args.threads}")
     # Offline: the whole frame at full resolution every time (no tiles), generous time budget.
+    # Every detector (text, persons) on every frame too, at full resolution.
     cfg = RedactConfig(policy=args.policy, models=list(args.model), threads=args.threads, budget_ms=10000.0,
-                       detect_width=4096, detect_height=4096, tile_width=0, tile_height=0)
+                       detect_width=4096, detect_height=4096, tile_width=0, tile_height=0,
+                       text_width=4096, text_height=4096, text_every=1, person_every=1)
     stage = build_stage(cfg, private=_private_layer(args))
     if stage.load_error:
         raise CliError(stage.load_error)
@@ -159,6 +161,7 @@ def _redact_still(stage: Any, path: Path, depth_path: Path | None, out: Path, na
     t_mono, t_utc = now_stamps()
     frame = RGBDFrame("cli", "redact", 0, t_mono, t_utc, color, depth, 1000.0, intr)
     stage.tracker.reset()  # unrelated stills: nothing carries over
+    stage.forms.reset()
     if stage.private is not None:
         stage.private.reset()
     try:
@@ -186,6 +189,7 @@ def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any],
     if dest.exists() and any(dest.iterdir()):
         raise CliError(f"{dest}: exists and is not empty; choose another --out")
     stage.tracker.reset()
+    stage.forms.reset()
     if stage.private is not None:
         stage.private.reset()
     writer = TumWriter(dest)

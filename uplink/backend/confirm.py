@@ -1,15 +1,16 @@
 """The ingest's end-to-end acknowledgments: tell each device which of its records are durable here.
 
     conf = Confirmer(sink)                          # one per Ingest
-    conf.start(client)                              # the ingest's paho client (publishes on it)
+    conf.start(publish)                             # publish(topic, payload): QoS 1 on the ingest's link
     conf.stored(device_id, message_id, msg, what)   # after Sink.write returned (stored or duplicate)
     conf.rejected(device_id, message_id, reason)    # a complete message the backend will never accept
     conf.stop()                                     # last flush
 
 Every `interval` seconds (at most that many acks per second per device) the confirmer takes what was
-stored since the last round, fsyncs the files that hold it (the frame's JPEG and PNG, the cloud's PLY,
+stored since the last round, makes the files that hold it (the frame's JPEG and PNG, the cloud's PLY,
 the commit log line in frames.jsonl / events.jsonl / telemetry.jsonl) and the directories that name
-them, and only then publishes, per device and spool, one ack on `crowdcap/v1/<device_id>/ack` (QoS 1):
+them durable — one syncfs(2) of the output filesystem per round on Linux (one journal commit for the
+whole batch), else an fsync per file and directory — and only then publishes, per device and spool, one ack on `crowdcap/v1/<device_id>/ack` (QoS 1):
 
     {"v": 1, "spool": "<16 hex: message id bytes 0-7>", "ranges": [[first, last], ...],
      "rejected": [[record_id, "reason"], ...]}
@@ -29,6 +30,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +90,7 @@ class Confirmer:
         self._dirs: set[Path] = set()
         self._dups: list[tuple[float, str, str, bytes, wire.Message]] = []  # (t, device, spool, mid, msg)
         self._confirmed: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # recently confirmed (device, id)
-        self._client = None
+        self._publish: Callable[[str, bytes], object] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,8 +138,8 @@ class Confirmer:
 
     # ---- the confirming thread ------------------------------------------------------------------
 
-    def start(self, client: object) -> None:
-        self._client = client
+    def start(self, publish: Callable[[str, bytes], object]) -> None:
+        self._publish = publish
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ingest-confirm", daemon=True)
             self._thread.start()
@@ -194,10 +196,19 @@ class Confirmer:
             return 0
         if self.fsync:
             try:
-                for path in sorted(files):
-                    _fsync_path(path, os.O_RDONLY)
-                for path in sorted(dirs, key=lambda p: -len(p.parts)):  # deepest first
-                    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+                t0 = time.perf_counter()
+                if _syncfs is not None and len(files) > 2:
+                    # one syncfs covers every file and directory of the batch (one journal commit
+                    # instead of one per file): what makes confirmation keep up at 30 fps
+                    _sync_filesystem(self.sink.out)
+                    self.counters["syncfs"] += 1
+                else:
+                    for path in sorted(files):
+                        _fsync_path(path, os.O_RDONLY)
+                    for path in sorted(dirs, key=lambda p: -len(p.parts)):  # deepest first
+                        _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+                    self.counters["fsync_files"] += len(files)
+                self.counters["sync_ms_total"] += round((time.perf_counter() - t0) * 1000)
             except OSError as e:
                 self.counters["fsync_errors"] += 1
                 if self.counters["fsync_errors"] <= 3 or self.counters["fsync_errors"] % 1000 == 0:
@@ -210,11 +221,10 @@ class Confirmer:
                 continue
             body = {"v": 1, "spool": spool, "ranges": ranges_of(p.ids),
                     "rejected": [[rid, reason] for rid, reason in sorted(p.rejected.items())]}
-            client = self._client
-            if client is None:
+            if self._publish is None:
                 self.counters["acks_unsent_no_client"] += 1
                 continue
-            client.publish(f"{ROOT}/{device}/ack", json.dumps(body, separators=(",", ":")).encode(), qos=1)
+            self._publish(f"{ROOT}/{device}/ack", json.dumps(body, separators=(",", ":")).encode())
             with self._lock:
                 for rid in p.ids:
                     self._confirmed[(device, bytes.fromhex(spool) + rid.to_bytes(8, "big"))] = None
@@ -225,6 +235,32 @@ class Confirmer:
             self.counters["records_confirmed"] += len(p.ids)
             self.counters["records_rejected"] += len(p.rejected)
         return sent
+
+
+def _load_syncfs():  # noqa: ANN202
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
+def _sync_filesystem(path: Path) -> None:
+    """syncfs(2) on the filesystem holding `path`: all its dirty data and metadata reach the disk."""
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _fsync_path(path: Path, flags: int) -> None:
