@@ -108,3 +108,22 @@ def test_offline_redact_applies_the_state_dir(photos: Path, tmp_path: Path, caps
     assert main(["redact", str(tmp_path / "shot.png"), "--out", str(tmp_path / "out2"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "private_object" not in [r["class"] for r in row["regions"]]
+
+
+def test_interval_matches_every_nth_frame_and_holds_in_between() -> None:
+    """`privacy.object_interval`: a matching pass every 3rd frame; the frames between get the last
+    match moved and grown (manifest source "propagated"), never nothing while the object is held."""
+    layer_cfg = PrivacyConfig(object_interval=3, object_hold_frames=0)
+    from redact.private.objects import ObjectMatcher, PrivateObject
+
+    matcher = ObjectMatcher([PrivateObject(REGISTERED, "both", [exemplar(REGISTERED)])], "sift",
+                            hold_frames=layer_cfg.object_interval - 1, interval=layer_cfg.object_interval)
+    background, _, _ = SyntheticSource(pace="fast").render(5)
+    img, quad = object_view(background, exemplar(REGISTERED), np.random.default_rng(11))
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    held = []
+    for _ in range(7):
+        hits = matcher.match(gray)
+        assert len(hits) == 1
+        held.append(hits[0].held)
+    assert matcher.passes == 3 and held == [0, 1, 2, 0, 1, 2, 0]
