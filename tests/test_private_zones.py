@@ -82,6 +82,17 @@ def test_pause_zone_by_gps_is_not_captured(capsys: pytest.CaptureFixture[str]) -
         zones = service.status()["zones"]
         h = ZoneStore(state).list()[0]["name_hash"]
         assert zones["entries"] == {h: 1} and zones["exits"] == {h: 1} and zones["gaps"] == 1
+        from uplink import wire
+
+        uplink = service.stages["uplink"]
+        events = []
+        for rid in uplink.spool.pending_after(0, 10000):
+            got = uplink.spool.read(rid)
+            assert got is not None
+            uplink.spool.release(rid)
+            if got[1].kind == wire.EVENT:
+                events.append(wire.decode(got[0]).meta())
+        assert [e["type"] for e in events] == ["zone_gap"] and events[0]["zone"] == h and events[0]["seconds"] > 0
         text = json.dumps(service.status())
         assert "48.11" not in text and "11.51" not in text and '"home"' not in text  # never coordinates or names
     finally:
