@@ -104,10 +104,15 @@ def test_no_content_of_a_volume_leaves_from_any_viewpoint_across_a_restart(world
 
     # session 2, a fresh process' worth of state: starts elsewhere on the walk, relocalises, redacts
     stage2 = _stage(state)
-    s2 = _run(stage2, DepthStage(DepthConfig(cloud_max_points=4000)), world, range(310, 420, 2), "s2")
+    depth2 = DepthStage(DepthConfig(cloud_max_points=4000))
+    s2 = _run(stage2, depth2, world, range(310, 420, 2), "s2")
     assert s2["leaked_pixels"] == 0 and s2["leaked_points"] == 0, s2
     assert s2["content_frames"] >= 30, s2
     assert stage2.status()["private"]["pose"]["relocalised"] >= 1
+    # the second session's mesh, placed in the world by its first frame's true pose (its odometry origin)
+    first = _frame(src, box_quads, 310, "s2")[0].attachments["truth"]["pose"]
+    verts2 = np.asarray(depth2.fuse().vertices) @ first[:3, :3].T + first[:3, 3]
+    assert len(verts2) > 1000 and not _inside_box(verts2).any()
     stage2.close()
 
 
