@@ -99,7 +99,7 @@ def test_sent_frames_are_deleted_or_re_redacted_by_the_ingest(tmp_path: Path, br
     assert not (ses / "clouds" / "00000003.ply").exists()
     assert [f["seq"] for f in read_frames(ses)] == list(range(6))
     log = [json.loads(line) for line in (out / "dev1" / "takebacks.jsonl").read_text().splitlines()]
-    assert [t["action"] for t in log] == ["redact", "delete"]
+    assert sorted(t["action"] for t in log) == ["delete", "redact"]  # the ingest may take them in either order
 
 
 def test_redact_last_on_the_console(tmp_path: Path) -> None:
