@@ -203,3 +203,29 @@ def test_add_volume_from_a_recorded_session(world: tuple, tmp_path: Path, capsys
         content_frames += bool(content.any())
         leaked += int(np.count_nonzero(content & (color.any(axis=2) | (depth > 0))))
     assert leaked == 0 and content_frames >= 5 and layer.status()["pose"]["relocalised"] >= 1
+
+
+def test_a_frame_that_looks_like_the_place_but_cannot_be_placed_is_withheld(world: tuple, tmp_path: Path) -> None:
+    """The place's stored map no longer fits the world (here: its 3D points shuffled, as after a
+    rearranged room): frames match its descriptors but PnP finds no pose — withheld, never passed."""
+    from redact.private.places import Place, places_dir
+
+    state = tmp_path / "state"
+    src, box_quads = world
+    layer = PrivateLayer.load(state, PrivacyConfig())
+    layer.request_mark("desk", [1.0, 1.0, 1.0], 1.5)
+    for i in range(0, 40, 4):
+        frame, _ = _frame(src, box_quads, i, "s1")
+        layer.apply(frame, frame.color, frame.depth)
+    layer.close()
+    path = next(places_dir(state).glob("*.npz"))
+    place = Place.load(path)
+    rng = np.random.default_rng(0)
+    for kf in place.keyframes:
+        kf.world = kf.world[rng.permutation(len(kf.world))]
+    place.save(places_dir(state))
+    layer2 = PrivateLayer.load(state, PrivacyConfig())
+    frame, _ = _frame(src, box_quads, 2, "s2")
+    with pytest.raises(FrameWithheld, match="private_pose_lost"):
+        layer2.apply(frame, frame.color, frame.depth)
+    assert layer2.status()["withheld"]["private_pose_lost"] == 1
