@@ -56,6 +56,7 @@ def test_add_list_remove_through_cli(photos: Path, tmp_path: Path, capsys: pytes
     assert main(["privacy", "--state-dir", str(state), "remove", REGISTERED]) == 2
 
 
+@pytest.mark.slow
 def test_held_out_views_are_found_and_their_quad_redacted(photos: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     assert main(["privacy", "--state-dir", str(state), "add-object", REGISTERED, str(photos / "family-photo.png")]) == 0
@@ -90,6 +91,7 @@ def test_held_out_views_are_found_and_their_quad_redacted(photos: Path, tmp_path
     assert found / views >= 0.7, f"recall {found}/{views}"
 
 
+@pytest.mark.slow
 def test_offline_redact_applies_the_state_dir(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
     assert main(["privacy", "--state-dir", str(state), "add-object", REGISTERED, str(photos / "family-photo.png")]) == 0
