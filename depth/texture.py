@@ -11,6 +11,9 @@ Privacy: the atlas is made only from the images the device sent, which were reda
 were stored or sent; nothing else is sampled. A test paints a secret pattern the redactor blacked out
 and checks no texel of it survives.
 
+Known limit: `project_images_to_albedo` has no depth test, so a surface hidden behind something in a
+keyframe takes the occluder's colour from that image (still only redacted pixels).
+
 UVs are returned in glTF's convention (origin at the image's top-left); Open3D's albedo has v up.
 """
 
@@ -65,10 +68,19 @@ def _fill_empty(tex: np.ndarray, empty: np.ndarray, rounds: int = 4) -> np.ndarr
     return out
 
 
+UVATLAS_MAX_TRIANGLES = 6000  # UVAtlas took ~10 s at 4k triangles and > 2.5 min at 20k here (2 cores)
+
+
 def texture_mesh(mesh: Any, keyframes: Sequence[FusionKeyframe], *, tex_size: int = 1024,
-                 max_triangles: int = 20000, try_uvatlas: bool = True) -> TexturedMesh:
+                 max_triangles: int = 20000, atlas: str = "auto") -> TexturedMesh:
     """Bake a texture atlas for `mesh` (an `open3d.geometry.TriangleMesh` in the world frame) from
-    `keyframes` (their colour is what the device sent: redacted)."""
+    `keyframes` (their colour is what the device sent: redacted).
+
+    atlas: "uvatlas" (Open3D's compute_uvatlas; falls back to the grid when it refuses the mesh),
+    "grid", or "auto" (UVAtlas up to UVATLAS_MAX_TRIANGLES triangles, the grid above: UVAtlas's time
+    grows much faster than linearly)."""
+    if atlas not in ("auto", "uvatlas", "grid"):
+        raise ValueError(f"texture: atlas: expected auto, uvatlas or grid, got {atlas!r}")
     import open3d as o3d
     import open3d.core as o3c
 
@@ -90,8 +102,9 @@ def texture_mesh(mesh: Any, keyframes: Sequence[FusionKeyframe], *, tex_size: in
     tris = np.asarray(m.triangles, dtype=np.int64)
     t0 = time.monotonic()
     tm = o3d.t.geometry.TriangleMesh(o3c.Tensor(vertices), o3c.Tensor(tris))
+    use_uvatlas = atlas == "uvatlas" or (atlas == "auto" and len(tris) <= UVATLAS_MAX_TRIANGLES)
     atlas = "grid"
-    if try_uvatlas:
+    if use_uvatlas:
         try:
             tm.compute_uvatlas(size=tex_size)
             atlas = "uvatlas"

@@ -57,8 +57,8 @@ def _patch_texels(tm) -> np.ndarray:  # type: ignore[no-untyped-def]
     mask = np.zeros((s, s), np.uint8)
     for uv in tm.uvs.reshape(-1, 3, 2)[inside]:
         cv2.fillPoly(mask, [np.round(uv * s).astype(np.int32)], 1)
-    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))  # not the shared edge texels
-    assert mask.sum() > 100, "no triangles inside the patch"
+    mask = cv2.erode(mask, np.ones((5, 5), np.uint8))  # not the texels at triangle edges (gutters, neighbours)
+    assert mask.sum() > 60, "no triangles inside the patch"
     return tm.texture[mask.astype(bool)]
 
 
@@ -74,6 +74,11 @@ def test_redacted_regions_stay_redacted_in_the_texture(keyframes, tmp_path: Path
     patch = _patch_texels(tm)
     assert _secret_texels(patch[None]) == 0  # not one texel of the secret survives
     assert (patch.max(axis=1) < 30).mean() > 0.9  # it is black (a few border texels see the wall: 6 cm voxels)
+    grid = texture_mesh(copy.deepcopy(mesh), redacted, tex_size=1024, max_triangles=4000, atlas="grid")
+    patch = _patch_texels(grid)
+    # not one secret texel; mostly black (Open3D's projection has no depth test: wall texels behind the
+    # billboard person in front of the patch take the person's (redacted-image) colours)
+    assert grid.atlas == "grid" and _secret_texels(patch[None]) == 0 and (patch.max(axis=1) < 30).mean() > 0.6
     assert tm.atlas in ("uvatlas", "grid") and tm.uvs.min() >= 0 and tm.uvs.max() <= 1
     # texture colours agree with the mesh's own vertex colours (UV orientation is right)
     tri_uv = tm.uvs.reshape(-1, 3, 2).mean(axis=1)
@@ -101,3 +106,16 @@ def test_redacted_regions_stay_redacted_in_the_texture(keyframes, tmp_path: Path
     png = cv2.imdecode(np.frombuffer(blob[view["byteOffset"]:view["byteOffset"] + view["byteLength"]], np.uint8),
                        cv2.IMREAD_COLOR)
     assert png is not None and np.array_equal(png[:, :, ::-1], tm.texture)
+
+
+def test_grid_atlas_triangles_do_not_overlap() -> None:
+    from depth.texture import grid_atlas
+
+    uv = grid_atlas(1001, 256)
+    assert uv.shape == (1001, 3, 2) and uv.min() >= 0 and uv.max() <= 1
+    mask = np.zeros((256, 256), np.int32)
+    for tri in uv:
+        one = np.zeros_like(mask, dtype=np.uint8)
+        cv2.fillPoly(one, [np.floor(tri * 256).astype(np.int32)], 1)
+        mask += one
+    assert mask.max() == 1  # each texel belongs to at most one triangle
