@@ -13,6 +13,7 @@ dpkg -s libusb-1.0-0 >/dev/null 2>&1 || need+=(libusb-1.0-0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 if [ "$extras" = test ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # tests read status as any MQTT tool does
   # chromium: the real (headless) browser the report-page test renders and screenshots in.
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi

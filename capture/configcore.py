@@ -30,6 +30,8 @@ def read_toml(path: str | Path, what: str = "file", error: type[ConfigError] = C
         raise error(f"{p}: {what} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{p}: not valid TOML ({e}); expected a {what}") from None
+    except RecursionError:  # tomllib recurses per nesting level: a hostile file must not crash us
+        raise error(f"{p}: not valid TOML (nested too deeply); expected a {what}") from None
     except UnicodeDecodeError as e:  # TOML is UTF-8; a binary or Latin-1 file is not one
         raise error(f"{p}: not valid TOML (not UTF-8 text: byte {e.start}); expected a {what}") from None
     except OSError as e:

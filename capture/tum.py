@@ -43,6 +43,8 @@ def read_camera_json(path: Path) -> tuple[Intrinsics, float]:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LayoutError(f"{path}: not readable JSON ({e})") from None
+    except RecursionError:  # hostile or broken file: never a bare RecursionError
+        raise LayoutError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise LayoutError(f"{path}: expected a JSON object")
     try:
@@ -110,6 +112,9 @@ def read_list(path: Path) -> tuple[np.ndarray, list[str]]:
         lines = path.read_text().splitlines()
     except OSError as e:
         raise LayoutError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise LayoutError(f"{path}: not a text file (byte {e.start} is not UTF-8); expected "
+                          "'timestamp filename' lines") from None
     for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):

@@ -17,7 +17,8 @@ from capture.configcore import ConfigError
 # Order is the order shown in --help.
 COMMANDS = [
     "run", "demo", "record", "config", "redact", "models", "ingest", "console", "status", "ctl",
-    "cloud", "mesh", "eval_odometry", "export", "view", "bench", "devices",
+    "cloud", "mesh", "eval_odometry", "export", "view", "bench", "devices", "identity", "privacy",
+    "tags", "fleet",
 ]
 
 

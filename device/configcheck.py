@@ -89,34 +89,24 @@ def depth_codec(cfg: config.Config) -> list[str]:
 
 
 @register
+def redaction(cfg: config.Config) -> list[str]:
+    """Model cards parse, files hash to their cards, each model proves it sees; policy layers respect the floor."""
+    from device import checks
+
+    return checks.models(cfg.redact) + checks.policy(cfg.redact) if cfg.redact.enabled else []
+
+
+@register
 def pin_hash(cfg: config.Config) -> list[str]:
     """The console refuses a PIN hash it cannot parse (and would lock every operator out)."""
-    from device.console.auth import check_hash
+    from device import checks
 
-    if not cfg.console.pin_hash:
-        return []
-    try:
-        check_hash(cfg.console.pin_hash)
-    except ValueError as e:
-        return [str(e)]
-    return []
+    return checks.pin_hash(cfg.console.pin_hash)
 
 
 @register
 def tls_files_are_pem(cfg: config.Config) -> list[str]:
-    """TLS files must be PEM (a TOML file or a DER blob given by mistake fails at connect time)."""
-    out = []
-    for key, marker in (("tls_ca", b"-----BEGIN CERTIFICATE-----"), ("tls_cert", b"-----BEGIN CERTIFICATE-----"),
-                        ("tls_key", b"PRIVATE KEY-----")):
-        value = getattr(cfg.uplink, key)
-        if not value or not Path(value).is_file():
-            continue  # missing_files reports it
-        try:
-            head = Path(value).read_bytes()[:1 << 20]
-        except OSError as e:
-            out.append(f"uplink.{key}: {value}: cannot read ({e.strerror})")
-            continue
-        if marker not in head:
-            what = "certificate" if key != "tls_key" else "private key"
-            out.append(f"uplink.{key}: {value}: not a PEM {what} (no '{marker.decode().strip('-')}' block)")
-    return out
+    """TLS files must be PEM of the right kind (a TOML file or a DER blob fails only at connect time)."""
+    from device import checks
+
+    return checks.pem(cfg.uplink)

@@ -153,6 +153,10 @@ class Pipeline:
                     continue
                 if self.max_frames is not None and count >= self.max_frames:
                     break
+                hold = getattr(self.source, "hold", None)  # e.g. device.zones.ZoneGate: a private place
+                if hold is not None and hold():  # the camera is not read at all
+                    self._stop.wait(0.1)
+                    continue
                 limit = self._rate_limit_fps
                 if limit:
                     wait = last_t + 1.0 / limit - time.monotonic()

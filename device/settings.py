@@ -151,7 +151,7 @@ def parse_text(text: str) -> Any:
     """A value typed on a console or command line: TOML syntax if it parses, else a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 

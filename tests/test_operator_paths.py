@@ -283,7 +283,9 @@ def test_config_check_reports_the_files_the_service_would_miss(tmp_path, capsys)
     policy.write_text("")
     (tmp_path / "card.toml").write_text("")
     (tmp_path / "rec").mkdir()
-    assert main(["config", "check", str(p)]) == 0  # existence only: their contents are checked at start
+    assert main(["config", "check", str(p)]) == 2  # their contents are checked too, as `run` does at start
+    err = capsys.readouterr().err
+    assert f"redact.policy: {policy}:" in err and "redact.models[0]:" in err and "no such" not in err
 
 
 @pytest.mark.parametrize("argv", [["run", "--debug"], ["run", "--log-level", "INFO"],

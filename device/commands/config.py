@@ -46,7 +46,13 @@ def missing_files(cfg: config.Config) -> list[str]:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    print(json.dumps(config.show(config.load(args.file)), indent=2))
+    cfg = config.load(args.file)
+    shown = config.show(cfg)
+    if cfg.redact.enabled:  # floor ∪ fleet ∪ wearer, each rule with the layer it came from
+        from redact.layers import PolicyLayers, describe
+
+        shown["effective_policy"] = describe(PolicyLayers.from_config(cfg.redact).load())[0]
+    print(json.dumps(shown, indent=2))
     return 0
 
 

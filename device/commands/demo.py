@@ -121,7 +121,9 @@ def _summary(status: dict[str, Any], ingest: dict[str, Any], wall: float, delive
         "frames_redacted": stages.get("redact", {}).get("frames_out", 0),
         "frames_withheld": sum(stages.get("redact", {}).get("withheld", {}).values()),
         "withheld_by_reason": stages.get("redact", {}).get("withheld", {}),
-        "faces_redacted": redact.get("regions_total", redact.get("regions")),
+        "faces_redacted": (redact["regions_by_class"].get("face", 0) if "regions_by_class" in redact
+                           else redact.get("regions_total", redact.get("regions"))),
+        "redactions_by_class": redact.get("regions_by_class", {}),
         "keyframes": status["details"].get("depth", {}).get("keyframes"),
         "frames_spooled": stages.get("uplink", {}).get("frames_out", 0),
         "frames_ingested": ingest.get("frame", 0),
@@ -147,6 +149,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("redacted / withheld", f"{s['frames_redacted']} / {s['frames_withheld']}"
                                 + (f" ({words(s['withheld_by_reason'])})" if s["withheld_by_reason"] else "")),
         ("faces redacted", words(s["faces_redacted"])),
+        ("redactions per class", ", ".join(f"{k} {v}" for k, v in sorted(s["redactions_by_class"].items())) or "none"),
         ("keyframes", words(s["keyframes"])),
         ("spooled / ingested", f"{s['frames_spooled']} / {s['frames_ingested']} "
                                f"({s['duplicates_at_ingest']} duplicates dropped by the ingest)"),

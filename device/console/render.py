@@ -69,6 +69,11 @@ def summary_line(status: dict[str, Any]) -> str:
             parts.append("no broker (spool only)")
         else:
             parts.append("broker up" if uplink.get("connected") else "broker down")
+            if uplink.get("records_unconfirmed"):
+                parts.append(f"unconfirmed {uplink['records_unconfirmed']} "
+                             f"(oldest {uplink.get('oldest_unconfirmed_age_s') or 0:.0f} s)")
+            if uplink.get("last_error") and not uplink.get("connected"):
+                parts.append(f"link: {str(uplink['last_error'])[:80]}")
     health = status.get("health") or {}
     if health.get("temperature_c") is not None:
         parts.append(f"{health['temperature_c']:.0f}°C")

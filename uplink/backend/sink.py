@@ -17,9 +17,11 @@ is Open3D-readable); the device's poses are estimates, so they go to trajectory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,10 @@ import cv2
 import numpy as np
 
 from uplink import messages, wire
+from uplink.backend import takeback
 from uplink.wire import Message, WireError
+
+log = logging.getLogger("crowdcap.ingest.sink")
 
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -128,6 +133,8 @@ class Session:
         self.seen_clouds: set[int] = set()
         self.seen_json: dict[str, set[int]] = {letter: set() for letter, _ in _JSON_LOGS.values()}
         self.dirty = True
+        self.last_used = time.monotonic()
+        self.existed = (root / "frames.jsonl").exists()
         self._recover()
 
     def seen(self, kind: str) -> set[int]:
@@ -181,6 +188,7 @@ class Sink:
         self.counters: Counter[str] = Counter()
         self._sessions: dict[tuple[str, str], Session] = {}
         self._lock = threading.Lock()
+        self.opened_session: tuple[str, str, bool] | None = None  # the latest session opened (for a log line)
 
     def session(self, device_id: str, session_id: str) -> Session:
         key = (safe_ident(device_id), safe_ident(session_id))
@@ -188,11 +196,46 @@ class Sink:
             s = self._sessions.get(key)
             if s is None:
                 s = self._sessions[key] = Session(self.out / key[0] / key[1])
+                self.opened_session = (key[0], key[1], s.existed)
+            s.last_used = time.monotonic()
             return s
+
+    def take_opened(self) -> tuple[str, str, bool]:
+        with self._lock:
+            opened, self.opened_session = self.opened_session, None
+        return opened or ("", "", False)
 
     def sessions(self) -> list[Session]:
         with self._lock:
             return list(self._sessions.values())
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._sessions)
+
+    def evict_idle(self, idle: float, max_sessions: int) -> list[tuple[str, str]]:
+        """Finalize and forget sessions idle for `idle` seconds, and the least recently used beyond
+        `max_sessions` (20,000 devices must not mean 20,000 sessions in memory). A forgotten session
+        is reloaded from its folder (commit log, markers) if its device speaks again."""
+        now = time.monotonic()
+        with self._lock:
+            by_age = sorted(self._sessions.items(), key=lambda kv: kv[1].last_used)
+            over = max(0, len(by_age) - max_sessions)
+            # never one touched in the last few seconds: a worker may be between claim and commit
+            gone = [(k, s) for i, (k, s) in enumerate(by_age)
+                    if (now - s.last_used >= idle or i < over) and now - s.last_used >= 5.0]
+        out = []
+        for key, s in gone:
+            if s.dirty:
+                try:
+                    self.finalize(s)
+                except Exception:  # noqa: BLE001 - regenerated from frames.jsonl the next time
+                    pass
+            with self._lock:
+                if self._sessions.get(key) is s and time.monotonic() - s.last_used >= 5.0:
+                    del self._sessions[key]
+                    out.append(key)
+        return out
 
     def write(self, msg: Message, arrival: float, size: int) -> str:
         """Store one verified message; returns what happened ('frame', 'duplicate', ...).
@@ -261,6 +304,7 @@ class Sink:
             self._unclaim(s, "f", msg.seq)
             raise
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
         return "frame"
 
     def _cloud(self, msg: Message) -> str:
@@ -272,6 +316,7 @@ class Sink:
         if not self._claim(s, "c", msg.seq):
             return "duplicate"
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, msg.t_capture_ns / 1e9)
         return "cloud"
 
     def _json(self, msg: Message, arrival: float) -> str:
@@ -293,6 +338,12 @@ class Sink:
         except BaseException:
             self._unclaim(s, letter, msg.seq)
             raise
+        if msg.type == wire.EVENT and isinstance(payload, dict) and payload.get("type") == "takeback":
+            try:  # the wearer took frames back: delete / re-redact them (uplink/backend/takeback.py)
+                takeback.apply(dev, payload)
+            except ValueError as e:
+                log.warning("take-back refused: %s", e)
+            s.dirty = True
         return msg.kind
 
     def finalize(self, session: Session, report: bool = True) -> None:
@@ -353,4 +404,5 @@ def read_frames(root: Path) -> list[dict]:
         except ValueError:
             continue
     out.sort(key=lambda f: (f.get("t", 0), f.get("seq", 0)))
-    return out
+    gone = takeback.deleted(root)
+    return [f for f in out if f.get("seq") not in gone] if gone else out
