@@ -58,6 +58,10 @@ class ZoneGate:
         return self.source.depth_scale
 
     @property
+    def offline(self) -> bool:  # a replay at pace fast: the pipeline waits for room instead of dropping
+        return bool(getattr(self.source, "offline", False))
+
+    @property
     def fps(self) -> float:
         return self.source.fps
 
