@@ -283,7 +283,9 @@ def test_config_check_reports_the_files_the_service_would_miss(tmp_path, capsys)
     policy.write_text("")
     (tmp_path / "card.toml").write_text("")
     (tmp_path / "rec").mkdir()
-    assert main(["config", "check", str(p)]) == 0  # existence only: their contents are checked at start
+    assert main(["config", "check", str(p)]) == 2  # contents too (issue 16): the card is loaded, the policy read
+    err = capsys.readouterr().err
+    assert f"redact.models[0]: {tmp_path / 'card.toml'}: name" in err and "policy.toml: version" in err, err
 
 
 @pytest.mark.parametrize("argv", [["run", "--debug"], ["run", "--log-level", "INFO"],
