@@ -1,4 +1,4 @@
-"""What `crowdcap config check` verifies beyond the TOML schema: everything the service would trip on
+"""Checks `crowdcap config check` runs (registered in device/configcheck.py) beyond the TOML schema: everything the service would trip on
 at start, or that would silently not work, each problem naming the key and the file.
 
 * redaction: every model card parses, its model file hashes to the card's sha256 and the model finds
@@ -14,17 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-def problems(cfg: Any) -> list[str]:
-    out: list[str] = []
-    if cfg.redact.enabled:
-        out += _models(cfg.redact)
-        out += _policy(cfg.redact)
-    out += _pin_hash(cfg.console.pin_hash)
-    out += _pem(cfg.uplink)
-    return out
-
-
-def _models(rcfg: Any) -> list[str]:
+def models(rcfg: Any) -> list[str]:
     from capture.config import ConfigError
     from redact.cards import default_card_path, load_card, read_verified
     from redact.detector import Detector
@@ -50,7 +40,7 @@ def _models(rcfg: Any) -> list[str]:
     return out
 
 
-def _policy(rcfg: Any) -> list[str]:
+def policy(rcfg: Any) -> list[str]:
     from capture.config import ConfigError
     from redact.layers import PolicyLayers
 
@@ -65,7 +55,7 @@ def _policy(rcfg: Any) -> list[str]:
     return []
 
 
-def _pin_hash(stored: str) -> list[str]:
+def pin_hash(stored: str) -> list[str]:
     from device.console.auth import check_hash
 
     if not stored:
@@ -77,7 +67,7 @@ def _pin_hash(stored: str) -> list[str]:
     return []
 
 
-def _pem(ucfg: Any) -> list[str]:
+def pem(ucfg: Any) -> list[str]:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 

@@ -33,19 +33,24 @@ from device.console.render import flatten, status_text, text_of
 
 log = logging.getLogger("crowdcap.control")
 
-OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout"})
+OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout", "net", "log"})
+# Reads need no login (README: only state changes need the PIN): `config` without a value, `privacy
+# show`, `spool stats`. Their writes, and everything else, do.
+OPEN_READS = {"config": ("get",), "privacy": ("show",), "spool": ("stats",)}
 
 # (name, usage, help) — also what `crowdcap console` shows when no service is running.
 COMMANDS: list[tuple[str, str, str]] = [
     ("help", "help [COMMAND]", "list commands, or explain one"),
-    ("status", "status", "pipeline fps per stage, drops, faults, spool, broker, health"),
+    ("status", "status [N]", "summary; Status N sections: 0 all, 1 device, 2 firmware, 3 pipeline, 4 health, "
+                             "5 network, 6 spool, 7 time, 8 redaction"),
     ("version", "version", "software, model and device versions"),
     ("login", "login PIN", "log in to change things (repeated failures lock the console)"),
     ("logout", "logout", "log out"),
     ("start", "start", "resume capture"),
     ("stop", "stop", "pause capture (the service keeps running)"),
     ("config", "config [get] KEY | config set KEY VALUE", "read or change a setting (validated, saved atomically)"),
-    ("privacy", "privacy [show|reload]", "the wearer's privacy policy"),
+    ("privacy", "privacy [show|reload|list|mark-volume|remove|redact-last]",
+     "the wearer's privacy: policy, private objects/volumes/zones, take-backs"),
     ("policy", "policy", "the effective redaction policy: every rule and the layer it came from, the floor"),
     ("spool", "spool [stats|flush]", "store-and-forward spool"),
     ("net", "net", "broker connection and link quality"),
@@ -88,7 +93,17 @@ class _Command:
 
 
 def requires_login(argv: list[str]) -> bool:
-    return bool(argv) and argv[0].lower() not in OPEN_COMMANDS
+    if not argv:
+        return False
+    name = argv[0].lower()
+    if name in OPEN_COMMANDS:
+        return False
+    if name in OPEN_READS:
+        args = [a.lower() for a in argv[1:]]
+        if name == "config":  # `config`, `config KEY`, `config get [KEY]` read; a value sets
+            return not (not args or args[0] == "get" or (len(args) == 1 and args[0] != "set"))
+        return bool(args) and args[0] not in OPEN_READS[name]
+    return True
 
 
 class Controller:
@@ -143,8 +158,11 @@ class Controller:
             c = self.commands.get(args[0].lower())
             if c is None:
                 raise CommandError(f"unknown command {args[0]!r}")
-            need = "" if c.name in OPEN_COMMANDS else " (needs login)"
-            return {"command": c.name, "usage": c.usage, "help": c.help}, f"{c.usage}\n  {c.help}{need}"
+            need = "" if c.name in OPEN_COMMANDS else \
+                " (reads: no login; changes need login)" if c.name in OPEN_READS else " (needs login)"
+            login = "no" if c.name in OPEN_COMMANDS else "for changes" if c.name in OPEN_READS else "yes"
+            return ({"command": c.name, "usage": c.usage, "help": c.help, "login": login},
+                    f"{c.usage}\n  {c.help}{need}")
         rows = [f"  {c.usage:<40} {c.help}" for c in self.commands.values()]
         return ({"commands": {c.name: c.usage for c in self.commands.values()}},
                 "commands (add --json to any for one-line JSON):\n" + "\n".join(rows))
@@ -155,7 +173,18 @@ class Controller:
             status["health"] = self.health_sample()
         if self.ops_status is not None and "ops" not in status:
             status["ops"] = self.ops_status()
-        return status, status_text(status)
+        if not args:
+            return status, status_text(status)
+        from device.console.sections import SECTIONS, section
+
+        try:
+            n = int(args[0])
+        except ValueError:
+            n = -1
+        if n not in SECTIONS and n != 0:
+            raise CommandError(f"status: expected a section number 0-{max(SECTIONS)} "
+                               f"({', '.join(f'{k} {v}' for k, v in SECTIONS.items())}), got {args[0]!r}")
+        return section(n, status, self)
 
     def _version(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
         from device.cli import package_version
@@ -211,17 +240,17 @@ class Controller:
                 raise CommandError("usage: config get [KEY]")
             shown = settings.to_dict(self.service.config)
             if not rest:
-                return {"config": shown}, "\n".join(f"{k} = {v!r}" for k, v in flatten(shown).items())
+                return {"config": shown}, "\n".join(f"{k} = {_toml(v)}" for k, v in flatten(shown).items())
             key = rest[0]
             settings.field_at(self.service.config, key)  # unknown key → ConfigError naming it
             value: Any = shown
             for part in key.split("."):
                 value = value[part]
-            return {"key": key, "value": value}, f"{key} = {value!r}"
+            return {"key": key, "value": value}, f"{key} = {_toml(value)}"
         if len(rest) < 2:
             raise CommandError("usage: config set KEY VALUE")
         result = set_config(self.service, rest[0], settings.parse_text(" ".join(rest[1:])))
-        text = f"{result['key']} = {result['value']!r} ({result['applied']}"
+        text = f"{result['key']} = {_toml(result['value'])} ({result['applied']}"
         if result["persisted"]:
             text += ", saved)"
         elif result.get("save_error"):
@@ -236,6 +265,13 @@ class Controller:
         redact = self.service.stages.get("redact")
         if redact is None:
             raise CommandError("privacy: no redaction stage in this pipeline")
+        from device import privacy_console  # the wearer's own objects, volumes, zones, take-backs
+
+        if verb in privacy_console.VERBS:
+            try:
+                return privacy_console.run(self.service, verb, args[1:])
+            except privacy_console.PrivacyCommandError as e:
+                raise CommandError(str(e)) from None
         if verb != "show" and not hasattr(redact, "reload_policy"):
             raise CommandError(f"privacy {verb}: redaction is disabled (redact.enabled = false or --no-redact); "
                                "no policy is in force")
@@ -244,6 +280,9 @@ class Controller:
             if not self.service.config.redact.enabled:
                 return {"policy_file": None, "redaction": "disabled"}, \
                     "redaction disabled (redact.enabled = false or --no-redact): frames are marked, not redacted"
+            from device.privacy_console import listing
+
+            st["wearer"] = listing(self.service)
             return {"policy_file": self.service.config.redact.policy or "(built-in default)", **st}, \
                 text_of(st) or "(no policy status)"
         if verb == "reload":
@@ -258,7 +297,7 @@ class Controller:
                 raise CommandError("privacy update: only the signed downlink changes the fleet policy layer; "
                                    "the wearer's own layer is `config set redact.policy FILE`")
             return self._privacy_update(redact, args[1])
-        raise CommandError("usage: privacy [show|reload]")
+        raise CommandError(f"usage: privacy [show|reload|{'|'.join(privacy_console.VERBS)}]")
 
     def _privacy_update(self, redact: Any, text: str) -> tuple[dict[str, Any], str]:
         """The fleet's policy layer (signed downlink): it replaces the previous fleet layer, never the
@@ -470,6 +509,14 @@ def _policy_summary(policy: Any) -> dict[str, Any]:
 def _stage_status(stage: Any) -> dict[str, Any]:
     fn = getattr(stage, "status", None)
     return dict(fn()) if fn is not None else {}
+
+
+def _toml(v: Any) -> str:
+    """A config value as the operator would type it (TOML), not a Python repr."""
+    try:
+        return toml_value(v)
+    except ConfigError:
+        return str(v)
 
 
 def _error(cmd: str, message: str) -> Reply:

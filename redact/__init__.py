@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("crowdcap.redact")
 
 
-def build_stage(cfg: RedactConfig, *, _prove: bool = True) -> RedactStage:
+def build_stage(cfg: RedactConfig, private: object | None = None, *, _prove: bool = True) -> RedactStage:
     """The redaction stage for `cfg`. A bad policy raises ConfigError (PolicyError); a model that
     cannot be loaded does not raise: the stage then withholds every frame ("no_model") and says why
     in `status()["load_error"]`. Every detector must first find the known faces of the reference
     frames (`redact.proof`); `_prove=False` is for tests of run-time faults only (no config reaches it).
+    `private`: the wearer's own objects/volumes (redact.private.layer).
     """
     from redact.cards import CardError, default_card_path, load_card
     from redact.detector import Detector
@@ -50,6 +51,7 @@ def build_stage(cfg: RedactConfig, *, _prove: bool = True) -> RedactStage:
             break
     stage = RedactStage(cfg, policy, detectors, error)
     stage.canary.proofs = proofs
+    stage.private = private
     return stage
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from redact import floor
-from redact.policy import Policy, Rule, load_policy
+from redact.policy import DEFAULT_POLICY, Policy, Rule, load_policy
 
-BUILT_IN_VERSION = "default-1"  # the floor's rules are the built-in default policy
+BUILT_IN_VERSION = DEFAULT_POLICY.version  # the floor plus the rest of the built-in default
 
 
 def effective(wearer: Policy | None, fleet: Policy | None, floor_state: str = floor.ENFORCED) -> Policy:
@@ -39,16 +39,23 @@ def effective(wearer: Policy | None, fleet: Policy | None, floor_state: str = fl
             merged[r.cls] = floor.stricter(merged[r.cls], r) if r.cls in merged else r
             sources.setdefault(r.cls, []).append(name)
 
+    forms: dict[str, Any] = {}  # a form's name is claimed by the first layer that defines it
+
     if floor_state != floor.LOWERED:
         add("floor", floor.floor_rules())
+        # The rest of the built-in default (plates, as EgoBlur and Mapillary do) is a layer like the others.
+        add("built-in", [r for r in DEFAULT_POLICY.rules if floor.floor_rule(r.cls) is None])
         layers.append(("built-in", BUILT_IN_VERSION))
     for name, layer in (("fleet", fleet), ("wearer", wearer)):
         if layer is not None:
             add(name, layer.rules)
+            for form in layer.forms:
+                forms.setdefault(form.name, form)
             layers.append((name, layer.version))
     top = wearer or fleet
     return Policy(version=top.version if top else BUILT_IN_VERSION, on_fault=top.on_fault if top else "withhold",
                   rules=tuple(merged.values()), origin=top.origin if top else "built-in",
+                  forms=tuple(forms.values()),
                   sources=tuple("+".join(sources[c]) for c in merged), layers=tuple(layers), floor=floor_state)
 
 
