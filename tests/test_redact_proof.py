@@ -88,7 +88,7 @@ def test_a_model_that_goes_silent_is_caught_by_the_canary(tmp_path: Path, every:
 
 
 def test_canary_recovers_when_the_model_sees_again(tmp_path: Path) -> None:
-    stage = build_stage(RedactConfig())
+    stage = build_stage(RedactConfig(budget_ms=10000.0))  # first frames warm up every model: no timeouts
     session = silent_after(stage, write_blind(tmp_path), k=0)
     from capture.frame import FrameWithheld
     from capture.synthetic import SyntheticSource
