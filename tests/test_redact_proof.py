@@ -121,3 +121,11 @@ def test_other_classes_register_reference_frames(tmp_path: Path) -> None:
     finally:
         reference._frames.pop("plate", None)
         reference._cache.pop(("plate", "frames"), None)
+
+
+def test_shipped_text_and_person_detectors_prove_themselves() -> None:
+    from redact.cards import shipped_card
+
+    for stem, cls, want in (("ppocr_det", "text", "2/2"), ("ssdlite_person", "person", "1/1")):
+        p = prove(Detector(load_card(shipped_card(stem)), threads=1))
+        assert p["ok"] and p["found"] == {cls: want}, p
