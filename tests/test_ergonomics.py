@@ -23,7 +23,8 @@ def test_config_check_reports_every_problem_run_would_hit(tmp_path: Path, capsys
                    '[capture]\nfps = -3\nbogus = 1\n')
     assert main(["config", "check", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "5 problems" in err
+    assert "6 problems" in err
+    assert f"uplink.tls_key: {key}: not an unencrypted PEM private key" in err  # "AAAA" is no key
     assert "uplink.depth_codec: unknown codec 'lz4'" in err
     assert "console.pin_hash: expected 'scrypt$N$r$p$salt$hash'" in err
     assert f"uplink.tls_cert: {toml_as_cert}: not a PEM certificate" in err
