@@ -62,11 +62,8 @@ def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
     will); None if neither."""
     try:
         chunk = wire.parse_chunk(payload)
-        data = chunk.data
-        split = getattr(wire, "split_signature", None)  # wire v1.1: the device's signature follows the message
-        if split is not None and getattr(chunk, "signed", False):
-            data = split(data, True)[0]
-        msg = wire.decode(data)
+        message, _signature = wire.split_signature(chunk.data, chunk.signed)  # wire v1.1
+        msg = wire.decode(message)
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass
