@@ -208,6 +208,7 @@ def test_text_forms_from_transcriptions_and_shapes():
     assert next_version("fleet-9") == "fleet-10" and next_version("home") == "home-crowd-1"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("shutil").which("chromium") is None,
                     reason="Debian's chromium is installed by ./install.sh test")
 def test_tags_page_renders_in_headless_chromium(loop, tmp_path, capsys):
