@@ -390,9 +390,15 @@ class Spool:
                     rid = self._ids[i]
                     i += 1
                     if rid in self._records:
-                        self._inflight.discard(rid)
-                        self._drop(rid, reason=0)
                         done.append(rid)
+            by_segment: dict[int, list[int]] = {}
+            for rid in done:
+                by_segment.setdefault(self._records[rid].segment, []).append(rid)
+            for number, rids in by_segment.items():  # one write per segment's ack log, not one per record
+                os.write(self._segments[number].ack_fd, b"".join(fmt.ack_entry(r, 0) for r in rids))
+                for rid in rids:
+                    self._inflight.discard(rid)
+                    self._drop(rid, reason=0, logged=True)
             self.counters["confirmed"] += len(done)
         return done
 
@@ -411,11 +417,12 @@ class Spool:
         if data is not None:
             self._cache_bytes -= len(data)
 
-    def _drop(self, rid: int, reason: int) -> None:
+    def _drop(self, rid: int, reason: int, logged: bool = False) -> None:
         self._uncache(rid)
         r = self._records.pop(rid)
         seg = self._segments[r.segment]
-        os.write(seg.ack_fd, fmt.ack_entry(rid, reason))
+        if not logged:
+            os.write(seg.ack_fd, fmt.ack_entry(rid, reason))
         seg.live -= 1
         seg.live_bytes -= r.size
         self.live_bytes -= r.size
