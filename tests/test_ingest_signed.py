@@ -101,7 +101,7 @@ def test_deep_json_is_bad_input_not_a_traceback(tmp_path, caplog) -> None:
 
 
 def test_partials_capped_per_device_and_overall_and_expired_with_their_files(tmp_path) -> None:
-    r = Reassembler(tmp_path / "p", timeout=3600, max_bytes=10_000, max_partials=6, device_max_bytes=6_000,
+    r = Reassembler(tmp_path / "p", timeout=3600, max_bytes=5_000, max_partials=6, device_max_bytes=12_000,
                     device_max_partials=4)
 
     def chunk(i: int) -> wire.Chunk:
@@ -113,8 +113,12 @@ def test_partials_capped_per_device_and_overall_and_expired_with_their_files(tmp
         r.add("a", chunk(99))  # a 5th from the same device is refused
     for i in range(4):
         r.add(f"b{i}", chunk(100 + i))  # other devices still get in; the oldest partials make room
-    assert r.partials() <= 6 and r.stats()["partial_bytes"] <= 10_000
-    assert r.counters["partial_cap_device"] == 1 and r.counters["partial_over_budget"] >= 2
+    assert r.partials() <= 6 and r.stats()["partial_bytes"] <= 5_000
+    assert r.counters["partial_cap_device"] == 1 and r.counters["partial_over_budget"] >= 3
+    # a declared size beyond the device's budget is refused before anything is written
+    big = wire.parse_chunk(wire.chunks(b"x" * 20_000, bytes(16), 1036)[0])
+    with pytest.raises(wire.WireError, match="partial_cap_device"):
+        r.add("c", big)
     assert len([p for p in (tmp_path / "p").iterdir() if not p.name.startswith(".")]) == r.partials()
     r.timeout = 0.0
     held = r.partials()

@@ -116,12 +116,16 @@ class Message:
             return None
         if len(data) > limits.max_json:
             raise WireError("json_too_large", f"section {tag}: {len(data)} bytes")
-        if json_depth(data) > limits.max_json_depth:
-            raise WireError("json_too_deep", f"section {tag}: nested deeper than {limits.max_json_depth}")
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        try:  # the C parser refuses a hostile [[[[... at ~1000 levels (RecursionError) at once
+            obj = json.loads(data)
+        except RecursionError:
+            raise WireError("json_too_deep", f"section {tag}: nested deeper than {limits.max_json_depth}") from None
+        except (ValueError, UnicodeDecodeError) as e:
             raise WireError("bad_json", f"section {tag}: {str(e)[:200]}") from None
+        if data.count(b"[") + data.count(b"{") > limits.max_json_depth and \
+                json_depth(data, limits.max_json_depth) > limits.max_json_depth:
+            raise WireError("json_too_deep", f"section {tag}: nested deeper than {limits.max_json_depth}")
+        return obj
 
     def meta(self, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
         m = self.json_section(SEC_META, limits)
@@ -134,15 +138,23 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
-def json_depth(data: bytes) -> int:
+def json_depth(data: bytes, stop_above: int | None = None) -> int:
     """The deepest nesting of [ and { in JSON text (strings skipped), measured without recursion, so a
-    hostile `[[[[...` is refused before the parser could overflow its stack."""
+    hostile `[[[[...` is refused before the parser could overflow its stack. With `stop_above`, returns
+    as soon as the depth exceeds it (a hostile 400 KB section costs one block, not the whole scan)."""
     brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
     if len(brackets) <= 2 * DEFAULT_LIMITS.max_json_depth:
         return len(brackets) // 2  # an upper bound, good enough below the limit
     b = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.where((b == 0x5B) | (b == 0x7B), 1, -1)
-    return int(np.cumsum(steps).max())
+    depth = deepest = 0
+    for start in range(0, len(b), 8192):
+        block = b[start:start + 8192]
+        level = depth + np.cumsum(np.where((block == 0x5B) | (block == 0x7B), 1, -1), dtype=np.int64)
+        deepest = max(deepest, int(level.max()))
+        depth = int(level[-1])
+        if stop_above is not None and deepest > stop_above:
+            break
+    return deepest
 
 
 def crc32c(data: bytes | memoryview) -> int:

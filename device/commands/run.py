@@ -103,7 +103,24 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
             ops.close()
         service.close()
     # console `restart` / downlink `reboot-service`: a distinct exit code so systemd restarts the unit
-    return EXIT_RESTART if service.restart_requested else 0
+    if service.restart_requested:
+        return EXIT_RESTART
+    return _honest_exit(service, cfg)
+
+
+def _honest_exit(service: object, cfg: config_mod.Config) -> int:
+    """Non-zero, with the reason, when no frame was read or redaction withheld every one (device/exits.py)."""
+    from device.exits import verdict
+
+    pipeline = getattr(service, "pipeline", None)
+    if pipeline is None:
+        return 0
+    stage = getattr(service, "stages", {}).get("redact")
+    status = stage.status() if cfg.redact.enabled and hasattr(stage, "status") else None
+    code, why = verdict(pipeline.snapshot(), status, cfg.capture.source)
+    if code:
+        print(f"crowdcap: error: {why}", file=sys.stderr)
+    return code
 
 
 EXIT_RESTART = 75

@@ -40,6 +40,7 @@ class Reassembler:
         self._index: OrderedDict[str, list] = OrderedDict()
         self._per_source: dict[str, list[int]] = {}
         self._bytes = 0
+        self._pruned: dict[str | None, float] = {}
         self._load_index()
 
     def _load_index(self) -> None:
@@ -56,52 +57,65 @@ class Reassembler:
             if len(entries) > 10 * self.max_partials:  # a directory flooded before the caps existed
                 break
         for mtime, name, size in sorted(entries):
-            self._track(name, _source_hex(name), size, mtime)
+            try:
+                total = int(name.split("-")[3])
+            except (IndexError, ValueError):
+                total = size
+            self._track(name, _source_hex(name), size, mtime, total)
 
-    def _track(self, key: str, source: str, size: int, created: float) -> None:
+    def _track(self, key: str, source: str, size: int, created: float, reserve: int = 0) -> None:
+        """Account `size` written bytes under `key`; a new key also reserves its declared total."""
         entry = self._index.get(key)
+        per = self._per_source.setdefault(source, [0, 0])  # [partials, reserved bytes]
         if entry is None:
-            self._index[key] = [source, size, created]
-            per = self._per_source.setdefault(source, [0, 0])
+            self._index[key] = [source, size, created, max(reserve, size)]
             per[0] += 1
+            per[1] += max(reserve, size)
         else:
             entry[1] += size
-            per = self._per_source.setdefault(source, [0, 0])
-        per[1] += size
         self._bytes += size
 
     def _untrack(self, key: str) -> None:
         entry = self._index.pop(key, None)
         if entry is None:
             return
-        source, size, _ = entry
+        source, size, _, reserved = entry
         self._bytes -= size
         per = self._per_source.get(source)
         if per is not None:
             per[0] -= 1
-            per[1] -= size
+            per[1] -= reserved
             if per[0] <= 0:
                 del self._per_source[source]
 
     def _prune_stale(self, source: str | None, keep: str) -> None:
         """Forget index entries whose folder is gone (completed by another worker sharing DIR), except
         `keep` (being admitted: its folder is made next)."""
+        now = time.monotonic()
+        if now - self._pruned.get(source, 0.0) < 1.0:
+            return  # at most once a second: under a flood at the cap this would be a scan per chunk
+        self._pruned[source] = now
+        if len(self._pruned) > 10000:
+            self._pruned.clear()
         for key in [k for k, e in self._index.items() if (source is None or e[0] == source) and k != keep]:
             if not os.path.isdir(self.dir / key):
                 self._untrack(key)
 
-    def _admit(self, key: str, source: str, size: int) -> list[str]:
-        """Account for `size` more bytes under `key` (locked). WireError if the device is over its cap;
-        returns the keys of old partials to drop to stay within the global caps."""
-        per = self._per_source.get(source, [0, 0])
-        new = key not in self._index
-        if (new and per[0] >= self.device_max_partials) or per[1] + size > self.device_max_bytes:
-            self._prune_stale(source, key)  # partials another worker completed are not ours to count
+    def _admit(self, key: str, source: str, size: int, total: int) -> list[str]:
+        """Account for `size` more bytes under `key` (locked). A new partial reserves its declared
+        `total` against the device's byte cap, so a device declaring huge messages is refused at once,
+        before any disk I/O. WireError if the device is over its caps; returns the keys of old partials
+        to drop to stay within the global caps (actual bytes on disk)."""
+        if key not in self._index:
             per = self._per_source.get(source, [0, 0])
-        if (new and per[0] >= self.device_max_partials) or per[1] + size > self.device_max_bytes:
-            self.counters["partial_cap_device"] += 1
-            raise WireError("partial_cap_device", f"{source}: {per[0]} partials, {per[1]} bytes")
-        self._track(key, source, size, time.time())
+            if per[0] >= self.device_max_partials or per[1] + total > self.device_max_bytes:
+                self._prune_stale(source, key)  # partials another worker completed are not ours to count
+                per = self._per_source.get(source, [0, 0])
+            if per[0] >= self.device_max_partials or per[1] + total > self.device_max_bytes:
+                self.counters["partial_cap_device"] += 1
+                raise WireError("partial_cap_device", f"{source}: {per[0]} partials, {per[1]} bytes reserved, "
+                                                      f"a message of {total} bytes")
+        self._track(key, source, size, time.time(), total)
         if len(self._index) > self.max_partials or self._bytes > self.max_bytes:
             self._prune_stale(None, key)
         victims = []
@@ -127,7 +141,7 @@ class Reassembler:
         key = f"{source.encode().hex()}-{chunk.message_id.hex()}-{chunk.count}-{chunk.total}-{chunk.flags}"
         with self._lock:
             late = chunk.message_id in self._recent
-            victims = [] if late else self._admit(key, source.encode().hex(), len(chunk.data))
+            victims = [] if late else self._admit(key, source.encode().hex(), len(chunk.data), chunk.total)
         if late:
             self.counters["late_duplicate_chunks"] += 1
             return None
@@ -214,7 +228,7 @@ class Reassembler:
         cutoff = time.time() - self.timeout
         gone = []
         with self._lock:
-            for key, (_src, _size, created) in self._index.items():
+            for key, (_src, _size, created, _reserved) in self._index.items():
                 if created > cutoff:
                     break  # oldest first
                 gone.append(key)
