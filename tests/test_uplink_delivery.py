@@ -333,3 +333,18 @@ def test_run_exits_0_only_when_the_ingest_confirmed(tmp_path, broker, capsys) ->
     assert rc == 0, capsys.readouterr().err
     sessions = [p for p in (out / "dev1").iterdir() if (p / "frames.jsonl").exists()]
     assert len(sessions) == 1 and len(committed_seqs(out, session=sessions[0].name)) == 8
+
+
+def test_bad_credentials_are_a_warning_with_the_reason(tmp_path, caplog) -> None:
+    with MosquittoBroker(users={"dev1": "right"}) as b:
+        stage = build_stage(uplink_cfg(tmp_path, b.url, username="dev1", password="wrong"), "dev1", "s1")
+        stage.start()
+        stage.apply(make_frame(0))
+        wait_for(lambda: "refused" in stage.status()["last_error"], 10, what="the refusal in last_error")
+        assert not stage.drain(1.0)
+        st, why = stage.status(), stage.undelivered()
+        stage.close()
+    assert "Bad user name or password" in st["last_error"] or "Not authorized" in st["last_error"], st["last_error"]
+    assert st["link"] == "down" and "the broker refused" in why
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "refused" in r.getMessage()]
+    assert 1 <= len(warned) <= 2, warned  # once (a protocol fallback may add one), not per retry
