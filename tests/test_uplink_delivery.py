@@ -42,20 +42,23 @@ def test_acks_empty_the_spool_and_survive_a_restart(tmp_path, broker) -> None:
     for i in range(30):
         stage.apply(make_frame(i, cloud=(i == 5)))
     stage.publish("event", {"what": "hello"})
+    stage.publish("telemetry", {"uplink": stage.status()})  # plain JSON, spooled, confirmed like frames
     assert stage.drain(30), stage.undelivered()
     st = stage.status()
     stats = ing.stop()
+    report = (out / "dev1" / "s1" / "report.html").read_text()
+    assert "Delivery (end-to-end confirmation)" in report  # the report shows the device's link state
     stage.close()
     sub.loop_stop()
     sub.disconnect()
     _exact(out, 30)
     assert st["delivery"] == "ingest" and st["records_unconfirmed"] == 0 and st["spool_records"] == 0
-    assert st["sender"]["records_confirmed"] == 32 and st["sender"]["confirm_latency_ms"]["p99"] > 0
-    assert stats["confirm"]["records_confirmed"] >= 32 and stats["confirm"].get("fsync_errors", 0) == 0
+    assert st["sender"]["records_confirmed"] == 33 and st["sender"]["confirm_latency_ms"]["p99"] > 0
+    assert stats["confirm"]["records_confirmed"] >= 33 and stats["confirm"].get("fsync_errors", 0) == 0
     assert acks and all(a["v"] == 1 and len(a["spool"]) == 16 and a["rejected"] == [] for a in acks)
     assert len(acks) <= 15  # batched: a few ack messages, not one per record
     ids = {i for a in acks for lo, hi in a["ranges"] for i in range(lo, hi + 1)}
-    assert len(ids) >= 32
+    assert len(ids) >= 33
     s = Spool(tmp_path / "spool")  # the confirmations are in the ack log: nothing to resend
     assert len(s) == 0 and s.stats()["segments"] <= 1
     s.close()
