@@ -142,6 +142,26 @@ class Confirmations:
         }
 
 
+def undelivered_reason(left: int, inflight_chunks: int, connected: bool, last_error: str,
+                       track: Confirmations | None) -> str:
+    """What is still in the spool and why, in words an operator can act on ('' if nothing)."""
+    if not left and not inflight_chunks:
+        return ""
+    if not connected:
+        err = last_error or "still connecting"
+        what = "the broker refused" if "refused" in err else "no connection to the broker"
+        return f"{left} record(s) not delivered: {what} ({err})"
+    unconfirmed = track.unconfirmed() if track is not None else 0
+    if unconfirmed:
+        st = track.stats()
+        last = st["last_confirm_age_s"]
+        return (f"{left} record(s) not confirmed: no confirmations arriving from the ingest ({unconfirmed} sent "
+                f"and acknowledged by the broker, oldest {st['oldest_unconfirmed_age_s']:.0f} s ago; last "
+                f"confirmation {'never' if last is None else f'{last:.0f} s ago'}; is `crowdcap ingest` running "
+                f"and speaking acks? else set uplink.delivery = \"broker\")")
+    return f"{left} record(s) not yet sent ({inflight_chunks} chunk(s) awaiting the broker's PUBACK)"
+
+
 def _pct(sorted_values: list[float], q: float) -> float:
     i = min(len(sorted_values) - 1, int(q * len(sorted_values)))
     return round(sorted_values[i] * 1000, 2)

@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from uplink import plain, wire
 from uplink.budget import TokenBucket
 from uplink.config import UplinkConfig, parse_brokers
-from uplink.delivery import Confirmations
+from uplink.delivery import Confirmations, undelivered_reason
 from uplink.mqtt_client import KIND_TOPIC, LinkTrouble, new_client, pump, topic
 from uplink.spool import PRIO_NAMES, Spool
 
@@ -182,22 +182,7 @@ class Sender:
 
     def undelivered_reason(self) -> str:
         """Why records are still in the spool (for `run`'s exit 3), in words an operator can act on."""
-        left = len(self.spool)
-        if not left and not self._mids:
-            return ""
-        if not self._connected:
-            err = self.last_error or "still connecting"
-            what = "the broker refused" if "refused" in err else "no connection to the broker"
-            return f"{left} record(s) not delivered: {what} ({err})"
-        unconfirmed = self.track.unconfirmed() if self.track is not None else 0
-        if unconfirmed:
-            st = self.track.stats()
-            last = st["last_confirm_age_s"]
-            return (f"{left} record(s) not confirmed: no confirmations arriving from the ingest ({unconfirmed} sent "
-                    f"and acknowledged by the broker, oldest {st['oldest_unconfirmed_age_s']:.0f} s ago; last "
-                    f"confirmation {'never' if last is None else f'{last:.0f} s ago'}; is `crowdcap ingest` running "
-                    f"and speaking acks? else set uplink.delivery = \"broker\")")
-        return f"{left} record(s) not yet sent ({len(self._mids)} chunk(s) awaiting the broker's PUBACK)"
+        return undelivered_reason(len(self.spool), len(self._mids), self._connected, self.last_error, self.track)
 
     def wait_idle(self, timeout: float) -> bool:
         """True once the spool is empty and nothing is in flight (everything PUBACKed)."""
