@@ -75,10 +75,12 @@ def test_without_an_ingest_nothing_leaves_and_run_says_why(tmp_path, broker) -> 
     assert st["spool_records"] == 10 and st["records_unconfirmed"] == 10
     assert st["resent_unconfirmed"] >= 10 and st["oldest_unconfirmed_age_s"] > 1.0
     assert "no confirmations arriving from the ingest" in why, why
+    assert st["last_error"].startswith("no confirmation from the ingest"), st["last_error"]  # and a WARNING
     out = tmp_path / "out"
     ing = IngestThread(broker.url, out)  # a late ingest gets the resends (same message ids)
     try:
         assert stage.drain(30), stage.undelivered()
+        wait_for(lambda: not stage.status()["last_error"], 5, what="the warning to clear")
     finally:
         ing.stop()
         stage.close()

@@ -126,6 +126,12 @@ class Confirmations:
 
     # ---- state ----------------------------------------------------------------------------------
 
+    def quiet_for(self) -> float:
+        """Seconds since the last confirmation (or since the first record was sent, if none yet)."""
+        now = time.monotonic()
+        first = min((s.t_first for s in self._sent.values()), default=now)
+        return now - (self.last_confirm if self.last_confirm is not None else first)
+
     def unconfirmed(self) -> int:
         return len(self._sent)
 

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # PUBACK reason codes that say "later", not "never": 0x91 packet identifier in use, 0x97 quota exceeded
 _TRANSIENT_PUBACK = {0x91, 0x97}
+_NO_CONFIRM = "no confirmation from the ingest"
 
 @dataclass
 class _Outgoing:
@@ -338,6 +339,7 @@ class Sender:
             if self.track is not None and time.monotonic() - last_due >= 0.25:
                 last_due = time.monotonic()
                 self._resend.extend(self.track.due(last_due))
+                self._check_confirmations()
             self._send_direct()
             wait = self._fill_window()
             rc = self._pump(min(wait, sync_every, 0.5))
@@ -360,6 +362,20 @@ class Sender:
             if now - self._rate_t >= 1.0:
                 self.bytes_per_s = self._rate_bytes / (now - self._rate_t)
                 self._rate_bytes, self._rate_t = 0, now
+
+    def _check_confirmations(self) -> None:
+        """Connected, the broker takes everything, but the ingest confirms nothing: say so (WARNING,
+        last_error) — a backend without acks would otherwise fill the spool in silence."""
+        st = self.track.stats()
+        quiet = self.track.quiet_for()
+        limit = max(1.0, 3 * self.cfg.confirm_timeout)
+        if self.track.unconfirmed() and st["oldest_unconfirmed_age_s"] > limit and quiet > limit:
+            if not self.last_error.startswith(_NO_CONFIRM):
+                self.last_error = (f"{_NO_CONFIRM} for {quiet:.0f} s ({self.track.unconfirmed()} record(s) "
+                                   "acknowledged by the broker wait for the ingest); is `crowdcap ingest` "
+                                   "running? a backend without acks needs uplink.delivery = \"broker\"")
+        elif self.last_error.startswith(_NO_CONFIRM) and quiet < limit:
+            self.trouble.last_error = ""  # confirmations flow again
 
     def _note_fruitless_connection(self) -> None:
         """A broker that silently drops the link on a too-large publish (no Maximum Packet Size
