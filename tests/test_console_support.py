@@ -53,7 +53,8 @@ def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
         body = json.loads(payload)
         return body["type"], body
 
-    msg = wire.decode(wire.parse_chunk(payload).data)
+    chunk = wire.parse_chunk(payload)
+    msg = wire.decode(wire.split_signature(chunk.data, chunk.signed)[0])  # a signing device appends 64 bytes
     return msg.kind, msg.meta()
 
 

@@ -55,7 +55,8 @@ class _Inbox:
 def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
     """(kind, JSON) of a single-chunk JSON wire message, or of plain JSON (a last will); None if neither."""
     try:
-        msg = wire.decode(wire.parse_chunk(payload).data)
+        chunk = wire.parse_chunk(payload)
+        msg = wire.decode(wire.split_signature(chunk.data, chunk.signed)[0])  # signed devices (wire v1.1)
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass
