@@ -353,3 +353,27 @@ def test_bad_credentials_are_a_warning_with_the_reason(tmp_path, caplog) -> None
     assert st["link"] == "down" and "the broker refused" in why
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "refused" in r.getMessage()]
     assert 1 <= len(warned) <= 2, warned  # once (a protocol fallback may add one), not per retry
+
+
+def test_command_results_pass_a_window_full_of_unconfirmed_frames(tmp_path, broker) -> None:
+    """No ingest: frames fill the end-to-end window and wait; a command's result still goes out."""
+    results: list[bytes] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: results.append(m.payload)
+    sub.connect(broker.host, broker.port)
+    sub.subscribe("crowdcap/v1/dev1/cmd/result", qos=1)
+    sub.loop_start()
+    stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_window_mb=0.1, confirm_timeout=60), "dev1", "s1")
+    stage.start()
+    try:
+        for i in range(40):
+            stage.apply(make_frame(i))
+        wait_for(lambda: stage.status()["sender"].get("confirm_window_waits", 0) > 0, 10, what="a full window")
+        stage.publish_command_result({"id": "r1", "ok": True})
+        wait_for(lambda: results, 10, what="the command result")
+        st = stage.status()
+    finally:
+        stage.close()
+        sub.loop_stop()
+        sub.disconnect()
+    assert st["records_unconfirmed"] < 40 and st["sender"]["control_past_window"] == 1

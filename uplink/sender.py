@@ -38,7 +38,7 @@ from uplink.budget import TokenBucket
 from uplink.config import UplinkConfig, parse_brokers
 from uplink.delivery import Confirmations, undelivered_reason
 from uplink.mqtt_client import KIND_TOPIC, LinkTrouble, new_client, pump, topic
-from uplink.spool import PRIO_NAMES, Spool
+from uplink.spool import PRIO_CONTROL, PRIO_NAMES, Spool
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Sender:
         self.track = (Confirmations(spool, cfg.confirm_timeout, min(int(cfg.confirm_window_mb * 2**20), spool.quota // 2))
                       if cfg.delivery == "ingest" else None)
         self._resend: list[int] = []
+        self._urgent_t = 0.0
         self.device_id = device_id
         self.spool = spool
         self.will_payload = will_payload
@@ -429,7 +430,7 @@ class Sender:
             if out.next_index < len(out.chunks):
                 return out
         while self._resend:  # broker-acknowledged long ago, never confirmed: same message id again
-            out = self._outgoing(self._resend.pop(0))
+            out = self._outgoing(self._resend.pop(0), again=True)
             if out is not None:
                 return out
         while self.track is None or self.track.may_send_more():
@@ -441,11 +442,21 @@ class Sender:
             if out is not None:
                 return out
         self.counters["confirm_window_waits"] += 1
+        # The window is full of records waiting for the ingest: command results and events still go
+        # (an operator's command must be answered while the ingest is down).
+        now = time.monotonic()
+        if now - self._urgent_t >= 0.5:
+            self._urgent_t = now
+            for rid in self.spool.urgent_after(self._cursor, PRIO_CONTROL, limit=256):
+                out = self._outgoing(rid)
+                if out is not None:
+                    self.counters["control_past_window"] += 1
+                    return out
         return None
 
-    def _outgoing(self, rid: int) -> _Outgoing | None:
-        if rid in self._out:
-            return None
+    def _outgoing(self, rid: int, again: bool = False) -> _Outgoing | None:
+        if rid in self._out or (not again and self.track is not None and self.track.is_sent(rid)):
+            return None  # being sent, or sent ahead of the cursor and awaiting its confirmation
         got = self.spool.read(rid)
         if got is None:
             return None  # confirmed or evicted meanwhile

@@ -355,6 +355,12 @@ class Spool:
                         break
             return out
 
+    def urgent_after(self, cursor: int, min_priority: int, limit: int = 16) -> list[int]:
+        """Live ids > cursor of at least `min_priority`, oldest first (control messages that may pass
+        frames waiting for the end-to-end window)."""
+        with self._lock:
+            return sorted(r.id for r in self._records.values() if r.id > cursor and r.priority >= min_priority)[:limit]
+
     def read(self, rid: int) -> tuple[bytes, Record] | None:
         """The payload and record of a live id (marked in flight: eviction skips it), or None if gone."""
         with self._lock:
