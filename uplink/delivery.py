@@ -10,7 +10,9 @@ A PUBACK is hop-by-hop: it only frees the sender's in-flight window. A record le
 ack names it (`Spool.confirm`, written to the ack log: restart-safe) or rejects it (`Spool.reject`,
 counted as `rejected_<reason>`). A record the broker acknowledged but nobody confirmed within
 `timeout` is sent again under the same message id (the ingest dedupes and re-acks), with exponential
-backoff up to 8 × timeout, counted as `resent_unconfirmed`.
+backoff up to 8 × timeout, counted as `resent_unconfirmed`. Like TCP's retransmission timer, the
+timeout stretches to 3 × the smoothed confirmation latency when the ingest is merely slow (a busy
+ingest is not sent everything twice).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Confirmations:
         self.latencies: deque[float] = deque(maxlen=2048)  # seconds from first send to confirmation
         self.last_confirm: float | None = None  # monotonic
         self.last_ack_error = ""
+        self._latency_ewma: float | None = None
 
     # ---- the sender's side --------------------------------------------------------------------
 
@@ -71,14 +74,17 @@ class Confirmations:
     def due(self, now: float | None = None) -> list[int]:
         """Records whose confirmation is overdue (oldest first); counted as resent_unconfirmed."""
         now = time.monotonic() if now is None else now
-        out = [rid for rid, s in self._sent.items()
-               if now - s.t_last >= self.timeout * min(MAX_BACKOFF, 2 ** (s.attempts - 1))]
+        base = self.effective_timeout()
+        out = [rid for rid, s in self._sent.items() if now - s.t_last >= base * min(MAX_BACKOFF, 2 ** (s.attempts - 1))]
         for rid in out:  # the next deadline counts from now, with the next backoff step
             s = self._sent[rid]
             s.t_last = now
             s.attempts += 1
         self.counters["resent_unconfirmed"] += len(out)
         return sorted(out)
+
+    def effective_timeout(self) -> float:
+        return max(self.timeout, 3 * self._latency_ewma) if self._latency_ewma is not None else self.timeout
 
     def forget_all(self) -> None:
         """The link dropped: everything in the spool is replayed from its start anyway."""
@@ -90,6 +96,9 @@ class Confirmations:
         if s is not None:
             self._bytes -= s.size
             self.latencies.append(now - s.t_first)
+            if s.attempts == 1:  # (Karn: a resent record's latency says nothing about the ingest)
+                lat = now - s.t_first
+                self._latency_ewma = lat if self._latency_ewma is None else 0.875 * self._latency_ewma + 0.125 * lat
 
     # ---- acks from the backend ----------------------------------------------------------------
 
@@ -143,6 +152,7 @@ class Confirmations:
             "unconfirmed": len(self._sent), "unconfirmed_bytes": self._bytes,
             "oldest_unconfirmed_age_s": 0.0 if oldest is None else round(now - oldest, 3),
             "last_confirm_age_s": None if self.last_confirm is None else round(now - self.last_confirm, 3),
+            "confirm_timeout_s": round(self.effective_timeout(), 2),
             "confirm_latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99)} if lat else None,
             **dict(self.counters),
         }
