@@ -39,6 +39,7 @@ from uplink import plain, wire
 from uplink.backend.config import IngestConfig
 from uplink.backend.confirm import Confirmer
 from uplink.backend.connection import Connection
+from uplink.backend.nats_link import NatsLink, is_nats_url
 from uplink.backend.reassembly import Reassembler, parse_claimed
 from uplink.backend.registry import Registry
 from uplink.backend.sink import Sink, safe_ident
@@ -62,8 +63,8 @@ class Ingest:
                                      client_id=client_id or "", protocol=protocol,  # type: ignore[arg-type]
                                      workers=workers, partial_timeout=partial_timeout)
         self.cfg = cfg
-        self.brokers = [parse_broker(u) for u in cfg.brokers]
-        _, self.host, self.port, self.tls = self.brokers[0]
+        self.nats = all(is_nats_url(u) for u in cfg.brokers)  # NATS-native: a shared durable consumer
+        self.brokers = [] if self.nats else [parse_broker(u) for u in cfg.brokers]
         self.out = Path(cfg.out)
         self.share_group = cfg.share_group or None
         if self.share_group and any(c in self.share_group for c in "/+#"):
@@ -81,8 +82,8 @@ class Ingest:
             registry = Registry(cfg.registry)
         self.registry: Registry | None = registry
         digest = hashlib.sha1(str(self.out.resolve()).encode()).hexdigest()[:10]
-        self.persistent = self.share_group is None
-        self.client_id = cfg.client_id or (f"crowdcap-ingest-{digest}" if self.persistent
+        self.persistent = self.share_group is None and not self.nats
+        self.client_id = cfg.client_id or (f"crowdcap-ingest-{digest}" if self.share_group is None
                                            else f"crowdcap-ingest-{self.share_group}-{os.getpid()}-{os.urandom(2).hex()}")
         self.protocol = cfg.protocol
         self.report_every = report_every
@@ -282,7 +283,7 @@ class Ingest:
                         "(set [ingest] registry, docs/deployment.md)")
         self._recover()
         self._start_workers()
-        conn = self._conn = Connection(self, ROOT)
+        conn = self._conn = NatsLink(self) if self.nats else Connection(self, ROOT)
         try:
             conn.open()
         except BaseException:
