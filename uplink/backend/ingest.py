@@ -317,6 +317,8 @@ class Ingest:
             self.confirmer.stop()  # the last confirmations go out before the link closes
             conn.close()
             self._finalize()
+            for device, session in self.sink.keys():
+                log.info("ingest: session %s/%s closed (ingest stopping)", device, session)
         return self.stats()
 
     def _evict(self) -> None:
