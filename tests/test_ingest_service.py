@@ -96,3 +96,21 @@ def test_identity_prints_a_registry_entry(tmp_path) -> None:
     reg = tmp_path / "devices.toml"
     reg.write_text(out["registry_entry"])
     assert Registry(reg).known("cam-9")
+
+
+def test_sessions_logged_and_idle_ones_evicted_then_resumed(tmp_path, caplog) -> None:
+    """20,000 devices must not mean 20,000 sessions in memory: idle sessions are finalised and dropped,
+    and a device that speaks again resumes its session from disk (dedupe included)."""
+    from uplink.backend.ingest import Ingest
+
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path)
+    frame = {d: wire.single_chunk(wire.encode(messages.encode_frame(make_frame(1, d), messages.depth_codec("zstd"),
+                                                                     80))) for d in ("a1", "a2", "a3")}
+    with caplog.at_level("INFO", logger="uplink.backend.ingest"):
+        for d, p in frame.items():
+            assert ing.handle(f"crowdcap/v1/{d}/frame", p) == "frame"
+    assert sum("session a1/s1 opened" in r.getMessage() for r in caplog.records) == 1
+    assert len(ing.sink.keys()) == 3
+    assert sorted(ing.sink.evict_idle(idle=3600, max_sessions=1, min_quiet=0)) == [("a1", "s1"), ("a2", "s1")]
+    assert ing.sink.keys() == [("a3", "s1")] and (tmp_path / "a1" / "s1" / "rgb.txt").exists()  # finalised
+    assert ing.handle("crowdcap/v1/a1/frame", frame["a1"]) == "duplicate"  # reloaded from its folder
