@@ -155,6 +155,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--frames", type=int, default=300, help="synthetic frames (30 fps trajectory)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ablation", action="store_true", help="skip the schedule variants")
+    ap.add_argument("--no-forms", action="store_true", help="skip per-class recall of text, plates, bibs, ... "
+                    "(bench/redact_forms.py, on the first 120 frames)")
     ap.add_argument("--model", action="append", default=[], metavar="CARD",
                     help="also run our stage with this model card (e.g. an int8 one from python -m redact.quantize)")
     args = ap.parse_args(argv)
@@ -211,6 +213,10 @@ def main(argv: list[str]) -> dict[str, Any]:
         result[name].update(_timing(times[name], cpu[name]))
         if not name.startswith("deface"):
             result[name].update(runners[name].extra())
+    if not args.no_forms:  # text, plates, bibs, documents, screens, persons: per class
+        from bench import redact_forms
+
+        result["per_class"] = redact_forms.run(frames[:120])
     ours, deface = result["ours"], result["deface_centerface_fullres"]
     result["target"] = {
         "fps_ge_30": ours["fps"] >= 30.0,

@@ -13,6 +13,7 @@ import numpy as np
 
 from capture.frame import Intrinsics, RGBDFrame, now_stamps
 from capture.scene import Renderer, build_scene
+from capture.scene_text import visible_private
 
 DEPTH_SCALE = 1000.0  # millimetres
 
@@ -86,7 +87,8 @@ class SyntheticSource:
             z = z + np.roll(self._noise, shift, (0, 1)) * (0.0012 * z * z)
             z[np.roll(self._holes, shift, (0, 1))] = 0.0
         depth = np.clip(np.rint(z * DEPTH_SCALE), 0, 65535).astype(np.uint16)
-        truth = {"pose": pose, "faces": self._renderer.visible_faces(pose, ids)}
+        truth = {"pose": pose, "faces": self._renderer.visible_faces(pose, ids),
+                 "private": visible_private(self._renderer, pose, ids)}  # class → boxes (scene_text.py)
         return color, depth, truth
 
     def read(self) -> RGBDFrame | None:

@@ -255,9 +255,9 @@ class HealthReporter:
             "health": sample,
             "pipeline": {k: status.get(k) for k in ("running", "paused", "uptime_s", "frames_captured",
                                                     "frames_dropped", "frames_out", "latency_ms_p50",
-                                                    "latency_ms_p99", "stages", "source_faults")},
+                                                    "latency_ms_p99", "stages", "source_faults", "zones")},
             "privacy": {k: privacy.get(k) for k in ("policy_version", "models", "load_error", "frames_withheld",
-                                                    "faults", "detector_ms_p50", "detector_ms_p99")},
+                                                    "faults", "detector_ms_p50", "detector_ms_p99", "private")},
             "uplink": (status.get("details") or {}).get("uplink", {}),
         }
         if self.extra is not None:

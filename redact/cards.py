@@ -1,7 +1,7 @@
 """Model cards: a small TOML file beside every model saying what it is and how to run it.
 
     name, version, file (path relative to the card, or `package:PKG/RESOURCE`), sha256,
-    decoder (`centerface` | `yolo`), classes (list; index = class id), license,
+    decoder (`centerface` | `yolo` | `ppocr_det` | `ppocr_rec` | `ssd`), classes (list; index = class id), license,
     [input] name, channels (rgb|bgr), mean, scale (tensor = (pixel - mean) * scale),
             size ("dynamic" or [w, h]), multiple,
     [decoder_options] decoder-specific (threshold, nms_iou, output names).
@@ -20,7 +20,7 @@ from typing import Any
 
 from capture.config import ConfigError, read_toml
 
-DECODERS = ("centerface", "yolo")
+DECODERS = ("centerface", "yolo", "ppocr_det", "ppocr_rec", "ssd")
 CLASS_NAMES = ("face", "person", "plate", "text", "screen")
 
 
@@ -59,6 +59,17 @@ class ModelCard:
 
 def default_card_path() -> Path:
     return Path(str(importlib.resources.files("redact") / "models" / "centerface.toml"))
+
+
+def shipped_card_paths() -> list[Path]:
+    """Every card shipped in redact/models (the default face card first)."""
+    first = default_card_path()
+    return [first, *sorted(p for p in first.parent.glob("*.toml") if p != first)]
+
+
+def shipped_card(stem: str) -> Path:
+    """A shipped card by file stem (e.g. "ppocr_det")."""
+    return default_card_path().parent / f"{stem}.toml"
 
 
 def load_card(path: str | Path) -> ModelCard:

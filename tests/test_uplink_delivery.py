@@ -246,3 +246,90 @@ def test_failover_between_two_brokers(tmp_path) -> None:
         stage.close()
     _exact(out, n)
     assert st["sender"]["broker_node"] != node and st["sender"]["node_switches"] >= 1
+
+
+def test_rejected_record_stops_resending_and_is_counted(tmp_path, broker) -> None:
+    """A record the ingest will never accept (bad CRC) is named in the ack's `rejected`: the device
+    drops it, counts `rejected_bad_crc`, and does not resend it forever."""
+    out = tmp_path / "out"
+    ing = IngestThread(broker.url, out)
+    stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_timeout=0.3), "dev1", "s1")
+    bad = bytearray(wire.encode(messages.encode_frame(make_frame(7), messages.depth_codec("zstd"), 80)))
+    bad[-5] ^= 0xFF  # inside the body: the body CRC no longer matches
+    stage.spool.append(bytes(bad), 1, wire.FRAME)
+    stage.start()
+    for i in range(5):
+        stage.apply(make_frame(i))
+    assert stage.drain(20), stage.undelivered()
+    st = stage.status()
+    stats = ing.stop()
+    stage.close()
+    assert st["evictions"] == {"rejected_bad_crc": 1} and st["sender"]["records_rejected"] == 1
+    assert stats["rejected"] == {"bad_crc": 1}  # received once (maybe twice), never forever
+    _exact(out, 5)
+
+
+def test_telemetry_with_a_registry_is_confirmed_only_when_signed(tmp_path, broker) -> None:
+    from uplink.identity import DeviceKey, registry_entry
+
+    key = DeviceKey.load_or_create(tmp_path / "state")
+    reg = tmp_path / "devices.toml"
+    reg.write_text(registry_entry("dev1", key))
+    out = tmp_path / "out"
+    ing = IngestThread(broker.url, out, registry=str(reg))
+    stage = build_stage(uplink_cfg(tmp_path, broker.url), "dev1", "s1", signer=key.sign)
+    stage.start()
+    stage.publish("telemetry", {"cpu": 1.5})
+    stage.apply(make_frame(0))
+    assert stage.drain(20), stage.undelivered()
+    stage.close()
+    # a forger replays the device's telemetry under another record id of the same spool
+    spool_hex = Spool(tmp_path / "spool").epoch.hex()
+    forged = b'{"v":1,"type":"telemetry","device_id":"dev1","session_id":"s1","seq":99,"t_utc":1.0,' \
+             b'"id":"' + spool_hex.encode() + b'00000000000000ff"}'
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    pub.publish("crowdcap/v1/dev1/telemetry", forged, qos=1).wait_for_publish(5)
+    wait_for(lambda: ing.ingest.stats()["rejected_total"] >= 1, 10, what="the forged telemetry refused")
+    pub.loop_stop()
+    pub.disconnect()
+    stats = ing.stop()
+    lines = (out / "dev1" / "s1" / "telemetry.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["payload"] == {"cpu": 1.5}
+    assert stats["rejected"] == {"unsigned": 1}
+
+
+def test_status_is_plain_json_for_any_mqtt_tool(tmp_path, broker) -> None:
+    stage = build_stage(uplink_cfg(tmp_path, broker.url), "dev1", "s1")
+    stage.start()
+    stage.publish("status", {"state": "online", "summary": "running"}, retain=True)
+    wait_for(lambda: stage.status()["connected"] and not stage.sender.direct_pending(), 10, what="status sent")
+    got = subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", "crowdcap/v1/dev1/status",
+                          "-C", "1", "-W", "5"], capture_output=True, text=True, timeout=10)
+    stage.close()
+    body = json.loads(got.stdout)
+    assert body["v"] == 1 and body["type"] == "status" and body["state"] == "online" and body["device_id"] == "dev1"
+
+
+@pytest.mark.slow
+def test_run_exits_0_only_when_the_ingest_confirmed(tmp_path, broker, capsys) -> None:
+    from device.cli import main
+
+    common = ["run", "--source", "synthetic", "--pace", "fast", "--no-redact", "--max-frames", "8",
+              "--broker", broker.url, "--device-id", "dev1"]
+    # no ingest: the broker takes everything, nobody confirms it -> exit 3, saying why
+    rc = main(common + ["--state-dir", str(tmp_path / "st1"), "--spool", str(tmp_path / "sp1"), "--drain-timeout", "2"])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "not everything was ingest-confirmed" in err and "no confirmations arriving from the ingest" in err
+    out = tmp_path / "out"
+    ing = IngestThread(broker.url, out)
+    try:
+        rc = main(common + ["--state-dir", str(tmp_path / "st2"), "--spool", str(tmp_path / "sp2"),
+                            "--drain-timeout", "30"])
+    finally:
+        ing.stop()
+    assert rc == 0, capsys.readouterr().err
+    sessions = [p for p in (out / "dev1").iterdir() if (p / "frames.jsonl").exists()]
+    assert len(sessions) == 1 and len(committed_seqs(out, session=sessions[0].name)) == 8

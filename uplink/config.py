@@ -9,16 +9,19 @@ from typing import Literal
 
 from capture.config import ConfigError, setting
 
-_BROKER = re.compile(r"^(mqtts?)://([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})/?$")
+_BROKER = re.compile(r"^(mqtts?)://([^:/\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?$")
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}  # IANA's MQTT ports
 
 
 def parse_broker(url: str) -> tuple[str, str, int, bool]:
-    """('mqtt'|'mqtts', host, port, tls) from mqtt://HOST:PORT or mqtts://HOST:PORT; ConfigError otherwise."""
+    """('mqtt'|'mqtts', host, port, tls) from mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (default ports
+    1883 / 8883); ConfigError otherwise."""
     m = _BROKER.match(url or "")
-    if not m or not 0 < int(m.group(3)) < 65536:
-        raise ConfigError(f"broker: expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {url!r}")
+    port = int(m.group(3)) if m and m.group(3) else DEFAULT_PORTS[m.group(1)] if m else 0
+    if not m or not 0 < port < 65536:
+        raise ConfigError(f"broker: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
     host = m.group(2).strip("[]")
-    return m.group(1), host, int(m.group(3)), m.group(1) == "mqtts"
+    return m.group(1), host, port, m.group(1) == "mqtts"
 
 
 def parse_brokers(urls: str) -> list[tuple[str, str, int, bool]]:
@@ -28,8 +31,8 @@ def parse_brokers(urls: str) -> list[tuple[str, str, int, bool]]:
 
 @dataclass
 class UplinkConfig:
-    broker: str = setting("", help="mqtt://HOST:PORT or mqtts://HOST:PORT, or several separated by commas "
-                          "(cluster nodes: the sender fails over between them); empty = no network (spool only)")
+    broker: str = setting("", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (default ports 1883 / 8883), or several "
+                          "separated by commas (cluster nodes: the sender fails over between them); empty = no network (spool only)")
     spool_dir: str = setting("spool", help="store-and-forward directory")
     username: str = setting("", help="MQTT username")
     password: str = setting("", secret=True, help="MQTT password")

@@ -2,7 +2,7 @@
 
     record = magic "CCSR" | payload length u32 | id u64 | priority u8 | kind u8 | flags u16 | CRC32C u32 | payload
              (the CRC covers the header before it and the payload)
-    ack    = id u64 | reason u8 (0 delivered, 1 evicted, 2 lost to corruption) | CRC32C u32 of the 9 bytes before it
+    ack    = id u64 | reason u8 (0 delivered, 1 evicted, 2 lost to corruption, 3 taken back) | CRC32C u32 of the 9 bytes before it
 
 Recovery resyncs: a record whose header or CRC is bad is skipped up to the next offset holding a valid
 record (magic, sane length, matching CRC), so one flipped byte costs the records it touches, not the

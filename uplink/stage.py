@@ -67,6 +67,7 @@ class UplinkStage:
             self.sender = Sender(cfg, device_id, self.spool, will_payload=will, status_payload=self._connect_status)
             self.sender.signer = signer
         self._started = False
+        self.takebacks: list[Any] = []  # uplink.takeback.TakeBack, kept ~2 min for frames still in the pipeline
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class UplinkStage:
             raise FrameWithheld("unredacted", "the uplink only stores and sends redacted frames")
         if not self._started:
             self.start()
+        if self.takebacks:  # a take-back covering a frame still in the pipeline when it was issued
+            frame = self._take_back_filter(frame)
         level = self._degrade_level()
         if level >= DEGRADE_KEYFRAMES_ONLY and not frame.keyframe:
             self._count("degraded_dropped_frames")
@@ -146,6 +149,36 @@ class UplinkStage:
             self._count(f"degrade_to_{DEGRADE_NAMES[level]}")
             self.degrade = level
         return level
+
+    # ---- take-backs (uplink/takeback.py) ----------------------------------------------------------
+
+    def take_back(self, seconds: float, region: list[int] | None) -> dict[str, Any]:
+        """`privacy redact-last`: re-redact (region) or drop (None) what of the last `seconds` is still
+        in the spool, and tell the backend (a `takeback` event) to do the same with what it has."""
+        from uplink import takeback
+
+        tb = takeback.TakeBack.last(seconds, region)
+        with self._lock:
+            self.takebacks = [t for t in self.takebacks if time.time() - t.t_to < 120.0] + [tb]
+        counts = self.spool.rewrite({wire.FRAME, wire.CLOUD}, tb.since_mono,
+                                    lambda data, rec: takeback.redo(data, rec.kind, tb))
+        self.publish("event", tb.message(self.session_id))
+        self._count("takebacks")
+        return {"id": tb.id, "from": tb.t_from, "to": tb.t_to, "region": region,
+                "spool_rewritten": counts["rewritten"], "spool_dropped": counts["dropped"],
+                "in_flight": counts["in_flight"], "backend_told": True}
+
+    def _take_back_filter(self, frame: RGBDFrame) -> RGBDFrame:
+        from uplink import takeback
+
+        try:
+            out = takeback.filter_frame(frame, self.takebacks)
+        except FrameWithheld:
+            self._count("taken_back_in_pipeline")
+            raise
+        if out is not frame:
+            self._count("taken_back_in_pipeline")
+        return out
 
     # ---- JSON messages and commands -------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The ingest's exactly-once sink: one TUM-layout folder per device and session.
 
     OUT/<device>/<session>/rgb/<seq>.jpg  depth/<seq>.png (16-bit)  clouds/<seq>.ply
-                           rgb.txt depth.txt groundtruth.txt manifests.jsonl camera.json report.html
+                           rgb.txt depth.txt trajectory.txt keyframes.txt manifests.jsonl camera.json report.html
                            frames.jsonl   <- the commit log (one line per frame; the source of truth)
                            events.jsonl telemetry.jsonl   OUT/<device>/status.json (latest)
 
@@ -9,13 +9,15 @@ A frame is committed by one line appended to frames.jsonl, after its files are w
 (device, session, seq): a marker `.seen/f<seq>` is created with O_EXCL just before the commit line,
 so two workers sharing OUT never both commit a frame. At startup a torn last line is cut and markers
 without a commit line are removed (their frame is committed again when redelivered). The text files
-(rgb.txt, depth.txt, groundtruth.txt, manifests.jsonl) are regenerated from frames.jsonl, sorted by
-time, whenever the session is finalized.
+(rgb.txt, depth.txt, trajectory.txt, keyframes.txt, manifests.jsonl) are regenerated from frames.jsonl, sorted by
+time, whenever the session is finalized. Depth PNGs are at TUM's 5000 units/m (camera.json says so and
+is Open3D-readable); the device's poses are estimates, so they go to trajectory.txt, never groundtruth.txt.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -28,7 +30,10 @@ import cv2
 import numpy as np
 
 from uplink import messages, wire
+from uplink.backend import takeback
 from uplink.wire import Message, WireError
+
+log = logging.getLogger("crowdcap.ingest.sink")
 
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -264,17 +269,26 @@ class Sink:
         f = messages.decode_frame(msg)  # raises WireError before anything is written
         name = f"{msg.seq:08d}"
         _atomic_write(s.root / "rgb" / f"{name}.jpg", f.jpeg)
-        ok, png = cv2.imencode(".png", f.depth)
+        from capture.tum import TUM_DEPTH_SCALE, camera_doc, to_tum_depth
+
+        scale = f.meta.get("depth_scale")
+        if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale > 0:
+            raise WireError("bad_depth", f"depth_scale: expected a positive number, got {scale!r}")
+        ok, png = cv2.imencode(".png", to_tum_depth(f.depth, float(scale)))
         if not ok:
             raise WireError("bad_depth", "PNG encoding failed")
         _atomic_write(s.root / "depth" / f"{name}.png", png.tobytes())
         cam = s.root / "camera.json"
         if not cam.exists():
+            from capture.frame import Intrinsics
+
             intr = f.meta.get("intrinsics") or {}
-            _atomic_write(cam, json.dumps({
-                "width": f.width, "height": f.height, "fx": intr.get("fx"), "fy": intr.get("fy"),
-                "cx": intr.get("cx"), "cy": intr.get("cy"), "depth_scale": f.meta.get("depth_scale"),
-                "distortion": intr.get("distortion", [])}, indent=2).encode())
+            try:
+                camera = Intrinsics(f.width, f.height, float(intr["fx"]), float(intr["fy"]), float(intr["cx"]),
+                                    float(intr["cy"]), tuple(intr.get("distortion") or ()))
+            except (KeyError, TypeError, ValueError) as e:
+                raise WireError("bad_meta", f"intrinsics: {e}") from None
+            _atomic_write(cam, json.dumps(camera_doc(camera, TUM_DEPTH_SCALE), indent=2).encode())
         if not self._claim(s, "f", msg.seq):
             return "duplicate"
         t = msg.t_capture_ns / 1e9
@@ -290,6 +304,7 @@ class Sink:
             self._unclaim(s, "f", msg.seq)
             raise
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
         return "frame"
 
     def _cloud(self, msg: Message) -> str:
@@ -301,6 +316,7 @@ class Sink:
         if not self._claim(s, "c", msg.seq):
             return "duplicate"
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, msg.t_capture_ns / 1e9)
         return "cloud"
 
     def _json(self, msg: Message, arrival: float) -> str:
@@ -322,6 +338,12 @@ class Sink:
         except BaseException:
             self._unclaim(s, letter, msg.seq)
             raise
+        if msg.type == wire.EVENT and isinstance(payload, dict) and payload.get("type") == "takeback":
+            try:  # the wearer took frames back: delete / re-redact them (uplink/backend/takeback.py)
+                takeback.apply(dev, payload)
+            except ValueError as e:
+                log.warning("take-back refused: %s", e)
+            s.dirty = True
         return msg.kind
 
     def finalize(self, session: Session, report: bool = True) -> None:
@@ -329,7 +351,9 @@ class Sink:
         frames = read_frames(session.root)
         lines = {"rgb.txt": ["# color images", "# timestamp filename"],
                  "depth.txt": ["# depth maps", "# timestamp filename"],
-                 "groundtruth.txt": ["# ground truth trajectory (from device poses)", "# timestamp tx ty tz qx qy qz qw"]}
+                 "trajectory.txt": ["# estimated trajectory (device odometry; not ground truth)",
+                                    "# timestamp tx ty tz qx qy qz qw"],
+                 "keyframes.txt": ["# the device's keyframes (estimated poses)", "# timestamp tx ty tz qx qy qz qw"]}
         manifests = []
         for fr in frames:
             lines["rgb.txt"].append(f"{fr['t']:.6f} {fr['rgb']}")
@@ -337,8 +361,10 @@ class Sink:
             p = _pose(fr.get("pose"))
             if p is not None:
                 q = quaternion(p[:3, :3])
-                lines["groundtruth.txt"].append(
-                    f"{fr['t']:.6f} {p[0, 3]:.6f} {p[1, 3]:.6f} {p[2, 3]:.6f} " + " ".join(f"{v:.6f}" for v in q))
+                line = f"{fr['t']:.6f} {p[0, 3]:.6f} {p[1, 3]:.6f} {p[2, 3]:.6f} " + " ".join(f"{v:.6f}" for v in q)
+                lines["trajectory.txt"].append(line)
+                if fr.get("keyframe"):
+                    lines["keyframes.txt"].append(line)
             manifests.append(json.dumps({"seq": fr["seq"], "t": fr["t"], "manifest": fr.get("manifest")},
                                         default=wire._json_default))
         for name, ls in lines.items():
@@ -378,4 +404,5 @@ def read_frames(root: Path) -> list[dict]:
         except ValueError:
             continue
     out.sort(key=lambda f: (f.get("t", 0), f.get("seq", 0)))
-    return out
+    gone = takeback.deleted(root)
+    return [f for f in out if f.get("seq") not in gone] if gone else out
