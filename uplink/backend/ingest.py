@@ -134,7 +134,8 @@ class Ingest:
             try:
                 return self._message(source, data, arrival, chunk.message_id, chunk.signed)
             except WireError as e:
-                self.confirmer.rejected(source, chunk.message_id, e.reason)  # never for forged ones
+                if getattr(e, "final", False):  # never for forged, unverified or corrupt ones
+                    self.confirmer.rejected(source, chunk.message_id, e.reason)
                 raise
         except WireError as e:
             return self._reject(e.reason, source, str(e))
@@ -158,14 +159,23 @@ class Ingest:
 
     def _message(self, source: str, data: bytes, arrival: float, message_id: bytes, signed: bool) -> str:
         data, signature = wire.split_signature(data, signed)
-        msg = wire.decode(data, self.limits)
-        if msg.device_id != source:
-            raise WireError("topic_mismatch", f"{msg.device_id!r} on {source!r}'s topic")
         if self.registry is not None:
-            reason = self.registry.check(msg.device_id, message_id, data, signature)
+            # first: is it the device's own? (the signature covers id, header and body CRC; it is
+            # checked on the raw bytes, before anything is decoded or could be reported back)
+            reason = self.registry.check(source, message_id, data, signature)
             if reason is not None:
-                raise WireError(reason, f"{msg.device_id} {msg.kind} seq {msg.seq}")
-        what = self.sink.write(msg, arrival, len(data))
+                raise WireError(reason, f"{source} message {message_id.hex()}")
+        try:
+            msg = wire.decode(data, self.limits)
+            if msg.device_id != source:
+                raise WireError("topic_mismatch", f"{msg.device_id!r} on {source!r}'s topic")
+            what = self.sink.write(msg, arrival, len(data))
+        except WireError as e:
+            # Refused for good, and (with a registry) provably the device's own message: the ack's
+            # `rejected` may name it so the device stops re-sending. Anything refused above (forged,
+            # unsigned, unknown device) is never reported: a forger must not cancel a real record.
+            e.final = e.reason != "topic_mismatch"  # type: ignore[attr-defined]
+            raise
         self.confirmer.stored(source, message_id, msg, what)
         self.reassembler.completed(message_id)  # only a verified message makes later copies late duplicates
         with self._lock:
