@@ -53,7 +53,7 @@ def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
         body = json.loads(payload)
         return body["type"], body
 
-    msg = wire.decode(wire.parse_chunk(payload).data)
+    msg = wire.decode(wire.single_message(payload))  # signed (wire v1.1) or not
     return msg.kind, msg.meta()
 
 

@@ -55,7 +55,7 @@ class _Inbox:
 def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
     """(kind, JSON) of a single-chunk JSON wire message, or of plain JSON (a last will); None if neither."""
     try:
-        msg = wire.decode(wire.parse_chunk(payload).data)
+        msg = wire.decode(wire.single_message(payload))  # signed (wire v1.1) or not
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass
