@@ -81,11 +81,15 @@ class NatsLink:
             async def reconnected() -> None:
                 self._connected.set()
 
+            async def error(e: Exception) -> None:  # a node down is routine in a cluster: no traceback
+                self.ing.count("nats_errors")
+                log.debug("ingest: NATS: %s", e)
+
             self.nc = await nats.connect(servers=list(self.cfg.brokers), name=self.ing.client_id,
                                          user=self.cfg.username or None, password=self.cfg.password or None,
                                          tls=tls, connect_timeout=5, max_reconnect_attempts=-1,
                                          reconnect_time_wait=0.5, disconnected_cb=disconnected,
-                                         reconnected_cb=reconnected)
+                                         reconnected_cb=reconnected, error_cb=error)
             js = self.nc.jetstream()
             try:
                 await js.stream_info(STREAM)
