@@ -342,6 +342,9 @@ def main(argv: list[str]) -> dict:
             (result["uplink_confirmed"]["cpu_ns_per_byte"] - result["spool_write_cpu_ns_per_byte"])
             / result["bare_paho"]["cpu_ns_per_byte"], 2)
         result["ingest_alone"] = bench_ingest(msgs[:200], tmp)
+        from bench.uplink_ingest import bench_ingest_scale  # frames/s per worker: mosquitto, NATS cluster
+
+        result["ingest_scale"] = bench_ingest_scale(_reseq(msgs, "b1"), tmp)
         result["recovery"] = bench_recovery(tmp, args.recovery_mb)
     finally:
         stop()

@@ -53,8 +53,7 @@ def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
         body = json.loads(payload)
         return body["type"], body
 
-    chunk = wire.parse_chunk(payload)
-    msg = wire.decode(wire.split_signature(chunk.data, chunk.signed)[0])  # a signing device appends 64 bytes
+    msg = wire.decode(wire.single_message(payload))  # signed (wire v1.1) or not
     return msg.kind, msg.meta()
 
 

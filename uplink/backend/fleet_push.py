@@ -55,8 +55,7 @@ class _Inbox:
 def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
     """(kind, JSON) of a single-chunk JSON wire message, or of plain JSON (a last will); None if neither."""
     try:
-        chunk = wire.parse_chunk(payload)
-        msg = wire.decode(wire.split_signature(chunk.data, chunk.signed)[0])  # signed devices (wire v1.1)
+        msg = wire.decode(wire.single_message(payload))  # signed (wire v1.1) or not
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass
