@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 extras="${1:-}"
 
-# open3d's wheel links libusb-1.0; mosquitto is the broker the tests spawn; systemd-analyze checks units.
+# open3d's wheel links libusb-1.0; mosquitto is the broker the tests spawn; systemd-analyze checks units;
+# nats-server runs the tests' clustered broker.
 need=()
 dpkg -s libusb-1.0-0 >/dev/null 2>&1 || need+=(libusb-1.0-0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
@@ -16,6 +17,8 @@ if [ "$extras" = test ]; then
   command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # tests read status as any MQTT tool does
   # chromium: the real (headless) browser the report-page test renders and screenshots in.
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  # nats-server: the tests' 3-node JetStream cluster with MQTT (tests/nats_cluster.py)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then

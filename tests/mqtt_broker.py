@@ -55,7 +55,8 @@ class MosquittoBroker:
     """One mosquitto process on a fixed free port, restartable."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, max_queued: int = 100000,
-                 message_size_limit: int = 0, max_packet_size: int = 0, persistence: bool = False) -> None:
+                 message_size_limit: int = 0, max_packet_size: int = 0, persistence: bool = False,
+                 users: dict[str, str] | None = None) -> None:
         if not os.path.exists(MOSQUITTO):
             raise RuntimeError(f"mosquitto binary not found at {MOSQUITTO}")
         self.host = host
@@ -66,7 +67,7 @@ class MosquittoBroker:
         # max_queued_messages: mosquitto's default (1000) would drop QoS1 backlog for a slow subscriber.
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            "allow_anonymous false" if users else "allow_anonymous true",
             # persistence: sessions, subscriptions and queued messages survive a graceful restart
             # (mosquitto writes its database on SIGTERM; a SIGKILL loses what was only in memory).
             "persistence true" if persistence else "persistence false",
@@ -79,6 +80,12 @@ class MosquittoBroker:
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto' and cannot write our temp dir
+        if users:  # username/password clients only (mosquitto_passwd hashes the file)
+            pw = self._dir / "passwd"
+            pw.touch()
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True)
+            lines.append(f"password_file {pw}")
         if message_size_limit:  # silently refuses bigger publishes (disconnects), announces nothing
             lines.append(f"message_size_limit {message_size_limit}")
         if max_packet_size:  # announced to MQTT 5 clients in CONNACK

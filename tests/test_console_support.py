@@ -53,9 +53,7 @@ def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
         body = json.loads(payload)
         return body["type"], body
 
-    chunk = wire.parse_chunk(payload)
-    message, _signature = wire.split_signature(chunk.data, chunk.signed)  # wire v1.1: signed by the device
-    msg = wire.decode(message)
+    msg = wire.decode(wire.single_message(payload))  # signed (wire v1.1) or not
     return msg.kind, msg.meta()
 
 

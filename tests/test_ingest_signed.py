@@ -131,3 +131,36 @@ def test_device_warns_about_anonymous_plain_mqtt_to_a_remote_host() -> None:
     w = link_warnings("mqtt://10.0.0.5:1883")
     assert len(w) == 2 and "mqtts://" in w[0] and "anonymous" in w[1]
     assert len(link_warnings("mqtt://10.0.0.5:1883", username="cam")) == 1
+
+
+def test_registry_reloads_a_new_device_and_keeps_the_last_good_one(tmp_path) -> None:
+    from uplink.backend.registry import Registry
+
+    k1, k2 = DeviceKey.load_or_create(tmp_path / "k1"), DeviceKey.load_or_create(tmp_path / "k2")
+    path = _registry(tmp_path, dev1=k1)
+    reg = Registry(path, reload_every=0.0)
+    assert reg.known("dev1") and not reg.known("dev2")
+    path.write_text(registry_entry("dev1", k1) + registry_entry("dev2", k2))
+    os.utime(path, (1, 1))  # a distinct mtime, whatever the clock's resolution
+    assert reg.known("dev2")  # registered without restarting the ingest
+    path.write_text("[devices.broken\n")
+    os.utime(path, (2, 2))
+    assert reg.known("dev2") and reg.known("dev1")  # a broken edit neither opens nor closes the door
+
+
+def test_forged_or_unverifiable_refusals_are_never_reported_back_to_the_device(tmp_path) -> None:
+    """The ack's `rejected` makes a device drop a record: with a registry only a message whose
+    signature verifies may be named there (a bad body of a genuine header is the device's own)."""
+    key = DeviceKey.load_or_create(tmp_path / "state")
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path / "out", registry=str(_registry(tmp_path, dev1=key)))
+    mid = os.urandom(16)
+    good = _msg(4)
+    bad_body = bytearray(good)
+    bad_body[-3] ^= 1
+    for payload in (wire.chunks(bytes(bad_body), mid, 1 << 20)[0],  # unsigned, the real message id
+                    wire.chunks(bytes(bad_body), mid, 1 << 20, DeviceKey.load_or_create(tmp_path / "x").sign)[0]):
+        assert ing.handle("crowdcap/v1/dev1/frame", payload) == "rejected"
+    assert not ing.confirmer._pending  # nothing to report: the device keeps re-sending the record
+    signed_bad = wire.chunks(bytes(bad_body), mid, 1 << 20, key.sign)[0]  # the device's own, corrupt
+    assert ing.handle("crowdcap/v1/dev1/frame", signed_bad) == "rejected"
+    assert [p.rejected for p in ing.confirmer._pending.values()] == [{int.from_bytes(mid[8:], "big"): "bad_crc"}]

@@ -42,20 +42,23 @@ def test_acks_empty_the_spool_and_survive_a_restart(tmp_path, broker) -> None:
     for i in range(30):
         stage.apply(make_frame(i, cloud=(i == 5)))
     stage.publish("event", {"what": "hello"})
+    stage.publish("telemetry", {"uplink": stage.status()})  # plain JSON, spooled, confirmed like frames
     assert stage.drain(30), stage.undelivered()
     st = stage.status()
     stats = ing.stop()
+    report = (out / "dev1" / "s1" / "report.html").read_text()
+    assert "Delivery (end-to-end confirmation)" in report  # the report shows the device's link state
     stage.close()
     sub.loop_stop()
     sub.disconnect()
     _exact(out, 30)
     assert st["delivery"] == "ingest" and st["records_unconfirmed"] == 0 and st["spool_records"] == 0
-    assert st["sender"]["records_confirmed"] == 32 and st["sender"]["confirm_latency_ms"]["p99"] > 0
-    assert stats["confirm"]["records_confirmed"] >= 32 and stats["confirm"].get("fsync_errors", 0) == 0
+    assert st["sender"]["records_confirmed"] == 33 and st["sender"]["confirm_latency_ms"]["p99"] > 0
+    assert stats["confirm"]["records_confirmed"] >= 33 and stats["confirm"].get("fsync_errors", 0) == 0
     assert acks and all(a["v"] == 1 and len(a["spool"]) == 16 and a["rejected"] == [] for a in acks)
     assert len(acks) <= 15  # batched: a few ack messages, not one per record
     ids = {i for a in acks for lo, hi in a["ranges"] for i in range(lo, hi + 1)}
-    assert len(ids) >= 32
+    assert len(ids) >= 33
     s = Spool(tmp_path / "spool")  # the confirmations are in the ack log: nothing to resend
     assert len(s) == 0 and s.stats()["segments"] <= 1
     s.close()
@@ -72,10 +75,12 @@ def test_without_an_ingest_nothing_leaves_and_run_says_why(tmp_path, broker) -> 
     assert st["spool_records"] == 10 and st["records_unconfirmed"] == 10
     assert st["resent_unconfirmed"] >= 10 and st["oldest_unconfirmed_age_s"] > 1.0
     assert "no confirmations arriving from the ingest" in why, why
+    assert st["last_error"].startswith("no confirmation from the ingest"), st["last_error"]  # and a WARNING
     out = tmp_path / "out"
     ing = IngestThread(broker.url, out)  # a late ingest gets the resends (same message ids)
     try:
         assert stage.drain(30), stage.undelivered()
+        wait_for(lambda: not stage.status()["last_error"], 5, what="the warning to clear")
     finally:
         ing.stop()
         stage.close()
@@ -333,3 +338,42 @@ def test_run_exits_0_only_when_the_ingest_confirmed(tmp_path, broker, capsys) ->
     assert rc == 0, capsys.readouterr().err
     sessions = [p for p in (out / "dev1").iterdir() if (p / "frames.jsonl").exists()]
     assert len(sessions) == 1 and len(committed_seqs(out, session=sessions[0].name)) == 8
+
+
+def test_bad_credentials_are_a_warning_with_the_reason(tmp_path, caplog) -> None:
+    with MosquittoBroker(users={"dev1": "right"}) as b:
+        stage = build_stage(uplink_cfg(tmp_path, b.url, username="dev1", password="wrong"), "dev1", "s1")
+        stage.start()
+        stage.apply(make_frame(0))
+        wait_for(lambda: "refused" in stage.status()["last_error"], 10, what="the refusal in last_error")
+        assert not stage.drain(1.0)
+        st, why = stage.status(), stage.undelivered()
+        stage.close()
+    assert "Bad user name or password" in st["last_error"] or "Not authorized" in st["last_error"], st["last_error"]
+    assert st["link"] == "down" and "the broker refused" in why
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "refused" in r.getMessage()]
+    assert 1 <= len(warned) <= 2, warned  # once (a protocol fallback may add one), not per retry
+
+
+def test_command_results_pass_a_window_full_of_unconfirmed_frames(tmp_path, broker) -> None:
+    """No ingest: frames fill the end-to-end window and wait; a command's result still goes out."""
+    results: list[bytes] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: results.append(m.payload)
+    sub.connect(broker.host, broker.port)
+    sub.subscribe("crowdcap/v1/dev1/cmd/result", qos=1)
+    sub.loop_start()
+    stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_window_mb=0.1, confirm_timeout=60), "dev1", "s1")
+    stage.start()
+    try:
+        for i in range(40):
+            stage.apply(make_frame(i))
+        wait_for(lambda: stage.status()["sender"].get("confirm_window_waits", 0) > 0, 10, what="a full window")
+        stage.publish_command_result({"id": "r1", "ok": True})
+        wait_for(lambda: results, 10, what="the command result")
+        st = stage.status()
+    finally:
+        stage.close()
+        sub.loop_stop()
+        sub.disconnect()
+    assert st["records_unconfirmed"] < 40 and st["sender"]["control_past_window"] == 1

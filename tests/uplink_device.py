@@ -29,7 +29,7 @@ def main() -> int:
             time.sleep(delay)
         stage.apply(make_frame(first + i))
         print(f"accepted {first + i}", flush=True)
-    ok = stage.drain(float(__import__("os").environ.get("DRAIN", "60")))
+    ok = stage.drain(60)
     if not ok:
         print(stage.undelivered(), stage.status()["sender"], file=sys.stderr)
     stage.close()

@@ -10,7 +10,9 @@ A PUBACK is hop-by-hop: it only frees the sender's in-flight window. A record le
 ack names it (`Spool.confirm`, written to the ack log: restart-safe) or rejects it (`Spool.reject`,
 counted as `rejected_<reason>`). A record the broker acknowledged but nobody confirmed within
 `timeout` is sent again under the same message id (the ingest dedupes and re-acks), with exponential
-backoff up to 8 × timeout, counted as `resent_unconfirmed`.
+backoff up to 8 × timeout, counted as `resent_unconfirmed`. Like TCP's retransmission timer, the
+timeout stretches to 3 × the smoothed confirmation latency when the ingest is merely slow (a busy
+ingest is not sent everything twice).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Confirmations:
         self.latencies: deque[float] = deque(maxlen=2048)  # seconds from first send to confirmation
         self.last_confirm: float | None = None  # monotonic
         self.last_ack_error = ""
+        self._latency_ewma: float | None = None
 
     # ---- the sender's side --------------------------------------------------------------------
 
@@ -71,14 +74,17 @@ class Confirmations:
     def due(self, now: float | None = None) -> list[int]:
         """Records whose confirmation is overdue (oldest first); counted as resent_unconfirmed."""
         now = time.monotonic() if now is None else now
-        out = [rid for rid, s in self._sent.items()
-               if now - s.t_last >= self.timeout * min(MAX_BACKOFF, 2 ** (s.attempts - 1))]
+        base = self.effective_timeout()
+        out = [rid for rid, s in self._sent.items() if now - s.t_last >= base * min(MAX_BACKOFF, 2 ** (s.attempts - 1))]
         for rid in out:  # the next deadline counts from now, with the next backoff step
             s = self._sent[rid]
             s.t_last = now
             s.attempts += 1
         self.counters["resent_unconfirmed"] += len(out)
         return sorted(out)
+
+    def effective_timeout(self) -> float:
+        return max(self.timeout, 3 * self._latency_ewma) if self._latency_ewma is not None else self.timeout
 
     def forget_all(self) -> None:
         """The link dropped: everything in the spool is replayed from its start anyway."""
@@ -90,6 +96,9 @@ class Confirmations:
         if s is not None:
             self._bytes -= s.size
             self.latencies.append(now - s.t_first)
+            if s.attempts == 1:  # (Karn: a resent record's latency says nothing about the ingest)
+                lat = now - s.t_first
+                self._latency_ewma = lat if self._latency_ewma is None else 0.875 * self._latency_ewma + 0.125 * lat
 
     # ---- acks from the backend ----------------------------------------------------------------
 
@@ -126,6 +135,12 @@ class Confirmations:
 
     # ---- state ----------------------------------------------------------------------------------
 
+    def quiet_for(self) -> float:
+        """Seconds since the last confirmation (or since the first record was sent, if none yet)."""
+        now = time.monotonic()
+        first = min((s.t_first for s in self._sent.values()), default=now)
+        return now - (self.last_confirm if self.last_confirm is not None else first)
+
     def unconfirmed(self) -> int:
         return len(self._sent)
 
@@ -137,9 +152,30 @@ class Confirmations:
             "unconfirmed": len(self._sent), "unconfirmed_bytes": self._bytes,
             "oldest_unconfirmed_age_s": 0.0 if oldest is None else round(now - oldest, 3),
             "last_confirm_age_s": None if self.last_confirm is None else round(now - self.last_confirm, 3),
+            "confirm_timeout_s": round(self.effective_timeout(), 2),
             "confirm_latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99)} if lat else None,
             **dict(self.counters),
         }
+
+
+def undelivered_reason(left: int, inflight_chunks: int, connected: bool, last_error: str,
+                       track: Confirmations | None) -> str:
+    """What is still in the spool and why, in words an operator can act on ('' if nothing)."""
+    if not left and not inflight_chunks:
+        return ""
+    if not connected:
+        err = last_error or "still connecting"
+        what = "the broker refused" if "refused" in err else "no connection to the broker"
+        return f"{left} record(s) not delivered: {what} ({err})"
+    unconfirmed = track.unconfirmed() if track is not None else 0
+    if unconfirmed:
+        st = track.stats()
+        last = st["last_confirm_age_s"]
+        return (f"{left} record(s) not confirmed: no confirmations arriving from the ingest ({unconfirmed} sent "
+                f"and acknowledged by the broker, oldest {st['oldest_unconfirmed_age_s']:.0f} s ago; last "
+                f"confirmation {'never' if last is None else f'{last:.0f} s ago'}; is `crowdcap ingest` running "
+                f"and speaking acks? else set uplink.delivery = \"broker\")")
+    return f"{left} record(s) not yet sent ({inflight_chunks} chunk(s) awaiting the broker's PUBACK)"
 
 
 def _pct(sorted_values: list[float], q: float) -> float:

@@ -36,14 +36,14 @@ import paho.mqtt.client as mqtt
 from uplink import plain, wire
 from uplink.budget import TokenBucket
 from uplink.config import UplinkConfig, parse_brokers
-from uplink.delivery import Confirmations
+from uplink.delivery import Confirmations, undelivered_reason
 from uplink.mqtt_client import KIND_TOPIC, LinkTrouble, new_client, pump, topic
-from uplink.spool import PRIO_NAMES, Spool
+from uplink.sender_events import PahoEvents
+from uplink.spool import PRIO_CONTROL, Spool
 
 log = logging.getLogger(__name__)
 
-# PUBACK reason codes that say "later", not "never": 0x91 packet identifier in use, 0x97 quota exceeded
-_TRANSIENT_PUBACK = {0x91, 0x97}
+_NO_CONFIRM = "no confirmation from the ingest"
 
 @dataclass
 class _Outgoing:
@@ -56,7 +56,7 @@ class _Outgoing:
     unacked: set[int] = field(default_factory=set)  # chunk indexes published, not yet PUBACKed
 
 
-class Sender:
+class Sender(PahoEvents):
     """Ships `spool` to `cfg.broker`. `start()` / `stop()`; thread-safe `wake()`, `stats()`, `drained()`."""
 
     signer = None  # set by the stage: data -> Ed25519 signature over each message id (wire v1.1)
@@ -73,6 +73,7 @@ class Sender:
         self.track = (Confirmations(spool, cfg.confirm_timeout, min(int(cfg.confirm_window_mb * 2**20), spool.quota // 2))
                       if cfg.delivery == "ingest" else None)
         self._resend: list[int] = []
+        self._urgent_t = 0.0
         self.device_id = device_id
         self.spool = spool
         self.will_payload = will_payload
@@ -182,22 +183,7 @@ class Sender:
 
     def undelivered_reason(self) -> str:
         """Why records are still in the spool (for `run`'s exit 3), in words an operator can act on."""
-        left = len(self.spool)
-        if not left and not self._mids:
-            return ""
-        if not self._connected:
-            err = self.last_error or "still connecting"
-            what = "the broker refused" if "refused" in err else "no connection to the broker"
-            return f"{left} record(s) not delivered: {what} ({err})"
-        unconfirmed = self.track.unconfirmed() if self.track is not None else 0
-        if unconfirmed:
-            st = self.track.stats()
-            last = st["last_confirm_age_s"]
-            return (f"{left} record(s) not confirmed: no confirmations arriving from the ingest ({unconfirmed} sent "
-                    f"and acknowledged by the broker, oldest {st['oldest_unconfirmed_age_s']:.0f} s ago; last "
-                    f"confirmation {'never' if last is None else f'{last:.0f} s ago'}; is `crowdcap ingest` running "
-                    f"and speaking acks? else set uplink.delivery = \"broker\")")
-        return f"{left} record(s) not yet sent ({len(self._mids)} chunk(s) awaiting the broker's PUBACK)"
+        return undelivered_reason(len(self.spool), len(self._mids), self._connected, self.last_error, self.track)
 
     def wait_idle(self, timeout: float) -> bool:
         """True once the spool is empty and nothing is in flight (everything PUBACKed)."""
@@ -353,6 +339,7 @@ class Sender:
             if self.track is not None and time.monotonic() - last_due >= 0.25:
                 last_due = time.monotonic()
                 self._resend.extend(self.track.due(last_due))
+                self._check_confirmations()
             self._send_direct()
             wait = self._fill_window()
             rc = self._pump(min(wait, sync_every, 0.5))
@@ -375,6 +362,20 @@ class Sender:
             if now - self._rate_t >= 1.0:
                 self.bytes_per_s = self._rate_bytes / (now - self._rate_t)
                 self._rate_bytes, self._rate_t = 0, now
+
+    def _check_confirmations(self) -> None:
+        """Connected, the broker takes everything, but the ingest confirms nothing: say so (WARNING,
+        last_error) — a backend without acks would otherwise fill the spool in silence."""
+        st = self.track.stats()
+        quiet = self.track.quiet_for()
+        limit = max(1.0, 3 * self.cfg.confirm_timeout)
+        if self.track.unconfirmed() and st["oldest_unconfirmed_age_s"] > limit and quiet > limit:
+            if not self.last_error.startswith(_NO_CONFIRM):
+                self.last_error = (f"{_NO_CONFIRM} for {quiet:.0f} s ({self.track.unconfirmed()} record(s) "
+                                   "acknowledged by the broker wait for the ingest); is `crowdcap ingest` "
+                                   "running? a backend without acks needs uplink.delivery = \"broker\"")
+        elif self.last_error.startswith(_NO_CONFIRM) and quiet < limit:
+            self.trouble.last_error = ""  # confirmations flow again
 
     def _note_fruitless_connection(self) -> None:
         """A broker that silently drops the link on a too-large publish (no Maximum Packet Size
@@ -428,7 +429,7 @@ class Sender:
             if out.next_index < len(out.chunks):
                 return out
         while self._resend:  # broker-acknowledged long ago, never confirmed: same message id again
-            out = self._outgoing(self._resend.pop(0))
+            out = self._outgoing(self._resend.pop(0), again=True)
             if out is not None:
                 return out
         while self.track is None or self.track.may_send_more():
@@ -440,11 +441,21 @@ class Sender:
             if out is not None:
                 return out
         self.counters["confirm_window_waits"] += 1
+        # The window is full of records waiting for the ingest: command results and events still go
+        # (an operator's command must be answered while the ingest is down).
+        now = time.monotonic()
+        if now - self._urgent_t >= 0.5:
+            self._urgent_t = now
+            for rid in self.spool.urgent_after(self._cursor, PRIO_CONTROL, limit=256):
+                out = self._outgoing(rid)
+                if out is not None:
+                    self.counters["control_past_window"] += 1
+                    return out
         return None
 
-    def _outgoing(self, rid: int) -> _Outgoing | None:
-        if rid in self._out:
-            return None
+    def _outgoing(self, rid: int, again: bool = False) -> _Outgoing | None:
+        if rid in self._out or (not again and self.track is not None and self.track.is_sent(rid)):
+            return None  # being sent, or sent ahead of the cursor and awaiting its confirmation
         got = self.spool.read(rid)
         if got is None:
             return None  # confirmed or evicted meanwhile
@@ -463,83 +474,3 @@ class Sender:
                         size=len(data))
         self._out[rid] = out
         return out
-
-    # ---- paho callbacks (run inside _pump, in this thread) -----------------------------------
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
-        self._connack = 0 if not reason_code.is_failure else int(reason_code.value)
-        self._connack_name = reason_code.getName() if reason_code.is_failure else ""
-        recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
-        # keep two of the broker's Receive Maximum slots for status messages sent outside the window
-        self._window = min(self.cfg.inflight, max(1, recv_max - 2)) if recv_max else self.cfg.inflight
-        # MQTT 5 brokers may announce a smaller packet limit than our max_payload: chunk below it
-        # (300 bytes of room for the fixed header, topic and properties).
-        max_packet = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
-        self._acks_this_connection = 0
-        if max_packet and max_packet - 300 < self._max_payload:
-            self._max_payload = max(wire.CHUNK_HEADER_SIZE + 256, max_packet - 300)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
-        if self._connected and reason_code is not None and reason_code.is_failure and reason_code.value != 0x80:
-            self.last_error = f"broker {self.host}:{self.port} closed the connection: {reason_code.getName()}"
-        self._connected = False
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
-        entry = self._mids.pop(mid, None)
-        if entry is None:
-            return  # a direct (status) publish
-        rid, index = entry
-        out = self._out.get(rid)
-        if out is None:
-            return
-        if reason_code is not None and reason_code.is_failure and reason_code.value in _TRANSIENT_PUBACK:
-            # Throttled (managed brokers answer "Quota exceeded" under load): not the record's fault.
-            # Drop the link; the record stays in the spool and is re-sent after the reconnect delay.
-            self.counters[f"broker_busy_{reason_code.getName().replace(' ', '_')}"] += 1
-            self._acks_this_connection += 1  # an answer: not a reason to shrink the chunk size
-            self.last_error = f"broker refused a publish for now ({reason_code.getName()}); reconnecting"
-            self._connected = False
-            return
-        if reason_code is not None and reason_code.is_failure:
-            # The broker refused it (e.g. packet too large, not authorised): retrying would loop
-            # forever. Drop the record and count it under the broker's reason: never silent.
-            rec = self.spool.record(rid)
-            name = PRIO_NAMES.get(rec.priority, "?") if rec else "?"
-            self.spool.evictions[f"broker_refused_{name}_{reason_code.getName().replace(' ', '_')}"] += 1
-            self.last_error = f"broker refused a {name} record: {reason_code.getName()} (dropped, counted)"
-            self.spool.ack(rid)
-            del self._out[rid]
-            self._mids = {m: e for m, e in self._mids.items() if e[0] != rid}
-            self._notify_idle()
-            return
-        self._acks_this_connection += 1
-        self._last_progress = time.monotonic()
-        out.unacked.discard(index)
-        if not out.unacked and out.next_index == len(out.chunks):
-            if self.track is None:
-                self.spool.ack(rid)
-            else:  # the broker has it; the ingest's ack makes it leave the spool. Until then it is
-                self.track.sent(rid, out.size)  # not evicted (it may well be delivered): the window bounds that
-            del self._out[rid]
-            self.counters["records_sent"] += 1
-            self._notify_idle()
-
-    def _notify_idle(self) -> None:
-        with self._idle:
-            self._idle.notify_all()
-
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
-        if self.track is not None and msg.topic == topic(self.device_id, "ack"):
-            done, rejected = self.track.on_ack(bytes(msg.payload))
-            for rid in done + rejected:
-                self._out.pop(rid, None)  # a resend under way is moot now
-            if done or rejected:
-                self._notify_idle()
-            return
-        if msg.topic == topic(self.device_id, "cmd") and self.on_command is not None:
-            self.counters["commands_received"] += 1
-            try:
-                self.on_command(bytes(msg.payload))
-            except Exception:  # a bad command handler must not take the uplink down
-                log.exception("command callback failed")
-                self.counters["command_callback_errors"] += 1

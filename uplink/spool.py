@@ -27,15 +27,14 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from uplink import spool_format as fmt
+from uplink.spool_recovery import Record, Recovery, _Segment  # noqa: F401 - Record is part of the API
 
 log = logging.getLogger(__name__)
 
@@ -44,39 +43,11 @@ PRIO_NAMES = {PRIO_TELEMETRY: "telemetry", PRIO_FRAME: "frame", PRIO_KEYFRAME: "
               PRIO_CONTROL: "control"}
 FLAG_RETAIN = 0x01
 
-_SEG = re.compile(r"^seg-(\d{12})\.log$")
-
-
 class SpoolError(Exception):
     pass
 
 
-@dataclass
-class Record:
-    id: int
-    priority: int
-    kind: int
-    flags: int
-    size: int  # payload bytes
-    segment: int
-    offset: int  # of the payload within the segment file
-    t_added: float  # monotonic seconds (recovered records: time of recovery)
-    recovered: bool = False
-
-
-class _Segment:
-    def __init__(self, number: int, path: Path, fd: int, size: int) -> None:
-        self.number, self.path, self.fd, self.size = number, path, fd, size
-        self.live = 0
-        self.live_bytes = 0
-        self.ack_fd = -1
-
-    @property
-    def ack_path(self) -> Path:
-        return self.path.with_suffix(".ack")
-
-
-class Spool:
+class Spool(Recovery):
     def __init__(self, directory: str | os.PathLike, quota_bytes: int = 1 << 30, fsync: str = "interval",
                  fsync_interval_ms: float = 200.0, segment_bytes: int | None = None,
                  reserve_bytes: int = 0) -> None:
@@ -110,85 +81,6 @@ class Spool:
         t0 = time.monotonic()
         self._recover()
         self.recovery_seconds = time.monotonic() - t0
-
-    # ---- recovery -----------------------------------------------------------------------------
-
-    def _load_epoch(self) -> bytes:
-        """8 random bytes naming this spool: with a record id, a message id unique across devices."""
-        path = self.dir / "spool.id"
-        try:
-            data = path.read_bytes()
-            if len(data) == 8:
-                return data
-        except FileNotFoundError:
-            pass
-        data = os.urandom(8)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return data
-
-    def _recover(self) -> None:
-        gone: set[int] = set()
-        try:
-            self._next_id = max(1, int((self.dir / "next_id").read_text()))
-        except (FileNotFoundError, ValueError):
-            pass
-        numbers = sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _SEG.match(p.name)))
-        for n in numbers:
-            gone |= fmt.read_acks(self._seg_path(n).with_suffix(".ack"))
-        # An acked record whose bytes were lost (torn tail) must not get its id reused: the old ack
-        # would make the new record look delivered, and the ingest would take it for a duplicate.
-        self._next_id = max(self._next_id, max(gone, default=0) + 1)
-        suspects: dict[int, set[int]] = {}  # segment -> ids that may sit in a corrupt span
-        for n in numbers:
-            path = self._seg_path(n)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
-            size = os.fstat(fd).st_size
-            seg = _Segment(n, path, fd, size)
-            self._segments[n] = seg
-            valid_end = self._scan(seg, gone, suspects.setdefault(n, set()))
-            if valid_end < size:
-                self.counters["torn_bytes_dropped"] += size - valid_end
-                os.ftruncate(fd, valid_end)
-                seg.size = valid_end
-                log.warning("spool: dropped %d bytes of torn/corrupt tail in %s", size - valid_end, path.name)
-        for seg in list(self._segments.values()):
-            seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            lost = sorted(i for i in suspects.get(seg.number, ()) if i not in self._records and i not in gone)
-            # (a negative id stands for a damaged record whose id cannot be told)
-            if lost:  # counted once: the ack log remembers them (reason 2) for the next recovery
-                os.write(seg.ack_fd, b"".join(fmt.ack_entry(i, 2) for i in lost if i > 0))
-                self.evictions["corrupt"] += len(lost)
-                self.counters["records_lost_corrupt"] += len(lost)
-                log.warning("spool: %d record(s) lost to corruption in %s (resynced after it)", len(lost),
-                            seg.path.name)
-            if seg.live == 0:
-                self._delete_segment(seg)
-        self._ids = sorted(self._records)
-        self.counters["recovered_records"] = len(self._records)
-
-    def _scan(self, seg: _Segment, gone: set[int], suspects: set[int]) -> int:
-        found, valid_end, holes = fmt.scan(seg.path)
-        now = time.monotonic()
-        for rid, prio, kind, flags, length, offset in found:
-            self._next_id = max(self._next_id, rid + 1)
-            if rid not in gone and rid not in self._records:  # a compaction copy may exist twice
-                self._records[rid] = Record(rid, prio, kind, flags, length, seg.number, offset, now, recovered=True)
-                seg.live += 1
-                seg.live_bytes += length
-                self.live_bytes += length
-        for start, end in holes:
-            # ids are ascending within a segment: the ones between the neighbours of a hole were in it
-            before = [r[0] for r in found if r[5] < start]
-            after = [r[0] for r in found if r[5] >= end]
-            lo, hi = (before[-1] if before else (after[0] - 1 if after else 0)), (after[0] if after else 0)
-            ids = set(range(lo + 1, hi))
-            if not ids:  # cannot tell which: count the damaged span as one record
-                ids = {-(seg.number * 1_000_000 + start)}
-            suspects |= ids
-            self.counters["corrupt_bytes_skipped"] += end - start
-        return valid_end
 
     # ---- writing ------------------------------------------------------------------------------
 
@@ -355,6 +247,12 @@ class Spool:
                         break
             return out
 
+    def urgent_after(self, cursor: int, min_priority: int, limit: int = 16) -> list[int]:
+        """Live ids > cursor of at least `min_priority`, oldest first (control messages that may pass
+        frames waiting for the end-to-end window)."""
+        with self._lock:
+            return sorted(r.id for r in self._records.values() if r.id > cursor and r.priority >= min_priority)[:limit]
+
     def read(self, rid: int) -> tuple[bytes, Record] | None:
         """The payload and record of a live id (marked in flight: eviction skips it), or None if gone."""
         with self._lock:
@@ -391,9 +289,15 @@ class Spool:
                     rid = self._ids[i]
                     i += 1
                     if rid in self._records:
-                        self._inflight.discard(rid)
-                        self._drop(rid, reason=0)
                         done.append(rid)
+            by_segment: dict[int, list[int]] = {}
+            for rid in done:
+                by_segment.setdefault(self._records[rid].segment, []).append(rid)
+            for number, rids in by_segment.items():  # one write per segment's ack log, not one per record
+                os.write(self._segments[number].ack_fd, b"".join(fmt.ack_entry(r, 0) for r in rids))
+                for rid in rids:
+                    self._inflight.discard(rid)
+                    self._drop(rid, reason=0, logged=True)
             self.counters["confirmed"] += len(done)
         return done
 
@@ -412,11 +316,12 @@ class Spool:
         if data is not None:
             self._cache_bytes -= len(data)
 
-    def _drop(self, rid: int, reason: int) -> None:
+    def _drop(self, rid: int, reason: int, logged: bool = False) -> None:
         self._uncache(rid)
         r = self._records.pop(rid)
         seg = self._segments[r.segment]
-        os.write(seg.ack_fd, fmt.ack_entry(rid, reason))
+        if not logged:
+            os.write(seg.ack_fd, fmt.ack_entry(rid, reason))
         seg.live -= 1
         seg.live_bytes -= r.size
         self.live_bytes -= r.size

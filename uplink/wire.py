@@ -289,6 +289,15 @@ def chunks(message: bytes, message_id: bytes, max_payload: int,
                       view[i * per:(i + 1) * per])) for i in range(count)]
 
 
+def single_message(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """The message bytes of a one-chunk payload (status, event, cmd/result), its signature trailer (v1.1)
+    taken off — for tools that read such messages without verifying them (verify with the registry)."""
+    chunk = parse_chunk(payload, limits)
+    if chunk.count != 1 or len(chunk.data) != chunk.total:
+        raise WireError("bad_chunk_count", "not a single-chunk message")
+    return split_signature(chunk.data, chunk.signed)[0]
+
+
 def split_signature(data: bytes, signed: bool) -> tuple[bytes, bytes | None]:
     """(message, signature or None) of a reassembled payload whose chunks had `CHUNK_SIGNED` or not."""
     if not signed:

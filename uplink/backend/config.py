@@ -4,6 +4,7 @@ config (device.settings.build: types, bounds, unknown keys — every error names
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,8 +14,9 @@ from uplink.config import parse_broker
 
 @dataclass
 class IngestConfig:
-    brokers: list[str] = setting(["mqtt://127.0.0.1:1883"], help="broker URLs (mqtt:// or mqtts://), tried in turn: "
-                                 "the nodes of one cluster")
+    brokers: list[str] = setting(["mqtt://127.0.0.1:1883"], help="broker URLs, tried in turn (the nodes of one "
+                                 "cluster): mqtt:// or mqtts://; or nats:// / tls:// for a NATS JetStream cluster "
+                                 "(workers share one durable consumer)")
     out: str = setting("ingest-out", help="output folder: OUT/<device>/<session>/ (workers of one group share it)")
     mcap: bool = setting(False, help="also write OUT/<device>/<session>/mcap/*.mcap as frames arrive (Foxglove; "
                          "append-only, readable after a crash)")
@@ -51,7 +53,14 @@ class IngestConfig:
     def check(self) -> None:
         if not self.brokers:
             raise ConfigError("brokers: expected at least one broker URL")
+        nats = [u.startswith(("nats://", "tls://")) for u in self.brokers]
+        if any(nats) and not all(nats):
+            raise ConfigError("brokers: either all mqtt(s):// or all nats:// / tls:// URLs, not both")
         for i, url in enumerate(self.brokers):
+            if nats[i]:
+                if not re.match(r"^(nats|tls)://[^\s/:]+:\d{1,5}$", url):
+                    raise ConfigError(f"brokers[{i}]: expected nats://HOST:PORT or tls://HOST:PORT, got {url!r}")
+                continue
             try:
                 parse_broker(url)
             except ConfigError as e:

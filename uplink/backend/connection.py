@@ -40,6 +40,7 @@ class Connection:
         self._hung_up = False
         self._lost_at: float | None = None
         self._last_warn = 0.0
+        self._current: mqtt.Client | None = None
 
     @property
     def url(self) -> str:
@@ -91,6 +92,7 @@ class Connection:
         protos = self._protocols()
         for proto in protos:
             client = self._client(proto)
+            self._current = client  # callbacks of an abandoned attempt must not touch our state
             self._hung_up = False
             try:
                 if proto == mqtt.MQTTv5:
@@ -130,13 +132,17 @@ class Connection:
 
         self.ing.submit(msg.topic, msg.payload, ack)
 
-    def _on_disconnect(self, *args: object) -> None:
+    def _on_disconnect(self, client: mqtt.Client, *args: object) -> None:
+        if client is not self._current:
+            return
         self._connected.clear()
         self._hung_up = True
         if self._lost_at is None:
             self._lost_at = time.monotonic()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if client is not self._current:
+            return
         if reason_code.is_failure:
             self.ing.count("connect_refused")
             now = time.monotonic()
@@ -151,6 +157,8 @@ class Connection:
         self.ing.count("connects")
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+        if client is not self._current:
+            return
         if any(rc.is_failure for rc in reason_codes):
             log.error("ingest: subscription refused by %s: %s", self.url, [str(rc) for rc in reason_codes])
             self.ing.count("subscribe_refused")

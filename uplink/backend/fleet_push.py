@@ -61,9 +61,7 @@ def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
     here: the result only reports, it authorises nothing), or of plain JSON (status, telemetry, a last
     will); None if neither."""
     try:
-        chunk = wire.parse_chunk(payload)
-        message, _signature = wire.split_signature(chunk.data, chunk.signed)  # wire v1.1
-        msg = wire.decode(message)
+        msg = wire.decode(wire.single_message(payload))  # signed (wire v1.1) or not
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass

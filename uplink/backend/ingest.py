@@ -39,6 +39,7 @@ from uplink import plain, wire
 from uplink.backend.config import IngestConfig
 from uplink.backend.confirm import Confirmer
 from uplink.backend.connection import Connection
+from uplink.backend.nats_link import NatsLink, is_nats_url
 from uplink.backend.reassembly import Reassembler, parse_claimed
 from uplink.backend.registry import Registry
 from uplink.backend.sink import Sink, safe_ident
@@ -62,8 +63,8 @@ class Ingest:
                                      client_id=client_id or "", protocol=protocol,  # type: ignore[arg-type]
                                      workers=workers, partial_timeout=partial_timeout)
         self.cfg = cfg
-        self.brokers = [parse_broker(u) for u in cfg.brokers]
-        _, self.host, self.port, self.tls = self.brokers[0]
+        self.nats = all(is_nats_url(u) for u in cfg.brokers)  # NATS-native: a shared durable consumer
+        self.brokers = [] if self.nats else [parse_broker(u) for u in cfg.brokers]
         self.out = Path(cfg.out)
         self.share_group = cfg.share_group or None
         if self.share_group and any(c in self.share_group for c in "/+#"):
@@ -85,8 +86,8 @@ class Ingest:
             registry = Registry(cfg.registry)
         self.registry: Registry | None = registry
         digest = hashlib.sha1(str(self.out.resolve()).encode()).hexdigest()[:10]
-        self.persistent = self.share_group is None
-        self.client_id = cfg.client_id or (f"crowdcap-ingest-{digest}" if self.persistent
+        self.persistent = self.share_group is None and not self.nats
+        self.client_id = cfg.client_id or (f"crowdcap-ingest-{digest}" if self.share_group is None
                                            else f"crowdcap-ingest-{self.share_group}-{os.getpid()}-{os.urandom(2).hex()}")
         self.protocol = cfg.protocol
         self.report_every = report_every
@@ -137,7 +138,8 @@ class Ingest:
             try:
                 return self._message(source, data, arrival, chunk.message_id, chunk.signed)
             except WireError as e:
-                self.confirmer.rejected(source, chunk.message_id, e.reason)  # never for forged ones
+                if getattr(e, "final", False):  # never for forged, unverified or corrupt ones
+                    self.confirmer.rejected(source, chunk.message_id, e.reason)
                 raise
         except WireError as e:
             return self._reject(e.reason, source, str(e))
@@ -161,14 +163,23 @@ class Ingest:
 
     def _message(self, source: str, data: bytes, arrival: float, message_id: bytes, signed: bool) -> str:
         data, signature = wire.split_signature(data, signed)
-        msg = wire.decode(data, self.limits)
-        if msg.device_id != source:
-            raise WireError("topic_mismatch", f"{msg.device_id!r} on {source!r}'s topic")
         if self.registry is not None:
-            reason = self.registry.check(msg.device_id, message_id, data, signature)
+            # first: is it the device's own? (the signature covers id, header and body CRC; it is
+            # checked on the raw bytes, before anything is decoded or could be reported back)
+            reason = self.registry.check(source, message_id, data, signature)
             if reason is not None:
-                raise WireError(reason, f"{msg.device_id} {msg.kind} seq {msg.seq}")
-        what = self.sink.write(msg, arrival, len(data))
+                raise WireError(reason, f"{source} message {message_id.hex()}")
+        try:
+            msg = wire.decode(data, self.limits)
+            if msg.device_id != source:
+                raise WireError("topic_mismatch", f"{msg.device_id!r} on {source!r}'s topic")
+            what = self.sink.write(msg, arrival, len(data))
+        except WireError as e:
+            # Refused for good, and (with a registry) provably the device's own message: the ack's
+            # `rejected` may name it so the device stops re-sending. Anything refused above (forged,
+            # unsigned, unknown device) is never reported: a forger must not cancel a real record.
+            e.final = e.reason != "topic_mismatch"  # type: ignore[attr-defined]
+            raise
         self.confirmer.stored(source, message_id, msg, what)
         self.reassembler.completed(message_id)  # only a verified message makes later copies late duplicates
         with self._lock:
@@ -286,7 +297,7 @@ class Ingest:
                         "(set [ingest] registry, docs/deployment.md)")
         self._recover()
         self._start_workers()
-        conn = self._conn = Connection(self, ROOT)
+        conn = self._conn = NatsLink(self) if self.nats else Connection(self, ROOT)
         try:
             conn.open()
         except BaseException:
@@ -320,6 +331,8 @@ class Ingest:
             self.confirmer.stop()  # the last confirmations go out before the link closes
             conn.close()
             self._finalize()
+            for device, session in self.sink.keys():
+                log.info("ingest: session %s/%s closed (ingest stopping)", device, session)
             if self.sink.live is not None:
                 self.sink.live.close()  # summary + footer: the files open directly
         return self.stats()

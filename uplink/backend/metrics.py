@@ -43,6 +43,8 @@ class IngestCollector:
 
     def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
         s = self.ingest.stats()
+        confirm = s.get("confirm", {})
+        s["confirms_sent"] = confirm.get("acks_sent", 0)  # uplink/backend/confirm.py's counter
         for key, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=s.get(key, 0))
         rej = CounterMetricFamily("crowdcap_ingest_rejected", "messages refused, by reason", labels=["reason"])

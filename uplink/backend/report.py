@@ -283,7 +283,20 @@ def _health(telemetry: list[dict]) -> str:
                                       ("RSS MiB", t, col("health", "memory", "rss_mb"))], unit="% / MiB"),
         line_chart("Spool backlog", [("records", t, col("uplink", "spool", "records")),
                                      ("MiB", t, spool_mib)], unit="records / MiB"),
+        _link(telemetry, t, col),
     ])
+
+
+def _link(telemetry: list[dict], t: list[float], col) -> str:  # noqa: ANN001
+    """Delivery as the device saw it: unsent, sent-but-unconfirmed, resends; the last link state."""
+    up = _get(telemetry[-1]["payload"], "uplink") or {}
+    last = (f"<p>link {html.escape(str(up.get('link', '?')))} (delivery {html.escape(str(up.get('delivery', '?')))}); "
+            f"oldest unconfirmed {up.get('oldest_unconfirmed_age_s', 0) or 0:.1f} s; last error: "
+            f"{html.escape(str(up.get('last_error') or 'none'))}</p>") if isinstance(up, dict) else ""
+    return line_chart("Delivery (end-to-end confirmation)",
+                      [("unsent", t, col("uplink", "records_unsent")),
+                       ("unconfirmed", t, col("uplink", "records_unconfirmed")),
+                       ("resent", t, col("uplink", "resent_unconfirmed"))], unit="records") + last
 
 
 def _poses(frames: list[dict]) -> list[tuple[float, np.ndarray, bool]]:

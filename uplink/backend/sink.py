@@ -214,7 +214,7 @@ class Sink:
         with self._lock:
             return list(self._sessions)
 
-    def evict_idle(self, idle: float, max_sessions: int) -> list[tuple[str, str]]:
+    def evict_idle(self, idle: float, max_sessions: int, min_quiet: float = 5.0) -> list[tuple[str, str]]:
         """Finalize and forget sessions idle for `idle` seconds, and the least recently used beyond
         `max_sessions` (20,000 devices must not mean 20,000 sessions in memory). A forgotten session
         is reloaded from its folder (commit log, markers) if its device speaks again."""
@@ -224,7 +224,7 @@ class Sink:
             over = max(0, len(by_age) - max_sessions)
             # never one touched in the last few seconds: a worker may be between claim and commit
             gone = [(k, s) for i, (k, s) in enumerate(by_age)
-                    if (now - s.last_used >= idle or i < over) and now - s.last_used >= 5.0]
+                    if (now - s.last_used >= idle or i < over) and now - s.last_used >= min_quiet]
         out = []
         for key, s in gone:
             if s.dirty:
@@ -233,7 +233,7 @@ class Sink:
                 except Exception:  # noqa: BLE001 - regenerated from frames.jsonl the next time
                     pass
             with self._lock:
-                if self._sessions.get(key) is s and time.monotonic() - s.last_used >= 5.0:
+                if self._sessions.get(key) is s and time.monotonic() - s.last_used >= min_quiet:
                     del self._sessions[key]
                     out.append(key)
         return out
