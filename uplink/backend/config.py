@@ -18,6 +18,8 @@ class IngestConfig:
                                  "cluster): mqtt:// or mqtts://; or nats:// / tls:// for a NATS JetStream cluster "
                                  "(workers share one durable consumer)")
     out: str = setting("ingest-out", help="output folder: OUT/<device>/<session>/ (workers of one group share it)")
+    mcap: bool = setting(False, help="also write OUT/<device>/<session>/mcap/*.mcap as frames arrive (Foxglove; "
+                         "append-only, readable after a crash)")
     share_group: str = setting("", help="MQTT 5 shared subscription group: workers of a group split the stream "
                                "(empty = one worker with a persistent session)")
     client_id: str = setting("", help="MQTT client id; empty = derived from the output folder (persistent) or "
