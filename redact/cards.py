@@ -62,6 +62,11 @@ def default_card_path() -> Path:
     return Path(str(importlib.resources.files("redact") / "models" / "centerface.toml"))
 
 
+def default_face_card_path() -> Path:
+    """The built-in face path's every-frame detector (RetinaFace-MobileNet0.25, int8)."""
+    return default_card_path().parent / "retinaface-int8.toml"
+
+
 def load_card(path: str | Path) -> ModelCard:
     """Parse and validate a card (does not read the model file; see `verify`)."""
     p = Path(path)

@@ -34,7 +34,8 @@ def frame_of(img: np.ndarray) -> RGBDFrame:
 def test_crowdcap_redact_leaves_no_detectable_face(referee: Referee, truth: dict) -> None:
     """The stage as `crowdcap redact` runs it (stills at full resolution, default policy)."""
     stage = build_stage(RedactConfig(threads=2, budget_ms=10000.0, detect_width=4096, detect_height=4096,
-                                     tile_width=0, tile_height=0))
+                                     tile_width=0, tile_height=0, verify_model_every=1,
+                                     detect_width_verify=4096, detect_height_verify=4096))
     assert stage.load_error == ""
     leaks = {}
     for name, (img, faces) in truth.items():

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--threads: expected 1-16, got {args.threads}")
     # Offline: the whole frame at full resolution every time (no tiles), generous time budget.
     cfg = RedactConfig(policy=args.policy, models=list(args.model), threads=args.threads, budget_ms=10000.0,
-                       detect_width=4096, detect_height=4096, tile_width=0, tile_height=0)
+                       detect_width=4096, detect_height=4096, tile_width=0, tile_height=0,
+                       verify_model_every=1, detect_width_verify=4096, detect_height_verify=4096)
     stage = build_stage(cfg)
     if stage.load_error:
         raise CliError(stage.load_error)

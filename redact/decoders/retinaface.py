@@ -18,7 +18,7 @@ import numpy as np
 from redact.cards import ModelCard
 from redact.decoders import ModelGarbage, check_candidates, check_finite, empty, output
 from redact.decoders.options import number, text
-from redact.nms import nms
+from redact.nms import MAX_CANDIDATES, nms
 
 STRIDES = (8, 16, 32)
 SIZES = ((16, 32), (64, 128), (256, 512))
@@ -67,6 +67,10 @@ class RetinaFaceDecoder:
         idx = np.flatnonzero(score > thr)
         if idx.size == 0:
             return empty()
+        if idx.size > MAX_CANDIDATES and thr < self.threshold:
+            # A weak-candidate pass (threshold below the card's): a big face lights up hundreds of
+            # anchors; keep the best. Above the card's threshold, too many is noise: refused below.
+            idx = idx[np.argpartition(-score[idx], MAX_CANDIDATES - 1)[:MAX_CANDIDATES]]
         check_candidates(idx.size, thr, self.model)
         d = loc[0, idx].astype(np.float64)
         check_finite(d, f"{self.model}: loc")
