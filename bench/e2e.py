@@ -133,12 +133,8 @@ def run_one(argv: list[str]) -> dict[str, Any]:
     args.set = PATHS[args.path] + args.set if args.path else args.set
     work = Path(tempfile.mkdtemp(prefix="crowdcap-e2e-"))
     url, stop_broker = start_broker()
-    ingest = subprocess.Popen([sys.executable, "-c", _INGEST, url, str(work / "ingest"), "4"],
-                              stdout=subprocess.PIPE, text=True)
+    ingest: subprocess.Popen[str] | None = None
     try:
-        assert ingest.stdout is not None
-        if ingest.stdout.readline().strip() != "ready":
-            raise RuntimeError("the ingest could not subscribe")
         cfg = config_mod.override(config_mod.load(), **{
             "uplink.broker": url, "uplink.spool_dir": str(work / "spool"), "device.state_dir": str(work / "state"),
             "capture.fps": args.fps, "device.id": "bench-e2e"})
@@ -151,6 +147,13 @@ def run_one(argv: list[str]) -> dict[str, Any]:
             cfg = config_mod.override(cfg, **{"capture.prerender": args.prerender})
         service = Service(cfg, max_frames=n, source=source)
         service.source.open()  # pre-rendering happens here, before the clock
+        # The ingest starts once the device is ready (models loaded, frames pre-rendered): it exits
+        # after 4 s without a message, which a slow start on a busy machine would exceed.
+        ingest = subprocess.Popen([sys.executable, "-c", _INGEST, url, str(work / "ingest"), "4"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert ingest.stdout is not None
+        if ingest.stdout.readline().strip() != "ready":
+            raise RuntimeError("the ingest could not subscribe")
         cpu0 = time.process_time()
         t0 = time.monotonic()
         with ThreadCpu() as threads:
@@ -168,7 +171,7 @@ def run_one(argv: list[str]) -> dict[str, Any]:
         out, _ = ingest.communicate(timeout=60)
         ingest_stats = json.loads(out.strip().splitlines()[-1])
     finally:
-        if ingest.poll() is None:
+        if ingest is not None and ingest.poll() is None:
             ingest.kill()
         stop_broker()
     frames = [json.loads(line) for p in (work / "ingest").glob("*/*/frames.jsonl")
