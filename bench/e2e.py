@@ -109,7 +109,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             continue
         results["side_by_side"][name] = json.loads(proc.stdout)
     keys = ("dropped_before_redaction", "withheld", "output_fps", "latency_capture_to_ingest_ms",
-            "device_cpu_ms_per_frame", "cpu_ms_per_frame_by_thread", "device_peak_rss_mb")
+            "device_cpu_ms_per_frame", "redact_cpu_ms_per_frame_through_redaction", "cpu_ms_per_frame_by_thread",
+            "device_cpu_cores_used", "device_peak_rss_mb")
     results["summary"] = {k: {n: r.get(k) for n, r in results["side_by_side"].items()} for k in keys}
     return results
 
@@ -200,6 +201,10 @@ def run_one(argv: list[str]) -> dict[str, Any]:
         "stage_latency_ms_p50_p99": {k: [v["latency_ms_p50"], v["latency_ms_p99"]] for k, v in stages.items()},
         "device_cpu_cores_used": round(cpu / wall, 2),
         "device_cpu_ms_per_frame": round(cpu * 1000 / max(1, status["frames_captured"]), 2),
+        # the redaction thread's CPU per frame it actually redacted or withheld (drops cost nothing)
+        "redact_cpu_ms_per_frame_through_redaction": round(
+            threads.by_name().get("stage-redact", 0.0) * 1000
+            / max(1, stages["uplink"]["frames_out"] + sum(stages["redact"]["withheld"].values())), 2),
         "cpu_ms_per_frame_by_thread": {k: round(v * 1000 / max(1, status["frames_captured"]), 2)
                                        for k, v in sorted(threads.by_name().items(), key=lambda kv: -kv[1])
                                        if v > 0},
