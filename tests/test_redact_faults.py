@@ -171,7 +171,7 @@ def test_corrupt_model_cache_is_rebuilt(tmp_path: Path) -> None:
     rt._prepared.clear()  # earlier tests filled the memory cache: the disk cache would not be written
     from redact.cards import default_card_path
 
-    one_model = {"models": [str(default_card_path())], "cache_dir": str(cache)}
+    one_model = {"models": [str(default_card_path())], "cache_dir": str(cache), "budget_ms": 5000.0}
     assert build_stage(RedactConfig(**one_model)).load_error == ""
     (cached,) = cache.glob("*.onnx")
     good = cached.read_bytes()
