@@ -246,6 +246,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--pin-core", type=int, default=None, metavar="N", help="pin to one core, as taskset -c N")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help='extra contender with redact config overrides, e.g. fast={"detect_width": 320}')
+    ap.add_argument("--no-forms", action="store_true", help="skip per-class recall of text, plates, bibs, ... "
+                    "(bench/redact_forms.py, on the first 120 frames)")
     ap.add_argument("--model", action="append", default=[], metavar="CARD",
                     help="also run our stage with this model card (e.g. an int8 one from python -m redact.quantize)")
     args = ap.parse_args(argv)
@@ -313,6 +315,10 @@ def main(argv: list[str]) -> dict[str, Any]:
         result[name].update(_timing(times[name], cpu[name]))
         if not name.startswith("deface"):
             result[name].update(runners[name].extra())
+    if not args.no_forms:  # text, plates, bibs, documents, screens, persons: per class
+        from bench import redact_forms
+
+        result["per_class"] = redact_forms.run(frames[:120])
     ours, old = result["ours"], result["old_centerface"]
     result["recall_old_vs_new"] = {s: [old[s]["recall"], ours[s]["recall"]] for s in sets}
     result["cpu_ms_per_frame_old_vs_new"] = [old["cpu_ms_per_frame"], ours["cpu_ms_per_frame"]]

@@ -16,8 +16,9 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
     `gps`: a serial port / pyserial URL of an NMEA receiver whose fixes are attached to `frame.gps`.
     `prerender`: synthetic only: render that many frames up front and play them forth and back."""
     source = _open_camera(spec, width, height, fps, pace, seed, loop, device_id, session_id, n_frames)
-    if prerender and spec == "synthetic":
-        source = _open_synthetic(width, height, fps, seed, pace, device_id, session_id, n_frames, prerender)
+    if prerender and spec.partition(":")[0] == "synthetic":
+        source = _open_synthetic(width, height, fps, seed, pace, device_id, session_id, n_frames, prerender,
+                                 props=spec == "synthetic:private")
     if gps:
         from capture.nmea import GpsSource, NmeaReader
 
@@ -26,11 +27,11 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
 
 
 def _open_synthetic(width: int, height: int, fps: float, seed: int, pace: str, device_id: str, session_id: str,
-                    n_frames: int | None, prerender: int) -> Source:
+                    n_frames: int | None, prerender: int, props: bool = False) -> Source:
     from capture.synthetic import SyntheticSource
 
     return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames, cycle=prerender,
-                           palindrome=True, prerender=True)
+                           props=props, palindrome=True, prerender=True)
 
 
 def _open_camera(spec: str, width: int, height: int, fps: float, pace: str, seed: int, loop: bool, device_id: str,
@@ -39,7 +40,8 @@ def _open_camera(spec: str, width: int, height: int, fps: float, pace: str, seed
     if kind == "synthetic":
         from capture.synthetic import SyntheticSource
 
-        return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames)
+        # synthetic:private adds the wearer's private things (a registered photo) to the room (the demo)
+        return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames, props=arg == "private")
     if kind == "replay":
         if not arg:
             raise ValueError("source: replay needs a folder: replay:DIR")

@@ -95,6 +95,9 @@ def build_scene(seed: int) -> list[Quad]:
         height = width * tex.shape[0] / tex.shape[1]
         centre = np.array([x, y, z])
         add(list(centre - right / 2 - np.array([0, height / 2, 0])), list(right), [0, height, 0], tex, face)
+    from capture.scene_text import text_objects  # signs, a document, a screen, a bib, plates (with truth)
+
+    q.extend(text_objects())
     return q
 
 

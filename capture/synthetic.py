@@ -13,6 +13,7 @@ import numpy as np
 
 from capture.frame import Intrinsics, RGBDFrame, now_stamps
 from capture.scene import Renderer, build_scene
+from capture.scene_text import visible_private
 
 DEPTH_SCALE = 1000.0  # millimetres
 
@@ -44,8 +45,8 @@ class SyntheticSource:
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  pace: str = "realtime", device_id: str = "synthetic", session_id: str = "s0",
-                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, palindrome: bool = False,
-                 prerender: bool = False) -> None:
+                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, props: bool = False,
+                 palindrome: bool = False, prerender: bool = False) -> None:
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace: expected 'realtime' or 'fast', got {pace!r}")
         if fps <= 0:
@@ -63,6 +64,7 @@ class SyntheticSource:
         self.cycle = cycle
         self.palindrome = palindrome and cycle > 1
         self.prerender = prerender and cycle > 0
+        self.props = props  # the wearer's private things in the room (capture/scene_private.py): the demo walk
         self._renderer: Renderer | None = None
         self._index = 0
         self._t0 = 0.0
@@ -74,7 +76,13 @@ class SyntheticSource:
 
     def open(self) -> None:
         if self._renderer is None:
-            self._renderer = Renderer(build_scene(self.seed), self.intrinsics)
+            quads = build_scene(self.seed)
+            if self.props:
+                from capture.scene import Quad
+                from capture.scene_private import add_props
+
+                add_props(quads, Quad)
+            self._renderer = Renderer(quads, self.intrinsics)
         if self.prerender:
             self._cache.extend(self.render(i) for i in range(len(self._cache), self.cycle))
         self._t0 = time.monotonic()
@@ -94,7 +102,8 @@ class SyntheticSource:
             z = z + np.roll(self._noise, shift, (0, 1)) * (0.0012 * z * z)
             z[np.roll(self._holes, shift, (0, 1))] = 0.0
         depth = np.clip(np.rint(z * DEPTH_SCALE), 0, 65535).astype(np.uint16)
-        truth = {"pose": pose, "faces": self._renderer.visible_faces(pose, ids)}
+        truth = {"pose": pose, "faces": self._renderer.visible_faces(pose, ids),
+                 "private": visible_private(self._renderer, pose, ids)}  # class → boxes (scene_text.py)
         return color, depth, truth
 
     def loop_index(self, i: int) -> int:

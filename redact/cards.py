@@ -1,7 +1,8 @@
 """Model cards: a small TOML file beside every model saying what it is and how to run it.
 
     name, version, file (path relative to the card, or `package:PKG/RESOURCE`), sha256,
-    decoder (`centerface` | `retinaface` | `yolo`), classes (list; index = class id), license,
+    decoder (`centerface` | `retinaface` | `yolo` | `ppocr_det` | `ppocr_rec` | `ssd`), classes (list; index =
+    class id), license,
     [input] name, channels (rgb|bgr), mean (a number, or one per tensor channel), scale
             (tensor = (pixel - mean) * scale),
             size ("dynamic" or [w, h]), multiple,
@@ -21,7 +22,7 @@ from typing import Any
 
 from capture.config import ConfigError, read_toml
 
-DECODERS = ("centerface", "retinaface", "yolo")
+DECODERS = ("centerface", "retinaface", "yolo", "ppocr_det", "ppocr_rec", "ssd")
 CLASS_NAMES = ("face", "person", "plate", "text", "screen")
 
 
@@ -65,6 +66,17 @@ def default_card_path() -> Path:
 def default_face_card_path() -> Path:
     """The built-in face path's every-frame detector (RetinaFace-MobileNet0.25, int8)."""
     return default_card_path().parent / "retinaface-int8.toml"
+
+
+def shipped_card_paths() -> list[Path]:
+    """Every card shipped in redact/models (the default face card first)."""
+    first = default_card_path()
+    return [first, *sorted(p for p in first.parent.glob("*.toml") if p != first)]
+
+
+def shipped_card(stem: str) -> Path:
+    """A shipped card by file stem (e.g. "ppocr_det")."""
+    return default_card_path().parent / f"{stem}.toml"
 
 
 def load_card(path: str | Path) -> ModelCard:

@@ -8,6 +8,11 @@
     margin = 0.35                 # fraction of the box's width/height added on every side
     min_score = 0.2               # 0.01-1: detections below this score are ignored for this rule
     applies_to = "both"           # color | depth | both (depth: set to 0 = no data)
+    [[forms]]                     # rule-defined classes (custom:<name>): see redact/forms.py
+    name = "bib"
+    from = "text"
+    match = '^[0-9]{1,6}$'
+    inside = "person"
 
 Errors name the file, the rule index and the field.
 """
@@ -21,6 +26,7 @@ from typing import Any
 
 from capture.config import ConfigError, read_toml
 from redact.cards import CLASS_NAMES
+from redact.forms import Form, FormError, parse_forms
 
 ACTIONS = ("blur", "pixelate", "fill", "mask", "drop_frame")
 APPLIES_TO = ("color", "depth", "both")
@@ -54,6 +60,12 @@ class Policy:
     on_fault: str
     rules: tuple[Rule, ...]
     origin: str = "built-in"
+    forms: tuple[Form, ...] = ()
+    # Set on an effective (layered) policy by `redact.layers`: where each rule came from, the layers'
+    # versions, and whether the privacy floor is enforced or was lowered by the device's config file.
+    sources: tuple[str, ...] = ()
+    layers: tuple[tuple[str, str], ...] = ()
+    floor: str = "enforced"
 
     def rule_for(self, cls: str) -> Rule | None:
         for rule in self.rules:
@@ -62,14 +74,26 @@ class Policy:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "on_fault": self.on_fault, "origin": self.origin,
-                "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
-                           "applies_to": r.applies_to} for r in self.rules]}
+        out: dict[str, Any] = {
+            "version": self.version, "on_fault": self.on_fault, "origin": self.origin,
+            "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
+                       "applies_to": r.applies_to} for r in self.rules]}
+        if self.forms:
+            out["forms"] = [f.to_dict() for f in self.forms]
+        if self.sources:
+            for rule, source in zip(out["rules"], self.sources, strict=True):
+                rule["source"] = source
+        if self.layers:
+            out["layers"] = dict(self.layers)
+            out["floor"] = self.floor
+        return out
 
 
 # Faces: strong blur, a generous margin (deface's default mask scale is +30 %), depth removed too.
-DEFAULT_POLICY = Policy(version="default-1", on_fault="withhold",
-                        rules=(Rule("face", "blur", margin=0.35, min_score=0.2, applies_to="both"),))
+# Plates (the built-in form over text, redact/forms.py), as EgoBlur and Mapillary do.
+DEFAULT_POLICY = Policy(version="default-2", on_fault="withhold",
+                        rules=(Rule("face", "blur", margin=0.35, min_score=0.2, applies_to="both"),
+                               Rule("plate", "blur", margin=0.15, min_score=0.3, applies_to="both")))
 
 
 def load_policy(path: str | Path | None) -> Policy:
@@ -85,9 +109,9 @@ def parse_policy(raw: dict[str, Any], origin: str) -> Policy:
     def bad(key: str, what: str, got: Any) -> PolicyError:
         return PolicyError(f"{origin}: {key}: expected {what}, got {got!r}")
 
-    unknown = sorted(set(raw) - {"version", "on_fault", "rules"})
+    unknown = sorted(set(raw) - {"version", "on_fault", "rules", "forms"})
     if unknown:
-        raise PolicyError(f"{origin}: {unknown[0]}: unknown field (known: on_fault, rules, version)")
+        raise PolicyError(f"{origin}: {unknown[0]}: unknown field (known: forms, on_fault, rules, version)")
     version = raw.get("version")
     if not isinstance(version, str) or not version:
         raise bad("version", "a non-empty string", version)
@@ -104,7 +128,17 @@ def parse_policy(raw: dict[str, Any], origin: str) -> Policy:
         if rules[-1].cls in seen:
             raise bad(f"rules[{i}].class", "each class in one rule only", rules[-1].cls)
         seen.add(rules[-1].cls)
-    return Policy(version=version, on_fault=on_fault, rules=tuple(rules), origin=origin)
+    try:
+        forms = parse_forms(raw.get("forms", []), origin)
+    except FormError as e:
+        raise PolicyError(str(e)) from None
+    defined = {f.name for f in forms}
+    for i, rule in enumerate(rules):
+        # Without [[forms]], a custom class may come from a model card; with them, a typo is caught here.
+        if forms and rule.cls.startswith("custom:") and rule.cls[7:] not in defined:
+            raise bad(f"rules[{i}].class", f"a form defined in [[forms]] (defined: {', '.join(sorted(defined))})",
+                      rule.cls)
+    return Policy(version=version, on_fault=on_fault, rules=tuple(rules), origin=origin, forms=forms)
 
 
 def _rule(r: Any, key: str, bad: Any) -> Rule:

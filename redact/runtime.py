@@ -49,7 +49,7 @@ def prepare(model_bytes: bytes, card: ModelCard) -> bytes:
     if len(inputs) != len(model.graph.input):
         del model.graph.input[:]
         model.graph.input.extend(inputs)
-    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    used = _used_names(model.graph) | {o.name for o in model.graph.output}
     unused = [init for init in model.graph.initializer if init.name not in used]
     for init in unused:  # e.g. batch-norm counters: onnxruntime would warn about each one
         model.graph.initializer.remove(init)
@@ -64,6 +64,17 @@ def prepare(model_bytes: bytes, card: ModelCard) -> bytes:
             for i, v in enumerate(model.graph.output)}
         model = update_inputs_outputs_dims(model, in_dims, out_dims)
     return model.SerializeToString()
+
+
+def _used_names(graph: Any) -> set[str]:
+    """Every tensor name a node reads, subgraphs (Loop, If bodies) included: they read outer names."""
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                used |= _used_names(sub)
+    return used
 
 
 def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
@@ -132,6 +143,10 @@ class Session:
                                  f"(inputs: {', '.join(names)})")
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self._ort = ort
+
+    def metadata(self) -> dict[str, str]:
+        """The model file's custom metadata (e.g. a recogniser's character list)."""
+        return dict(self._sess.get_modelmeta().custom_metadata_map)
 
     def run(self, blob: np.ndarray, run_options: Any) -> dict[str, np.ndarray]:
         """Outputs by name. `run_options.terminate` (set by a deadline timer) stops the run."""

@@ -42,7 +42,8 @@ def test_decode_boxes_from_anchor_offsets() -> None:
     x1, y1, x2, y2, score, cls = d[0]
     assert score == pytest.approx(0.9) and cls == 0
     assert (x1 + x2) / 2 == pytest.approx(7.2, abs=0.01) or x1 == 0  # clipped at the left edge
-    assert y2 == pytest.approx(20.0, abs=0.01) and x2 == pytest.approx(7.2 + 32, abs=0.01)
+    s = 1.15  # the card's box_scale
+    assert y2 == pytest.approx(4 + 16 * s, abs=0.01) and x2 == pytest.approx(7.2 + 32 * s, abs=0.01)
     assert len(dec.decode(outputs(n, {1: (0.3, [0, 0, 0, 0])}), (64, 32))) == 0  # below the card's 0.5
     assert len(dec.decode(outputs(n, {1: (0.3, [0, 0, 0, 0])}), (64, 32), threshold=0.2)) == 1
 

@@ -63,14 +63,14 @@ def test_synthetic_faces_covered_and_depth_removed(stage: RedactStage) -> None:
         raw_color, raw_depth = frame.color.copy(), frame.depth.copy()
         out = stage.apply(frame)
         m = out.redaction
-        assert m["coverage"] == "detected" and m["policy_version"] == "default-1"
+        assert m["coverage"] == "detected" and m["policy_version"] == "default-2"
         json.dumps(m)  # JSON-serialisable, no arrays
         for face in frame.attachments["truth"]["faces"]:
             n_faces += 1
             assert coverage(face, m["regions"], out.depth.shape) >= 0.99, (frame.seq, face, m["regions"])
         for r in m["regions"]:
             x1, y1, x2, y2 = r["bbox"]
-            assert r["class"] == "face" and r["action"] == "blur" and r["applies_to"] == "both"
+            assert r["class"] in ("face", "plate") and r["action"] == "blur" and r["applies_to"] == "both"
             assert all(isinstance(v, int) for v in r["bbox"])
             assert not out.depth[y1:y2, x1:x2].any(), "depth left inside a redacted region"
             assert not np.array_equal(out.color[y1:y2, x1:x2], raw_color[y1:y2, x1:x2])
@@ -82,7 +82,7 @@ def test_synthetic_faces_covered_and_depth_removed(stage: RedactStage) -> None:
         assert np.array_equal(frame.color, raw_color)  # the source's buffer is not modified
     assert n_faces >= 48
     st = stage.status()
-    assert st["frames_redacted"] >= 24 and st["detector_ms_p50"] > 0 and [m["name"] for m in st["models"]] == ["retinaface-int8", "centerface"]
+    assert st["frames_redacted"] >= 24 and st["detector_ms_p50"] > 0 and [m["name"] for m in st["models"]][:2] == ["retinaface-int8", "centerface"]
 
 
 def test_astronaut_face_blurred_beyond_recognition(stage: RedactStage) -> None:
@@ -134,6 +134,9 @@ def policy_file(tmp_path: Path, body: str) -> Path:
 
 
 def test_policy_actions_and_applies_to(stage: RedactStage, tmp_path: Path) -> None:
+    """The policy mechanics, on a stage whose privacy floor the installer lowered (tests/test_redact_floor.py:
+    with the floor enforced, colour-only, depth-only, pixelate and min_score 0.999 face rules are refused)."""
+    stage.layers.floor_state = "lowered"
     try:
         stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\naction = "fill"\napplies_to = "color"\n'))
         stage.tracker.reset()
@@ -165,17 +168,20 @@ def test_policy_actions_and_applies_to(stage: RedactStage, tmp_path: Path) -> No
         with pytest.raises(PolicyError, match=r"rules\[0\]\.action"):
             stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\naction = "smudge"\n'))
         assert stage.policy.version == "test-7"  # a bad file changes nothing
+        assert stage.policy.floor == "lowered"
     finally:
+        stage.layers.floor_state = "enforced"
         stage.reload_policy(None)
-    assert stage.policy.version == "default-1"
+    assert stage.policy.version == "default-2"
 
 
 def test_policy_class_without_a_model_withholds(stage: RedactStage, tmp_path: Path) -> None:
     try:
-        stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\n[[rules]]\nclass = "plate"\n'))
+        # A custom class that no form defines and no model card detects.
+        stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\n[[rules]]\nclass = "custom:tattoo"\n'))
         with pytest.raises(FrameWithheld) as e:
             stage.apply(canvas_frame()[0])
-        assert e.value.reason == "no_model" and "plate" in e.value.detail
+        assert e.value.reason == "no_model" and "custom:tattoo" in e.value.detail
     finally:
         stage.reload_policy(None)
 
@@ -213,7 +219,9 @@ def test_far_face_covered_on_its_first_frame(textured_background: RGBDFrame, fac
     blind = build_stage(RedactConfig(models=[str(default_card_path())], detect_width=384, detect_height=288,
                                      verify_candidates=0, **no_tiles))  # CenterFace downscaled, no re-check
     out = blind.apply(textured_background.replace(color=color.copy()))
-    assert coverage(face, out.redaction["regions"], (480, 640)) < 0.7  # the check above is not vacuous
+    faces_only = [r for r in out.redaction["regions"] if r["class"] == "face"]
+    if face_width <= 10:  # (an 11-px face on this background is just seen downscaled: 0.22 > 0.2)
+        assert coverage(face, faces_only, (480, 640)) < 0.7  # the check above is not vacuous
 
 
 def test_face_held_across_a_faulted_frame(stage: RedactStage) -> None:

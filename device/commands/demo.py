@@ -32,20 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, broker=None, spool=None, drain_timeout=None)
 
 
-def _progress(service: Any, t_end: float, seconds: float) -> None:
+def _progress(progress: Any, service: Any, t_end: float, seconds: float) -> None:
     s = service.status()
-    red = s["details"].get("redact", {})
     up = s["details"].get("uplink", {})
     left = max(0.0, t_end - time.monotonic())
-    dropped = s["frames_dropped"]
-    warn = "  ← CAN'T KEEP UP: frames dropped before redaction" if dropped else ""
-    line = (f"\r[{seconds - left:5.1f}/{seconds:.0f}s] captured {s['frames_captured']:5d}  dropped {dropped:4d}  "
-            f"redacted {s['stages'].get('redact', {}).get('frames_out', 0):5d}  "
-            f"faces {red.get('regions_total', red.get('regions', 0))!s:>5}  "
-            f"withheld {sum(s['stages'].get('redact', {}).get('withheld', {}).values()):3d}  "
-            f"spooled {s['stages'].get('uplink', {}).get('frames_out', 0):5d}  "
-            f"records sent {up.get('sent', 0)!s:>5}  fps {s['stages']['capture']['fps']:5.1f}{warn}")
-    print(line, end="", file=sys.stderr, flush=True)
+    progress.update(seconds - left, captured=s["frames_captured"],
+                    redacted=s["stages"].get("redact", {}).get("frames_out", 0),
+                    withheld=sum(s["stages"].get("redact", {}).get("withheld", {}).values()),
+                    dropped=s["frames_dropped"], spooled=s["stages"].get("uplink", {}).get("frames_out", 0),
+                    sent=up.get("sent", 0), fps=s["stages"]["capture"]["fps"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--seconds: expected a positive number")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    private_walk = args.source is None  # the default walk includes the wearer's own private things
     if args.source is None:
-        args.source = "synthetic"
+        args.source = "synthetic:private"
     if args.state_dir is None:
         args.state_dir = str(out / "state")
     args.spool = str(out / "spool")
@@ -70,10 +66,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if args.prerender < 0:
         raise CliError("--prerender: expected 0 or a positive number of frames")
-    if cfg.capture.source == "synthetic" and args.prerender and not cfg.capture.prerender:
+    if cfg.capture.source.partition(":")[0] == "synthetic" and args.prerender and not cfg.capture.prerender:
         from device import config as config_mod
 
         cfg = config_mod.override(cfg, **{"capture.prerender": args.prerender})
+    walk: dict[str, Any] = {}
+    if private_walk and cfg.privacy.enabled and cfg.redact.enabled:
+        from device import config as config_mod
+        from device.demo_privacy import prepare
+
+        walk = prepare(out, Path(cfg.device.state_dir), cfg.capture.width, cfg.capture.height, cfg.capture.seed)
+        # the demo keeps up on 2 cores: objects matched every 3rd frame (held in between)
+        cfg = config_mod.override(cfg, **{"privacy.wifi_file": str(walk["wifi_file"]), "privacy.object_interval": 3})
     sessions = out / "sessions"
     ingest = Ingest(broker_url, sessions)
     ingest_thread = threading.Thread(target=ingest.run, name="ingest", daemon=True)
@@ -86,16 +90,29 @@ def run(args: argparse.Namespace) -> int:
     fps = cfg.capture.fps
     service = Service(cfg, max_frames=int(args.seconds * fps) + 1)
     service.install_signal_handlers()
+    from device.progress import Progress
+
     t0 = time.monotonic()
+    progress = Progress("demo", args.seconds)
     try:
         service.start()
         t_end = t0 + args.seconds
-        service.wait(until=t_end + 5.0, tick=lambda s: _progress(s, t_end, args.seconds))
+
+        def tick(s: Any) -> None:
+            _progress(progress, s, t_end, args.seconds)
+            if walk:
+                from device.demo_privacy import walk as walk_on
+
+                walk_on(walk["wifi_file"], time.monotonic() - t0, args.seconds)
+
+        service.wait(until=t_end + 5.0, tick=tick)
         service.stop(timeout=5.0)
-        print("\ndelivering the rest of the spool…", file=sys.stderr)
+        progress.close(min(args.seconds, time.monotonic() - t0))
+        print("delivering the rest of the spool…", file=sys.stderr)
         delivered = service.drain(cfg.pipeline.drain_timeout)
         status = service.status()
     finally:
+        progress.close()
         service.close()
     wall = time.monotonic() - t0
     spooled = status["stages"].get("uplink", {}).get("frames_out", 0)
@@ -136,7 +153,12 @@ def _summary(status: dict[str, Any], ingest: dict[str, Any], wall: float, delive
         "frames_redacted": stages.get("redact", {}).get("frames_out", 0),
         "frames_withheld": sum(stages.get("redact", {}).get("withheld", {}).values()),
         "withheld_by_reason": stages.get("redact", {}).get("withheld", {}),
-        "faces_redacted": redact.get("regions_total", redact.get("regions")),
+        "faces_redacted": (redact["regions_by_class"].get("face", 0) if "regions_by_class" in redact
+                           else redact.get("regions_total", redact.get("regions"))),
+        "redactions_by_class": redact.get("regions_by_class", {}),
+        "wearer_private": {"matches_by_name_hash": (redact.get("private") or {}).get("matches", {}),
+                           "withheld": (redact.get("private") or {}).get("withheld", {}),
+                           "zones": status.get("zones")},
         "keyframes": status["details"].get("depth", {}).get("keyframes"),
         "frames_spooled": stages.get("uplink", {}).get("frames_out", 0),
         "frames_ingested": ingest.get("frame", 0),
@@ -153,24 +175,30 @@ def _summary(status: dict[str, Any], ingest: dict[str, Any], wall: float, delive
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    from device.progress import words
+
     rows = [
         ("session", f"{s['device_id']}/{s['session_id']}"),
         ("frames captured", s["frames_captured"]),
         ("dropped before redaction", s["frames_dropped_before_redaction"]),
         ("peak RSS", f"{s['peak_rss_mb_run']} MB during the run (device + embedded broker + ingest in one "
                      f"process), {s['peak_rss_mb_with_mesh']} MB with the mesh"),
-        ("redacted / withheld", f"{s['frames_redacted']} / {s['frames_withheld']} {s['withheld_by_reason'] or ''}"),
-        ("faces redacted", s["faces_redacted"]),
-        ("keyframes", s["keyframes"]),
+        ("redacted / withheld", f"{s['frames_redacted']} / {s['frames_withheld']}"
+                                + (f" ({words(s['withheld_by_reason'])})" if s["withheld_by_reason"] else "")),
+        ("faces redacted", words(s["faces_redacted"])),
+        ("redactions per class", ", ".join(f"{k} {v}" for k, v in sorted(s["redactions_by_class"].items())) or "none"),
+        ("wearer's private things", f"regions by name hash {s['wearer_private']['matches_by_name_hash']}, "
+                                    f"zone gaps {(s['wearer_private']['zones'] or {}).get('gaps', 0)}"),
+        ("keyframes", words(s["keyframes"])),
         ("spooled / ingested", f"{s['frames_spooled']} / {s['frames_ingested']} "
                                f"({s['duplicates_at_ingest']} duplicates dropped by the ingest)"),
         ("throughput", f"{s['fps']} frames/s over {s['seconds']} s"),
         ("latency capture→spool", f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms"),
         ("per stage p50/p99 ms", ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in s["stage_latency_ms"].items())),
-        ("all delivered", s["all_delivered"]),
+        ("all delivered", words(s["all_delivered"])),
         ("session folder", s["session_dir"]),
         ("report", s["report"]),
-        ("mesh", s["mesh"]),
+        ("mesh", s["mesh"] or "not made (--no-mesh, depth off, or nothing fused)"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n── crowdcap demo summary " + "─" * 40)

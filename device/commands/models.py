@@ -1,8 +1,10 @@
 """`crowdcap models list|verify [CARD...]`: show or check redaction model cards.
 
-Without CARD, the built-in card(s) (and those in --config's [redact] models) are used. `verify`
-hashes each model file against its card and loads it: a wrong hash, a missing or corrupt file is
-an error naming the file (exit 2).
+Without CARD, the shipped cards (faces, text detector and recogniser, persons; --config's [redact]
+models replace the shipped face card) are used. `verify` hashes each model file against its card, loads
+it and, for a detector with reference frames, runs it on them (it must find the known faces:
+`redact/proof.py`): a wrong hash, a missing or corrupt file, a model that sees nothing is an error
+naming the file (exit 2).
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ def _card_paths(args: argparse.Namespace) -> list[str]:
     if args.cards:
         return list(args.cards)
     from device import config
-    from redact.cards import default_card_path
+    from redact.cards import shipped_card_paths
 
-    return list(config.load(args.config).redact.models) or [str(default_card_path())]
+    # The configured face cards (or the shipped ones), and every other shipped card (text, persons).
+    configured = list(config.load(args.config).redact.models)
+    shipped = [str(p) for p in shipped_card_paths()]
+    return configured + shipped[1:] if configured else shipped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,10 +77,17 @@ def run(args: argparse.Namespace) -> int:
 def _verify(card: object) -> str:
     from redact.cards import CardError
     from redact.detector import Detector
+    from redact.proof import prove
     from redact.runtime import ModelLoadError
 
     try:
-        Detector(card, threads=1)  # type: ignore[arg-type]
+        if getattr(card, "decoder", "") == "ppocr_rec":
+            from redact.recognizer import TextRecognizer
+
+            TextRecognizer(card, threads=1)  # type: ignore[arg-type]
+            return ""
+        det = Detector(card, threads=1)  # type: ignore[arg-type]
     except (CardError, ModelLoadError) as e:
         return str(e)
-    return ""
+    proof = prove(det)  # a model that loads but finds none of the reference faces is not ok
+    return "" if proof["ok"] else str(proof["detail"])

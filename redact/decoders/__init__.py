@@ -62,4 +62,10 @@ def make_decoder(card: ModelCard) -> Decoder:
     if card.decoder == "yolo":
         from redact.decoders.yolo import YoloDecoder
         return YoloDecoder(card)
+    if card.decoder == "ppocr_det":
+        from redact.decoders.ppocr import DBTextDecoder
+        return DBTextDecoder(card)
+    if card.decoder == "ssd":
+        from redact.decoders.ssd import SSDDecoder
+        return SSDDecoder(card)
     raise ModelGarbage(f"{card.card_path}: decoder: unknown decoder {card.decoder!r}")

@@ -1,0 +1,316 @@
+"""Which detector runs on which frame within the budget, and the per-class coverage it vouches for.
+
+The stage's face path runs on every frame. The detectors for the other classes of the policy —
+`text` (PP-OCR det; the recogniser reads only the lines a form's `match` needs), `person` (SSDLite)
+and `screen` (bright rectangles with text, from the text pass) — are costlier and change slowly, so
+they run every `text_every` / `person_every` frames, staggered so that they rarely share a frame.
+Between passes, their boxes are *held*: moved with the camera (global shift by phase correlation of
+a small grey copy, ~0.3 ms) and grown by `margin_growth` per frame since their pass, as face tracks
+are. Rule-defined forms (redact/forms.py) are evaluated on their source detector's pass.
+
+Per class, a frame's coverage is `detected` (its detector ran on this frame), `held` (it ran at most
+`limit` frames ago: `max(every, hold_frames)`) or nothing: then the frame is withheld
+(`no_coverage`, fail closed). A pass that does not fit in what is left of the frame's budget is
+deferred (counted) while its class is still held; a pass stopped at the deadline counts the same.
+The manifest gets `classes` (coverage and age per class) and `detector_ms_by` (ms per detector).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from capture.frame import FrameWithheld, RGBDFrame
+from redact.cards import CardError, load_card, shipped_card
+from redact.config import RedactConfig
+from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
+from redact.nms import iou_matrix
+from redact.policy import Policy
+from redact.runtime import ModelLoadError, ModelRunError
+from redact.screens import find_screens
+
+log = logging.getLogger("crowdcap.redact")
+
+MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
+TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
+MOTION_WIDTH = 160
+
+
+@dataclass
+class Hold:
+    """Held boxes of one detector or form: N×5 (x1, y1, x2, y2, score) and frames since their pass."""
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
+    age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def step(self, dx: float, dy: float, limit: int) -> None:
+        self.boxes[:, 0:4:2] += dx
+        self.boxes[:, 1:4:2] += dy
+        self.age += 1
+        keep = self.age <= limit
+        self.boxes, self.age = self.boxes[keep], self.age[keep]
+
+    def refresh(self, fresh: np.ndarray) -> None:
+        """A pass found `fresh`: those replace the held boxes they overlap; the rest stay held."""
+        fresh = np.asarray(fresh, np.float64).reshape(-1, 5)
+        if len(self.boxes) and len(fresh):
+            stale = iou_matrix(self.boxes[:, :4], fresh[:, :4]).max(axis=1) < MATCH_IOU
+            self.boxes, self.age = self.boxes[stale], self.age[stale]
+        self.boxes = np.concatenate([self.boxes, fresh])
+        self.age = np.concatenate([self.age, np.zeros(len(fresh), np.int64)])
+
+
+class Models:
+    """Sessions loaded on demand and shared by successive schedules (a policy reload keeps them)."""
+
+    def __init__(self, cfg: RedactConfig) -> None:
+        self.cfg = cfg
+        self._loaded: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self._loaded:
+            from redact.detector import Detector
+            from redact.recognizer import TextRecognizer
+
+            stem = {"text": "ppocr_det", "rec": "ppocr_rec", "person": "ssdlite_person"}[name]
+            card = load_card(shipped_card(stem))
+            cls = TextRecognizer if name == "rec" else Detector
+            model = cls(card, self.cfg.threads, self.cfg.cache_dir)
+            self._warm(name, model)
+            self._loaded[name] = model
+        return self._loaded[name]
+
+    @staticmethod
+    def _warm(name: str, model: Any) -> None:
+        """One run at load: onnxruntime's first run is several times slower (it would miss a frame's budget)."""
+        import onnxruntime as ort
+
+        img = np.full((96, 128, 3), 255, np.uint8)
+        cv2.putText(img, "AB 123", (8, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+        if name == "rec":
+            model.read(img, np.array([[0, 30, 128, 70]]), ort.RunOptions())
+        else:
+            model.run(img, model.plan(128, 96, (128, 96), (0, 0))[0], ort.RunOptions())
+
+    def ids(self) -> list[dict[str, str]]:
+        return [m.card.model_id for m in self._loaded.values()]
+
+
+class FormSchedule:
+    def __init__(self, cfg: RedactConfig, policy: Policy, own_classes: list[str], models: Models | None = None) -> None:
+        self.cfg = cfg
+        self.models = models or Models(cfg)
+        by_name = {f.name: f for f in policy.forms}
+        wanted = [r.cls for r in policy.rules if r.cls not in own_classes]
+        self.order: list[Form]
+        self.order, self.detectors = needed(by_name, wanted)
+        known = {f.class_name for f in self.order} | set(DETECTORS)
+        self.classes = [c for c in wanted if c in known]
+        # class name (detector, "custom:NAME" or "plate") → the detector its boxes come from
+        self.roots = {d: d for d in DETECTORS} | {f.class_name: root(f, by_name) for f in self.order}
+        self.every = {"text": cfg.text_every, "person": cfg.person_every, "screen": cfg.text_every}
+        self.limit = {d: max(self.every[d], cfg.hold_frames) for d in self.every}
+        self.error = ""
+        try:
+            for d in sorted(self.detectors - {"screen"}):
+                self.models.get(d)
+            if any(f.match is not None for f in self.order):
+                self.models.get("rec")
+        except (CardError, ModelLoadError) as e:
+            self.error = str(e)
+            log.error("redaction model for %s not loaded, frames will be withheld: %s", ", ".join(self.classes), e)
+        self.age = {d: 1 << 30 for d in self.every}  # frames since the detector's last pass
+        self.holds: dict[str, Hold] = {}
+        self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
+        self._prev: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
+        self._ms: Counter[str] = Counter()
+        self._passes: Counter[str] = Counter()
+        self._deferred: Counter[str] = Counter()
+        self._frames = 0
+        self._by_class: Counter[str] = Counter()  # regions redacted, per class (faces included)
+
+    def reset(self) -> None:
+        """Forget held boxes and passes (unrelated stills follow): the next frame runs every detector."""
+        self.holds.clear()
+        self.age = {d: 1 << 30 for d in self.every}
+        self._prev = None
+        self._texts = (np.zeros((0, 4)), [])
+
+    def provides(self, cls: str) -> bool:
+        return cls in self.classes and not self.error
+
+    # -- per frame --------------------------------------------------------------------------------
+    def step(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], t0: float,
+             face_ms: float) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
+        """(all regions, detector ms, manifest additions) for a frame whose face regions are given."""
+        face_classes = sorted({r["class"] for r in regions} | {r.cls for r in policy.rules if r.cls not in self.classes})
+        extra: dict[str, Any] = {"classes": {c: {"coverage": "detected", "age": 0} for c in face_classes},
+                                 "detector_ms_by": {"face": round(face_ms, 2)}}
+        if not self.classes:
+            with self._lock:
+                self._by_class.update(r["class"] for r in regions)
+            return regions, face_ms, extra
+        width, height = frame.size
+        dx, dy = self._motion(frame.color)
+        for d in self.age:
+            self.age[d] += 1
+        for name, hold in self.holds.items():
+            hold.step(dx, dy, self.limit[self.roots[name]])
+        ms: dict[str, float] = {}
+        ran = self._run_due(frame.color, t0, ms)
+        coverage = {}
+        for c in self.classes:
+            age = self.age[self.roots[c]]
+            if age > self.limit[self.roots[c]]:
+                with self._lock:
+                    self._coverage[c]["none"] += 1
+                raise FrameWithheld("no_coverage", f"{c}: no {self.roots[c]} detector pass for {age} frames "
+                                                   f"(limit {self.limit[self.roots[c]]}); the frame budget is too small")
+            coverage[c] = {"coverage": "detected" if age == 0 else "held", "age": int(age)}
+        out = list(regions)
+        for c in self.classes:
+            rule = policy.rule_for(c)
+            hold = self.holds.get(c)
+            if rule is None or hold is None or not len(hold.boxes):
+                continue
+            b = hold.boxes
+            ok = b[:, 4] >= rule.min_score
+            wh = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+            pad = wh * (rule.margin + self.cfg.margin_growth * hold.age)[:, None]
+            box = np.concatenate([np.floor(b[:, :2] - pad), np.ceil(b[:, 2:4] + pad)], 1)
+            box[:, 0::2] = np.clip(box[:, 0::2], 0, width)
+            box[:, 1::2] = np.clip(box[:, 1::2], 0, height)
+            for i in np.nonzero(ok & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]))[0]:
+                out.append({"bbox": [int(v) for v in box[i]], "class": c, "score": round(float(b[i, 4]), 4),
+                            "action": rule.action, "applies_to": rule.applies_to,
+                            "source": "detected" if hold.age[i] == 0 else "propagated"})
+        extra["classes"].update(coverage)
+        extra["detector_ms_by"].update({k: round(v, 2) for k, v in ms.items()})
+        with self._lock:
+            self._frames += 1
+            for c, v in coverage.items():
+                self._coverage[c][v["coverage"]] += 1
+            self._ms.update(ms)
+            self._passes.update(ran)
+            self._by_class.update(r["class"] for r in out)
+        return out, face_ms + sum(ms.values()), extra
+
+    def _motion(self, color: np.ndarray) -> tuple[float, float]:
+        """The camera's image shift since the last frame (pixels), from a small grey copy."""
+        h, w = color.shape[:2]
+        s = MOTION_WIDTH / w
+        g = cv2.cvtColor(cv2.resize(color, (MOTION_WIDTH, max(8, round(h * s))), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_BGR2GRAY).astype(np.float32)
+        prev, self._prev = self._prev, g
+        if prev is None or prev.shape != g.shape or not self.holds:
+            return 0.0, 0.0
+        (sx, sy), response = cv2.phaseCorrelate(prev, g)
+        if response < 0.05 or not np.isfinite(sx) or not np.isfinite(sy):
+            return 0.0, 0.0  # no reliable shift: the growing margin has to cover it
+        return sx / s, sy / s
+
+    def _run_due(self, color: np.ndarray, t0: float, ms: dict[str, float]) -> list[str]:
+        from redact.detector import Deadline
+
+        due = [d for d in ("text", "person") if d in self.detectors and self.age[d] >= self.every[d]]
+        due.sort(key=lambda d: self.age[d] - self.every[d], reverse=True)  # the most overdue first
+        ran: list[str] = []
+        fresh: dict[str, Found] = {}
+        for d in due:
+            left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
+            estimate = self._ms[d] / max(self._passes[d], 1) if self._passes[d] else 0.0
+            # Still covered by holding: leave it for a frame with time left, or (one frame late at
+            # most) for a frame without another pass, so that passes spread over frames.
+            spread = bool(ran) and self.every[d] > 1 and self.age[d] == self.every[d]
+            if self.age[d] < self.limit[d] and (estimate > left_ms or spread):
+                self._deferred[d] += 1
+                continue
+            t = time.perf_counter()
+            try:
+                with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:
+                    fresh[d] = self._detect(d, color, deadline.options, fresh, ms)
+            except ModelRunError as e:
+                if e.reason != "model_timeout" or self.age[d] > self.limit[d]:
+                    raise
+                self._deferred[d] += 1
+                continue
+            ms[d] = (time.perf_counter() - t) * 1000.0
+            ran.append(d)
+            self.age[d] = 0
+            if d == "text":
+                self.age["screen"] = 0
+        if fresh:
+            left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
+            with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # the recogniser: not deferrable
+                self._evaluate(color, fresh, ms, deadline.options)
+        return ran
+
+    def _detect(self, d: str, color: np.ndarray, run_options: Any, fresh: dict[str, Found],
+                ms: dict[str, float]) -> Found:
+        det = self.models.get(d)
+        h, w = color.shape[:2]
+        size = (self.cfg.text_width, self.cfg.text_height) if d == "text" else (w, h)
+        whole, _ = det.plan(w, h, size, (0, 0))
+        found = det.run(color, whole, run_options)
+        return Found(found[:, :5].astype(np.float64), [[i] for i in range(len(found))])
+
+    def _evaluate(self, color: np.ndarray, fresh: dict[str, Found], ms: dict[str, float], run_options: Any) -> None:
+        """Forms and screens from this frame's passes; their holds refreshed."""
+        base: dict[str, Found] = {}
+        for name in DETECTORS:  # fresh boxes where the detector ran, else what is held
+            held = self.holds.get(name)
+            base[name] = fresh.get(name) or Found(held.boxes.copy() if held else np.zeros((0, 5)), [])
+        if "text" in fresh and "screen" in self.detectors:
+            t = time.perf_counter()
+            base["screen"] = fresh["screen"] = Found(find_screens(color, fresh["text"].boxes))
+            ms["screen"] = (time.perf_counter() - t) * 1000.0
+        order = [f for f in self.order if self.roots[f.class_name] in fresh]
+        if order:
+            text = fresh.get("text", Found())
+            t = time.perf_counter()
+            results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
+            ms["rec"] = (time.perf_counter() - t) * 1000.0
+            for f in order:
+                fresh[f.class_name] = results[f.name]
+        for name, found in fresh.items():
+            self.holds.setdefault(name, Hold()).refresh(found.boxes)
+
+    def _read(self, color: np.ndarray, boxes: np.ndarray, idx: list[int], run_options: Any) -> dict[int, str]:
+        """Strings of text lines `idx` (reused from the last pass where the same line was read)."""
+        old_boxes, old_texts = self._texts
+        out: dict[int, str] = {}
+        todo = []
+        if len(old_boxes):
+            iou = iou_matrix(boxes[idx, :4], old_boxes)
+        for k, i in enumerate(idx):
+            if len(old_boxes) and iou[k].max() >= TEXT_REUSE_IOU:
+                out[i] = old_texts[int(iou[k].argmax())]
+            else:
+                todo.append(i)
+        if todo:
+            rec = self.models.get("rec")
+            for i, (s, conf) in zip(todo, rec.read(color, boxes[todo], run_options), strict=True):
+                out[i] = s if conf >= rec.threshold else ""
+        # Kept for the next pass only (memory; never logged or sent).
+        self._texts = (boxes[sorted(out), :4].copy(), [out[i] for i in sorted(out)])
+        return out
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            n = max(self._frames, 1)
+            return {"regions_by_class": dict(self._by_class), "forms": {
+                "classes": {c: dict(v) for c, v in self._coverage.items()},
+                "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
+                "passes": dict(self._passes), "deferred": dict(self._deferred),
+                "every": {d: self.every[d] for d in self.detectors if d in self.every},
+                "models": self.models.ids(), "load_error": self.error}}
