@@ -243,6 +243,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--budget-ms", type=float, default=10000.0,
                     help="our stage's frame budget (default 10000: recall is measured, not this machine's load; "
                          "250 = the device default, frames over it are withheld and count as covered)")
+    ap.add_argument("--all-classes", action="store_true",
+                    help="run our stages with the default policy (faces, plates, text, ...) instead of faces only")
     ap.add_argument("--pin-core", type=int, default=None, metavar="N", help="pin to one core, as taskset -c N")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help='extra contender with redact config overrides, e.g. fast={"detect_width": 320}')
@@ -291,7 +293,16 @@ def main(argv: list[str]) -> dict[str, Any]:
     # machine load; not frame by frame: each onnxruntime session's threads spin a while after a run
     # and would slow down the next contender's run.
     runners: dict[str, Any] = {} if args.no_deface else {"deface_centerface_fullres": Deface()}
-    runners.update({k: Ours({"budget_ms": args.budget_ms, **o}) for k, o in variants.items()})
+    base: dict[str, Any] = {"budget_ms": args.budget_ms}
+    if not args.all_classes:  # the face path alone: a faces-only policy (the floor would add plates to all)
+        import tempfile
+
+        face_only = Path(tempfile.mkdtemp(prefix="bench-redact-")) / "faces-only.toml"
+        face_only.write_text('version = "bench-faces-only"\n[[rules]]\nclass = "face"\naction = "blur"\n'
+                             'margin = 0.35\nmin_score = 0.2\napplies_to = "both"\n')
+        base.update({"policy": str(face_only), "floor": "lowered"})
+    result["policy"] = "faces only (the face path alone)" if not args.all_classes else "default (all classes)"
+    runners.update({k: Ours({**base, **o}) for k, o in variants.items()})
     names = list(runners)
     for name in names:
         result[name] = runners[name].extra() if name.startswith("deface") else {}
