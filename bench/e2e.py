@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,84 @@ print(json.dumps(ing.stats()), flush=True)
 """
 
 
+PATHS: dict[str, list[str]] = {
+    # the face path before issue 13: CenterFace downscaled every frame, tiles, re-checks
+    "old_centerface": ["redact.models=[\"" + str(Path(__file__).resolve().parents[1] / "redact" / "models"
+                                                  / "centerface.toml") + "\"]",
+                       "redact.detect_width=384", "redact.detect_height=288"],
+    "new_default": [],
+}
+
+
+class ThreadCpu:
+    """Samples each thread's CPU time (from /proc) while the run goes: CPU per pipeline stage."""
+
+    def __init__(self, period: float = 0.25) -> None:
+        self.period = period
+        self.seen: dict[str, float] = {}
+        self.base: dict[str, float] = {}  # CPU a thread had already used when sampling began
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-cpu-sampler", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._started = False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.sample()
+
+    def sample(self) -> None:
+        for t in threading.enumerate():
+            try:
+                fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+            key = f"{t.name}:{t.native_id}"
+            self.base.setdefault(key, 0.0 if self._started else cpu)
+            self.seen[key] = max(self.seen.get(key, 0.0), cpu)
+
+    def __enter__(self) -> ThreadCpu:
+        self._started = False
+        self.sample()  # threads alive now (main: imports, model loading): count only what follows
+        self._started = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def by_name(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, cpu in self.seen.items():
+            name = key.rsplit(":", 1)[0]
+            out[name] = out.get(name, 0.0) + cpu - self.base.get(key, 0.0)
+        return out
+
+
 def main(argv: list[str]) -> dict[str, Any]:
+    """Without --path: each face path in its own process (clean RSS and CPU), side by side."""
+    if "--path" in argv:
+        return run_one(argv)
+    ap = argparse.ArgumentParser(prog="python -m bench e2e", add_help=False)
+    ap.add_argument("--paths", default=",".join(PATHS))
+    known, rest = ap.parse_known_args(argv)
+    results: dict[str, Any] = {"bench": "e2e", "side_by_side": {}}
+    for name in known.paths.split(","):
+        proc = subprocess.run([sys.executable, "-m", "bench", "e2e", "--path", name, *rest],
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode:
+            results["side_by_side"][name] = {"error": proc.stderr[-2000:]}
+            continue
+        results["side_by_side"][name] = json.loads(proc.stdout)
+    keys = ("dropped_before_redaction", "withheld", "output_fps", "latency_capture_to_ingest_ms",
+            "device_cpu_ms_per_frame", "redact_cpu_ms_per_frame_through_redaction", "cpu_ms_per_frame_by_thread",
+            "device_cpu_cores_used", "device_peak_rss_mb")
+    results["summary"] = {k: {n: r.get(k) for n, r in results["side_by_side"].items()} for k in keys}
+    return results
+
+
+def run_one(argv: list[str]) -> dict[str, Any]:
     from device import config as config_mod
     from device import settings
     from device.runtime import Service
@@ -50,15 +129,13 @@ def main(argv: list[str]) -> dict[str, Any]:
                          "this takes the synthetic renderer's ~11 ms/frame out of the device's budget)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. redact.threads=1 (repeatable)")
+    ap.add_argument("--path", choices=list(PATHS), help="one face path only (default: each, side by side)")
     args = ap.parse_args(argv)
+    args.set = PATHS[args.path] + args.set if args.path else args.set
     work = Path(tempfile.mkdtemp(prefix="crowdcap-e2e-"))
     url, stop_broker = start_broker()
-    ingest = subprocess.Popen([sys.executable, "-c", _INGEST, url, str(work / "ingest"), "4"],
-                              stdout=subprocess.PIPE, text=True)
+    ingest: subprocess.Popen[str] | None = None
     try:
-        assert ingest.stdout is not None
-        if ingest.stdout.readline().strip() != "ready":
-            raise RuntimeError("the ingest could not subscribe")
         cfg = config_mod.override(config_mod.load(), **{
             "uplink.broker": url, "uplink.spool_dir": str(work / "spool"), "device.state_dir": str(work / "state"),
             "capture.fps": args.fps, "device.id": "bench-e2e"})
@@ -68,17 +145,24 @@ def main(argv: list[str]) -> dict[str, Any]:
         n = int(args.seconds * args.fps)
         source = None
         if args.prerender:
-            from capture.synthetic import SyntheticSource
-
-            source = SyntheticSource(cfg.capture.width, cfg.capture.height, args.fps, pace="realtime",
-                                     device_id="bench-e2e", session_id="prerendered", cycle=args.prerender)
-            source._cache.extend(source.render(i) for i in range(args.prerender))
+            cfg = config_mod.override(cfg, **{"capture.prerender": args.prerender})
         service = Service(cfg, max_frames=n, source=source)
+        service.source.open()  # pre-rendering happens here, before the clock
+        # The ingest starts once the device is ready (models loaded, frames pre-rendered): it exits
+        # after 4 s without a message, which a slow start on a busy machine would exceed.
+        ingest = subprocess.Popen([sys.executable, "-c", _INGEST, url, str(work / "ingest"), "4"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert ingest.stdout is not None
+        if ingest.stdout.readline().strip() != "ready":
+            raise RuntimeError("the ingest could not subscribe")
         cpu0 = time.process_time()
         t0 = time.monotonic()
-        service.start()
-        service.wait()
-        service.stop(timeout=10)
+        with ThreadCpu() as threads:
+            service.start()
+            service.wait()
+            threads.sample()
+            service.stop(timeout=10)
+            threads.sample()
         capture_s = time.monotonic() - t0
         delivered = service.drain(60)
         wall = time.monotonic() - t0
@@ -88,7 +172,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         out, _ = ingest.communicate(timeout=60)
         ingest_stats = json.loads(out.strip().splitlines()[-1])
     finally:
-        if ingest.poll() is None:
+        if ingest is not None and ingest.poll() is None:
             ingest.kill()
         stop_broker()
     frames = [json.loads(line) for p in (work / "ingest").glob("*/*/frames.jsonl")
@@ -100,7 +184,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         "resolution": f"{cfg.capture.width}x{cfg.capture.height}",
         "camera_fps": args.fps,
         "overrides": args.set,
-        "source": f"synthetic, {args.prerender} frames pre-rendered and looped" if args.prerender
+        "face_path": args.path or "as configured",
+        "source": f"synthetic, {args.prerender} frames pre-rendered, played forth and back" if args.prerender
                   else "synthetic, rendered live in the device process",
         "seconds": round(capture_s, 2),
         "frames_captured": status["frames_captured"],
@@ -115,6 +200,14 @@ def main(argv: list[str]) -> dict[str, Any]:
                                          "p99": round(float(np.percentile(lat, 99)), 1)},
         "stage_latency_ms_p50_p99": {k: [v["latency_ms_p50"], v["latency_ms_p99"]] for k, v in stages.items()},
         "device_cpu_cores_used": round(cpu / wall, 2),
+        "device_cpu_ms_per_frame": round(cpu * 1000 / max(1, status["frames_captured"]), 2),
+        # the redaction thread's CPU per frame it actually redacted or withheld (drops cost nothing)
+        "redact_cpu_ms_per_frame_through_redaction": round(
+            threads.by_name().get("stage-redact", 0.0) * 1000
+            / max(1, stages["uplink"]["frames_out"] + sum(stages["redact"]["withheld"].values())), 2),
+        "cpu_ms_per_frame_by_thread": {k: round(v * 1000 / max(1, status["frames_captured"]), 2)
+                                       for k, v in sorted(threads.by_name().items(), key=lambda kv: -kv[1])
+                                       if v > 0},
         "device_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "targets": {"output_fps": ">= 30 sustained", "latency_p99_ms": "<= 150", "peak_rss_mb": "<= 400"},
     }

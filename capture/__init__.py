@@ -9,16 +9,29 @@ __all__ = ["Intrinsics", "RGBDFrame", "Source", "SourceError", "open_source"]
 
 def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 30.0, pace: str = "realtime",
                 seed: int = 0, loop: bool = False, device_id: str = "device", session_id: str = "s0",
-                n_frames: int | None = None, gps: str | None = None, gps_baud: int = 9600) -> Source:
+                n_frames: int | None = None, gps: str | None = None, gps_baud: int = 9600,
+                prerender: int = 0) -> Source:
     """A source from its spec: `synthetic`, `replay:DIR`, `stereo:CONFIG`, `realsense[:SERIAL|FILE.bag]`,
     `oakd[:ID]`. Unknown specs are a clear ValueError. Camera SDKs are imported only when asked for.
-    `gps`: a serial port / pyserial URL of an NMEA receiver whose fixes are attached to `frame.gps`."""
+    `gps`: a serial port / pyserial URL of an NMEA receiver whose fixes are attached to `frame.gps`.
+    `prerender`: synthetic only: render that many frames up front and play them forth and back."""
     source = _open_camera(spec, width, height, fps, pace, seed, loop, device_id, session_id, n_frames)
+    if prerender and spec.partition(":")[0] == "synthetic":
+        source = _open_synthetic(width, height, fps, seed, pace, device_id, session_id, n_frames, prerender,
+                                 props=spec == "synthetic:private")
     if gps:
         from capture.nmea import GpsSource, NmeaReader
 
         return GpsSource(source, NmeaReader(gps, gps_baud))
     return source
+
+
+def _open_synthetic(width: int, height: int, fps: float, seed: int, pace: str, device_id: str, session_id: str,
+                    n_frames: int | None, prerender: int, props: bool = False) -> Source:
+    from capture.synthetic import SyntheticSource
+
+    return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames, cycle=prerender,
+                           props=props, palindrome=True, prerender=True)
 
 
 def _open_camera(spec: str, width: int, height: int, fps: float, pace: str, seed: int, loop: bool, device_id: str,

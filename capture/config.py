@@ -22,6 +22,8 @@ class CaptureConfig:
     pace: Literal["realtime", "fast"] = setting("realtime", help="realtime: paced at fps; fast: as fast as possible")
     seed: int = setting(0, min=0, help="synthetic scene seed (deterministic)")
     loop: bool = setting(False, help="replay: start again at the end")
+    prerender: int = setting(0, min=0, max=600, help="synthetic: render N frames before the clock starts and play "
+                             "them forth and back (a camera costs no CPU to render); 0 = render every frame live")
     gps: str = setting("", help="NMEA GPS receiver: serial port or pyserial URL (/dev/ttyACM0); empty = none")
     gps_baud: int = setting(9600, min=300, help="GPS serial speed")
 

@@ -37,12 +37,16 @@ class SyntheticSource:
     """Renders frame i at time i/fps. `pace="realtime"` sleeps to hold fps; `"fast"` does not.
 
     `cycle=N` renders only the first N frames and then repeats them (new seq and timestamps): for
-    benchmarks that must measure the pipeline, not the renderer.
+    benchmarks that must measure the pipeline, not the renderer. `palindrome=True` plays them
+    forth and back (0 … N-1, N-2 … 1, …) so the camera path stays continuous (odometry sees no jump);
+    `prerender=True` renders the N frames in `open()`, before the clock starts — a camera costs the
+    device no CPU to "render" its frames, so the demo's 2 cores go to the device's stages.
     """
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  pace: str = "realtime", device_id: str = "synthetic", session_id: str = "s0",
-                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, props: bool = False) -> None:
+                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, props: bool = False,
+                 palindrome: bool = False, prerender: bool = False) -> None:
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace: expected 'realtime' or 'fast', got {pace!r}")
         if fps <= 0:
@@ -58,6 +62,8 @@ class SyntheticSource:
         self.n_frames = n_frames
         self.noise = noise
         self.cycle = cycle
+        self.palindrome = palindrome and cycle > 1
+        self.prerender = prerender and cycle > 0
         self.props = props  # the wearer's private things in the room (capture/scene_private.py): the demo walk
         self._renderer: Renderer | None = None
         self._index = 0
@@ -77,6 +83,8 @@ class SyntheticSource:
 
                 add_props(quads, Quad)
             self._renderer = Renderer(quads, self.intrinsics)
+        if self.prerender:
+            self._cache.extend(self.render(i) for i in range(len(self._cache), self.cycle))
         self._t0 = time.monotonic()
 
     def close(self) -> None:
@@ -98,6 +106,13 @@ class SyntheticSource:
                  "private": visible_private(self._renderer, pose, ids)}  # class → boxes (scene_text.py)
         return color, depth, truth
 
+    def loop_index(self, i: int) -> int:
+        """Which cached frame frame `i` shows (cycle mode)."""
+        if not self.palindrome:
+            return i % self.cycle
+        k = i % (2 * self.cycle - 2)
+        return k if k < self.cycle else 2 * self.cycle - 2 - k
+
     def read(self) -> RGBDFrame | None:
         if self._renderer is None:
             self.open()
@@ -109,9 +124,10 @@ class SyntheticSource:
             if delay > 0:
                 time.sleep(delay)  # pacing a camera, not synchronising threads
         if self.cycle:
-            if len(self._cache) < self.cycle:
-                self._cache.append(self.render(i))
-            color, depth, truth = self._cache[i % self.cycle]
+            k = self.loop_index(i)
+            if len(self._cache) <= k:  # first pass: k == len(cache)
+                self._cache.append(self.render(k))
+            color, depth, truth = self._cache[k]
         else:
             color, depth, truth = self.render(i)
         self._index += 1

@@ -23,7 +23,7 @@ def build_stage(cfg: RedactConfig, private: object | None = None, *, _prove: boo
     frames (`redact.proof`); `_prove=False` is for tests of run-time faults only (no config reaches it).
     `private`: the wearer's own objects/volumes (redact.private.layer).
     """
-    from redact.cards import CardError, default_card_path, load_card
+    from redact.cards import CardError, default_face_card_path, load_card
     from redact.detector import Detector
     from redact.layers import PolicyLayers
     from redact.proof import prove
@@ -34,7 +34,7 @@ def build_stage(cfg: RedactConfig, private: object | None = None, *, _prove: boo
     detectors = []
     proofs = []
     error = ""
-    for path in cfg.models or [str(default_card_path())]:
+    for path in cfg.models or [str(default_face_card_path())]:
         try:
             det = Detector(load_card(path), cfg.threads, cfg.cache_dir)
         except (CardError, ModelLoadError) as e:
@@ -49,10 +49,28 @@ def build_stage(cfg: RedactConfig, private: object | None = None, *, _prove: boo
             log.error("redaction model not loaded, every frame will be withheld: %s", error)
             detectors = []
             break
-    stage = RedactStage(cfg, policy, detectors, error)
+    verifier = None
+    verify = cfg.verify_model if cfg.verify_model != "auto" else ("" if cfg.models else "centerface")
+    if detectors and verify and cfg.verify_candidates:
+        try:
+            verifier = Detector(load_card(verify_card_path(verify)), cfg.threads, cfg.cache_dir)
+        except (CardError, ModelLoadError) as e:
+            error = f"verify_model: {e}"
+            log.error("redaction verify model not loaded, every frame will be withheld: %s", e)
+            detectors = []
+    stage = RedactStage(cfg, policy, detectors, error, verifier)
     stage.canary.proofs = proofs
     stage.private = private
     return stage
+
+
+def verify_card_path(ref: str) -> str:
+    """A shipped card's name (no slash, no .toml) → its path; anything else is a card file."""
+    from redact.cards import default_card_path
+
+    if "/" in ref or ref.endswith(".toml"):
+        return ref
+    return str(default_card_path().parent / f"{ref}.toml")
 
 
 __all__ = ["RedactConfig", "build_stage"]

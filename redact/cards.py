@@ -1,8 +1,10 @@
 """Model cards: a small TOML file beside every model saying what it is and how to run it.
 
     name, version, file (path relative to the card, or `package:PKG/RESOURCE`), sha256,
-    decoder (`centerface` | `yolo` | `ppocr_det` | `ppocr_rec` | `ssd`), classes (list; index = class id), license,
-    [input] name, channels (rgb|bgr), mean, scale (tensor = (pixel - mean) * scale),
+    decoder (`centerface` | `retinaface` | `yolo` | `ppocr_det` | `ppocr_rec` | `ssd`), classes (list; index =
+    class id), license,
+    [input] name, channels (rgb|bgr), mean (a number, or one per tensor channel), scale
+            (tensor = (pixel - mean) * scale),
             size ("dynamic" or [w, h]), multiple,
     [decoder_options] decoder-specific (threshold, nms_iou, output names).
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from capture.config import ConfigError, read_toml
 
-DECODERS = ("centerface", "yolo", "ppocr_det", "ppocr_rec", "ssd")
+DECODERS = ("centerface", "retinaface", "yolo", "ppocr_det", "ppocr_rec", "ssd")
 CLASS_NAMES = ("face", "person", "plate", "text", "screen")
 
 
@@ -32,7 +34,7 @@ class CardError(ConfigError):
 class InputSpec:
     name: str = ""
     channels: str = "rgb"
-    mean: float = 0.0
+    mean: float | tuple[float, float, float] = 0.0  # one per tensor channel (in the tensor's order)
     scale: float = 1.0
     size: tuple[int, int] | None = None  # fixed (w, h); None = dynamic
     multiple: int = 32
@@ -59,6 +61,11 @@ class ModelCard:
 
 def default_card_path() -> Path:
     return Path(str(importlib.resources.files("redact") / "models" / "centerface.toml"))
+
+
+def default_face_card_path() -> Path:
+    """The built-in face path's every-frame detector (RetinaFace-MobileNet0.25, int8)."""
+    return default_card_path().parent / "retinaface-int8.toml"
 
 
 def shipped_card_paths() -> list[Path]:
@@ -119,10 +126,20 @@ def _input_spec(t: Any, bad: Any) -> InputSpec:
     channels = t.get("channels", "rgb")
     if channels not in ("rgb", "bgr"):
         raise bad("input.channels", "'rgb' or 'bgr'", channels)
-    for key, default in (("mean", 0.0), ("scale", 1.0)):
-        v = t.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise bad(f"input.{key}", "a number", v)
+    def is_number(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+    mean_raw = t.get("mean", 0.0)
+    if isinstance(mean_raw, list):
+        if len(mean_raw) != 3 or not all(is_number(v) for v in mean_raw):
+            raise bad("input.mean", "a number or a list of 3 numbers (one per tensor channel)", mean_raw)
+        mean: float | tuple[float, float, float] = (float(mean_raw[0]), float(mean_raw[1]), float(mean_raw[2]))
+    elif is_number(mean_raw):
+        mean = float(mean_raw)
+    else:
+        raise bad("input.mean", "a number or a list of 3 numbers (one per tensor channel)", mean_raw)
+    if not is_number(t.get("scale", 1.0)):
+        raise bad("input.scale", "a number", t.get("scale"))
     if not t.get("scale", 1.0):
         raise bad("input.scale", "a non-zero number", t.get("scale"))
     multiple = t.get("multiple", 32)
@@ -135,7 +152,7 @@ def _input_spec(t: Any, bad: Any) -> InputSpec:
                 or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in size)):
             raise bad("input.size", '"dynamic" or [width, height] (integers 8-4096)', size)
         fixed = (size[0], size[1])
-    return InputSpec(name=name, channels=channels, mean=float(t.get("mean", 0.0)),
+    return InputSpec(name=name, channels=channels, mean=mean,
                      scale=float(t.get("scale", 1.0)), size=fixed, multiple=multiple)
 
 

@@ -14,12 +14,13 @@ class RedactConfig:
     policy: str = setting("", help="wearer policy TOML file; empty = built-in default (faces: blur, depth removed)")
     threads: int = setting(1, min=1, max=16,
                            help="onnxruntime intra-op threads (1 in the pipeline: the other core runs the rest)")
-    models: list[str] = setting([], help="model card TOML files; empty = the built-in CenterFace card")
+    models: list[str] = setting([], help="model card TOML files; empty = the built-in face path (RetinaFace int8 "
+                                "every frame, CenterFace re-checking small faces and on a schedule)")
     budget_ms: float = setting(250.0, min=1.0, max=10000.0,
                                help="per-frame detector time budget; a frame that misses it is withheld")
-    detect_width: int = setting(384, min=32, max=4096,
+    detect_width: int = setting(640, min=32, max=4096,
                                 help="whole frame is detected every frame at this width (multiple of 32)")
-    detect_height: int = setting(288, min=32, max=4096, help="height of the every-frame whole-frame pass")
+    detect_height: int = setting(480, min=32, max=4096, help="height of the every-frame whole-frame pass")
     tile_width: int = setting(384, min=0, max=4096,
                               help="full-resolution tiles, round-robin (see tiles_per_frame); 0 = no tiles")
     tile_height: int = setting(288, min=0, max=4096, help="height of the full-resolution tiles")
@@ -27,6 +28,13 @@ class RedactConfig:
                                      help="full-resolution tiles run per frame on average (0.5 = one every 2nd frame)")
     verify_candidates: int = setting(8, min=0, max=32,
                                      help="small tracks and weak candidates re-checked at full resolution per frame")
+    verify_model: str = setting("auto", help="model card that re-checks small candidates at full resolution: "
+                                "auto (built-in face path: centerface; own models: each itself), a shipped card's "
+                                "name, a card file, or empty = each detector itself")
+    verify_model_every: int = setting(3, min=0, max=1000,
+                                      help="the verify model also detects the whole frame (downscaled) every N frames; 0 = never")
+    detect_width_verify: int = setting(384, min=32, max=4096, help="width of the verify model's whole-frame pass")
+    detect_height_verify: int = setting(288, min=32, max=4096, help="height of the verify model's whole-frame pass")
     verify_min_score: float = setting(0.04, min=0.01, max=1.0, help="score from which a candidate is re-checked")
     hold_frames: int = setting(10, min=0, max=300,
                                help="frames a track is held (propagated) after its last detection")
@@ -47,7 +55,8 @@ class RedactConfig:
                                 "(a miss withholds frames until it is found); remote changes may only lower it")
 
     def check(self) -> None:
-        for name in ("detect_width", "detect_height", "tile_width", "tile_height", "text_width", "text_height"):
+        for name in ("detect_width", "detect_height", "tile_width", "tile_height", "detect_width_verify",
+                     "detect_height_verify", "text_width", "text_height"):
             v = getattr(self, name)
             if v % 32:
                 raise ConfigError(f"{name}: expected a multiple of 32, got {v}")

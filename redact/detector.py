@@ -88,7 +88,8 @@ class Detector:
 
     def _infer(self, img: np.ndarray, run_options: Any, threshold: float | None) -> np.ndarray:
         inp = self.card.input
-        blob = cv2.dnn.blobFromImage(img, scalefactor=inp.scale, mean=(inp.mean, inp.mean, inp.mean),
+        mean = inp.mean if isinstance(inp.mean, tuple) else (inp.mean, inp.mean, inp.mean)
+        blob = cv2.dnn.blobFromImage(img, scalefactor=inp.scale, mean=mean,
                                      swapRB=inp.channels == "rgb")
         outputs = self.session.run(blob, run_options)
         return self.decoder.decode(outputs, (img.shape[1], img.shape[0]), threshold)

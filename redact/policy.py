@@ -4,7 +4,7 @@
     on_fault = "withhold"         # or "obscure": a frame the detector cannot vouch for is sent fully blacked out
     [[rules]]
     class = "face"                # face | person | plate | text | screen | custom:<name>
-    action = "blur"               # blur | pixelate | fill | drop_frame
+    action = "blur"               # blur | pixelate | fill | mask | drop_frame (see redact/actions.py)
     margin = 0.35                 # fraction of the box's width/height added on every side
     min_score = 0.2               # 0.01-1: detections below this score are ignored for this rule
     applies_to = "both"           # color | depth | both (depth: set to 0 = no data)
@@ -28,7 +28,7 @@ from capture.config import ConfigError, read_toml
 from redact.cards import CLASS_NAMES
 from redact.forms import Form, FormError, parse_forms
 
-ACTIONS = ("blur", "pixelate", "fill", "drop_frame")
+ACTIONS = ("blur", "pixelate", "fill", "mask", "drop_frame")
 APPLIES_TO = ("color", "depth", "both")
 ON_FAULT = ("withhold", "obscure")
 

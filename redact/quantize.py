@@ -38,7 +38,7 @@ def quantize(card_path: Path, out_dir: Path, n_frames: int = 20, size: tuple[int
         if f.seq % 15 == 0:
             img = cv2.resize(f.color, size, interpolation=cv2.INTER_AREA)
             blobs.append(cv2.dnn.blobFromImage(img, scalefactor=card.input.scale,
-                                               mean=(card.input.mean,) * 3, swapRB=card.input.channels == "rgb"))
+                                               mean=card.input.mean if isinstance(card.input.mean, tuple) else (card.input.mean,) * 3, swapRB=card.input.channels == "rgb"))
 
     class Frames(CalibrationDataReader):
         def __init__(self) -> None:

@@ -37,9 +37,11 @@ VERIFY_MAX_SIDE = 40  # px: weak candidates larger than this were seen well enou
 class RedactStage:
     name = "redact"
 
-    def __init__(self, cfg: RedactConfig, policy: Policy, detectors: list[Detector], load_error: str = "") -> None:
+    def __init__(self, cfg: RedactConfig, policy: Policy, detectors: list[Detector], load_error: str = "",
+                 verifier: Detector | None = None) -> None:
         self.cfg = cfg
         self.detectors = detectors
+        self.verifier = verifier  # re-checks small candidates at full resolution (None: each detector itself)
         self.load_error = load_error
         self._classes: list[str] = sorted({c for d in detectors for c in d.card.classes})
         self._class_ids = {c: i for i, c in enumerate(self._classes)}
@@ -58,6 +60,7 @@ class RedactStage:
         self._obscured = 0
         self._times: deque[float] = deque(maxlen=1000)
         self._last_fault = ""
+        self._verifier_clock = 0
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
 
@@ -152,7 +155,7 @@ class RedactStage:
                                         (self.cfg.tile_width, self.cfg.tile_height))
                 # A rule asking for a lower score than the card's threshold gets it.
                 thr = min([det.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in det.card.classes])
-                found.append(self._classed(det, self._whole_pass(det, frame.color, whole, deadline.options, thr)))
+                found.append(self._whole_pass(det, frame.color, whole, deadline.options, thr))
                 self._tile_credit = min(self._tile_credit + self.cfg.tiles_per_frame, float(max(1, len(tiles))))
                 ran = 0
                 while ran < len(tiles) and self._tile_credit >= 1.0:
@@ -160,6 +163,7 @@ class RedactStage:
                     ran += 1
                     self._tile_credit -= 1.0
                 det.advance(ran)
+            found.extend(self._scheduled_verifier_pass(frame.color, policy, deadline.options))
         detector_ms = (time.perf_counter() - t0) * 1000.0
         if deadline.expired or detector_ms > self.cfg.budget_ms:
             raise FrameWithheld("model_timeout", f"detection took {detector_ms:.0f} ms, budget {self.cfg.budget_ms:.0f} ms")
@@ -190,8 +194,10 @@ class RedactStage:
         """The downscaled whole-frame pass, plus a full-resolution look (one mosaic run) at what it
         may see too small: small tracks it did not confirm, and its weak small candidates."""
         cfg = self.cfg
-        if not cfg.verify_candidates or whole.scale in (0.0, 1.0) or cfg.verify_min_score >= thr:
-            return det.run(color, whole, run_options, thr)
+        verifier = self.verifier if self.verifier and set(det.card.classes) <= set(self.verifier.card.classes) else det
+        if (not cfg.verify_candidates or whole.scale == 0.0 or (whole.scale == 1.0 and verifier is det)
+                or cfg.verify_min_score >= thr):
+            return self._classed(det, det.run(color, whole, run_options, thr))
         d = det.run(color, whole, run_options, threshold=cfg.verify_min_score)
         strong = d[d[:, 4] > thr]
         weak = d[d[:, 4] <= thr]
@@ -205,8 +211,24 @@ class RedactStage:
             tracks = np.concatenate([predicted, np.ones((len(predicted), 2))], axis=1).astype(np.float32)
         cands = np.concatenate([weak, tracks])  # weak candidates first (best first): new faces; tracks are held anyway
         small = np.maximum(cands[:, 2] - cands[:, 0], cands[:, 3] - cands[:, 1]) <= VERIFY_MAX_SIDE
-        confirmed = det.verify(color, cands[small][: cfg.verify_candidates], run_options, thr)
-        return np.concatenate([strong, confirmed])
+        confirmed = verifier.verify(color, cands[small][: cfg.verify_candidates], run_options, thr)
+        if verifier is not det and len(confirmed):  # only the classes this detector stands for
+            mine_v = [verifier.card.classes.index(c) for c in det.card.classes]
+            confirmed = confirmed[np.isin(confirmed[:, 5], mine_v)]
+        return np.concatenate([self._classed(det, strong), self._classed(verifier, confirmed)])
+
+    def _scheduled_verifier_pass(self, color: np.ndarray, policy: Policy, run_options: Any) -> list[np.ndarray]:
+        """Every `verify_model_every` frames the verify model also looks at the whole frame (downscaled,
+        with its own full-resolution check of weak small candidates): a second opinion on faces the
+        main detector scores too low to propose (tiny ones, crowds)."""
+        v, every = self.verifier, self.cfg.verify_model_every
+        self._verifier_clock += 1
+        if v is None or not every or (self._verifier_clock - 1) % every or not set(v.card.classes) <= set(self._class_ids):
+            return []
+        h, w = color.shape[:2]
+        whole, _ = v.plan(w, h, (self.cfg.detect_width_verify, self.cfg.detect_height_verify), (0, 0))
+        thr = min([v.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in v.card.classes])
+        return [self._whole_pass(v, color, whole, run_options, thr)]
 
     def _classed(self, det: Detector, d: np.ndarray) -> np.ndarray:
         """Detections with the model's class ids replaced by the stage's."""
@@ -231,10 +253,14 @@ class RedactStage:
         manifest["fault"] = e.reason
         return frame.replace(color=np.zeros_like(frame.color), depth=np.zeros_like(frame.depth), redaction=manifest)
 
+    def _model_ids(self) -> list[dict[str, str]]:
+        extra = [self.verifier] if self.verifier and self.verifier not in self.detectors else []
+        return [d.card.model_id for d in self.detectors + extra]
+
     def _manifest(self, policy: Policy, detector_ms: float, coverage: str,
                   regions: list[dict[str, Any]]) -> dict[str, Any]:
         return {"policy_version": policy.version,
-                "models": [d.card.model_id for d in self.detectors] + self.forms.models.ids(),
+                "models": self._model_ids() + self.forms.models.ids(),
                 "detector_ms": round(detector_ms, 2), "coverage": coverage, "regions": regions,
                 "floor": policy.floor, "policy_layers": dict(policy.layers)}
 
@@ -248,7 +274,7 @@ class RedactStage:
                 "floor": self._policy.floor,
                 "policy_layers": dict(self._policy.layers),
                 "canary": self.canary.status(),
-                "models": [d.card.model_id for d in self.detectors] + self.forms.models.ids(),
+                "models": self._model_ids() + self.forms.models.ids(),
                 "load_error": self.load_error or self._policy_error,
                 "frames_redacted": self._frames,
                 "frames_obscured": self._obscured,

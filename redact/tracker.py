@@ -4,7 +4,8 @@ Each track keeps its last confirmed box and a box velocity (EMA of displacement 
 frame the box moves by its velocity; a detection of the same class that overlaps the predicted box
 confirms it. An unconfirmed track is held for `hold_frames` and its region grows by
 `margin_growth` (fraction of the box per frame) plus its speed, so it keeps covering a face that
-moves or that the detector dropped.
+moves or that the detector dropped. Tracks that are views of one face (overlapping, same class)
+are merged into the most recently confirmed one, so one face is one region.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from redact.nms import iou_matrix
 
 class Tracker:
     def __init__(self, hold_frames: int = 10, margin_growth: float = 0.04, match_iou: float = 0.1,
-                 velocity_alpha: float = 0.6) -> None:
+                 velocity_alpha: float = 0.6, merge_iou: float = 0.3, merge_cover: float = 0.7) -> None:
+        self.merge_iou = merge_iou
+        self.merge_cover = merge_cover
         self.hold_frames = hold_frames
         self.margin_growth = margin_growth
         self.match_iou = match_iou
@@ -32,7 +35,8 @@ class Tracker:
         return len(self.score)
 
     def reset(self) -> None:
-        self.__init__(self.hold_frames, self.margin_growth, self.match_iou, self.alpha)  # type: ignore[misc]
+        self.__init__(self.hold_frames, self.margin_growth, self.match_iou, self.alpha,  # type: ignore[misc]
+                      self.merge_iou, self.merge_cover)
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Advance one frame with this frame's detections (frame pixels); indices of live tracks."""
@@ -63,11 +67,41 @@ class Tracker:
             self.score = np.concatenate([self.score, scores[new]])
             self.cls = np.concatenate([self.cls, classes[new]])
             self.age = np.concatenate([self.age, np.zeros(int(new.sum()), dtype=np.int64)])
-        alive = self.age <= self.hold_frames
+        alive = (self.age <= self.hold_frames) & self._not_duplicate()
         if not alive.all():
             for name in ("boxes", "vel", "anchor", "score", "cls", "age"):
                 setattr(self, name, getattr(self, name)[alive])
         return np.arange(len(self))
+
+    def _not_duplicate(self) -> np.ndarray:
+        """False for a track that is another view of the same face as a better track (same class;
+        IoU ≥ `merge_iou`, or ≥ `merge_cover` of the smaller box inside the other): several detections
+        of one face (whole-frame pass, tile, verify) must not pile up as boxes. The better track is
+        the more recently confirmed one (then the higher score): a fresh detection beats a stale
+        prediction."""
+        n = len(self)
+        keep = np.ones(n, dtype=bool)
+        if n < 2:
+            return keep
+        b = self.boxes
+        iou = iou_matrix(b, b)
+        iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+        ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cover = np.where(np.minimum(area[:, None], area[None, :]) > 0,
+                             iw * ih / np.minimum(area[:, None], area[None, :]), 0.0)
+        same = ((iou >= self.merge_iou) | (cover >= self.merge_cover)) & (self.cls[:, None] == self.cls[None, :])
+        np.fill_diagonal(same, False)
+        if not same.any():
+            return keep
+        order = np.lexsort((-self.score, self.age))  # best first
+        for i in order:
+            if keep[i]:
+                dup = same[i] & keep
+                dup[i] = False
+                keep[dup] = False
+        return keep
 
     def regions(self, margins: np.ndarray, width: int, height: int) -> np.ndarray:
         """Integer regions x1,y1,x2,y2 (clipped) of all tracks, each grown by its rule's margin,

@@ -171,9 +171,10 @@ def test_corrupt_model_cache_is_rebuilt(tmp_path: Path) -> None:
 
     cache = tmp_path / "cache"
     rt._prepared.clear()  # earlier tests filled the memory cache: the disk cache would not be written
-    assert build_stage(RedactConfig(cache_dir=str(cache))).load_error == ""
     from redact.cards import default_card_path, load_card
 
+    one_model = {"models": [str(default_card_path())], "cache_dir": str(cache), "budget_ms": 5000.0}
+    assert build_stage(RedactConfig(**one_model)).load_error == ""
     (cached,) = cache.glob(f"{load_card(default_card_path()).sha256}.*.onnx")  # the face model's
     good = cached.read_bytes()
     with cached.open("r+b") as fh:  # flip one byte of a weight: still a loadable model
@@ -182,7 +183,7 @@ def test_corrupt_model_cache_is_rebuilt(tmp_path: Path) -> None:
         fh.seek(len(good) // 2)
         fh.write(bytes([b[0] ^ 0xFF]))
     rt._prepared.clear()  # a new process: only the disk cache is left
-    stage = build_stage(RedactConfig(cache_dir=str(cache)))
+    stage = build_stage(RedactConfig(**one_model))
     assert stage.load_error == ""
     assert cached.read_bytes() == good
     stage.apply(frame())

@@ -90,7 +90,7 @@ def card_text(**overrides: str) -> str:
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"decoder": '"mask"'}, r"decoder: expected one of centerface, yolo"),
+    ({"decoder": '"mask"'}, r"decoder: expected one of centerface, retinaface, yolo"),
     ({"sha256": '"abc"'}, r"sha256: expected 64 hex digits"),
     ({"classes": '["face", "dog"]'}, r"classes\[1\]: expected one of face"),
     ({"classes": "[]"}, r"classes: expected a non-empty list"),

@@ -12,7 +12,7 @@ import pytest
 from leak_count import count_leaks
 
 from redact import build_stage, reference
-from redact.cards import load_card
+from redact.cards import default_card_path, load_card
 from redact.config import RedactConfig
 from redact.detector import Detector
 from redact.proof import prove
@@ -61,6 +61,11 @@ class SilentAfter:
         return (self.real if self.runs <= self.k else self.silent).run(blob, run_options)
 
 
+# The blind stand-in below is CenterFace-shaped: these stages run CenterFace alone (not the built-in path).
+CENTERFACE = {"models": [str(default_card_path())], "detect_width": 384, "detect_height": 288,
+              "budget_ms": 5000.0}  # the old schedule (several runs a frame); coverage, not timing, is tested
+
+
 def silent_after(stage: Any, blind_card: Path, k: int) -> SilentAfter:
     det = stage.detectors[0]
     det.session = SilentAfter(det.session, Session(load_card(blind_card), 1), k)
@@ -70,7 +75,7 @@ def silent_after(stage: Any, blind_card: Path, k: int) -> SilentAfter:
 @pytest.mark.parametrize("every", [1, 3])
 def test_a_model_that_goes_silent_is_caught_by_the_canary(tmp_path: Path, every: int) -> None:
     blind = write_blind(tmp_path)
-    stage = build_stage(RedactConfig(canary_every=every))
+    stage = build_stage(RedactConfig(canary_every=every, **CENTERFACE))
     assert stage.load_error == ""
     silent_after(stage, blind, k=30)  # ~10 frames of runs (whole pass, mosaic, tiles, canary)
     r = count_leaks(stage, N)
@@ -80,7 +85,7 @@ def test_a_model_that_goes_silent_is_caught_by_the_canary(tmp_path: Path, every:
     assert st["canary"]["state"] == "failing" and "canary was not found" in st["last_fault"]
 
     # Without the canary (as before) the same fault leaks every face after the K-th run.
-    stage = build_stage(RedactConfig(hold_frames=0))
+    stage = build_stage(RedactConfig(hold_frames=0, **CENTERFACE))
     stage.canary.every = 0
     silent_after(stage, blind, k=30)
     r = count_leaks(stage, N)
@@ -88,7 +93,7 @@ def test_a_model_that_goes_silent_is_caught_by_the_canary(tmp_path: Path, every:
 
 
 def test_canary_recovers_when_the_model_sees_again(tmp_path: Path) -> None:
-    stage = build_stage(RedactConfig(budget_ms=10000.0))  # first frames warm up every model: no timeouts
+    stage = build_stage(RedactConfig(**(CENTERFACE | {"budget_ms": 10000.0})))  # warm-ups: no timeouts
     session = silent_after(stage, write_blind(tmp_path), k=0)
     from capture.frame import FrameWithheld
     from capture.synthetic import SyntheticSource

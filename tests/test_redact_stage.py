@@ -22,6 +22,9 @@ from redact.tracker import Tracker
 ASTRONAUT = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
 # The astronaut's face in the 512×512 photo (hand-measured): x 165-245, y 55-160.
 FACE_IN_PHOTO = (165, 55, 245, 160)
+# Coverage, not timing, is tested here: a generous frame budget, so a machine busy with other work
+# does not withhold frames (model_timeout has its own tests in test_redact_faults.py).
+BUDGET_MS = 5000.0
 
 
 def canvas_frame(size: int = 256, x: int = 200, y: int = 100, seq: int = 0) -> tuple[RGBDFrame, tuple[int, ...]]:
@@ -45,7 +48,7 @@ def coverage(face: tuple[int, ...] | list[float], regions: list[dict], shape: tu
 
 @pytest.fixture(scope="module")
 def stage() -> Iterator[RedactStage]:
-    s = build_stage(RedactConfig())
+    s = build_stage(RedactConfig(budget_ms=BUDGET_MS))
     assert s.load_error == ""
     yield s
     s.close()
@@ -79,7 +82,7 @@ def test_synthetic_faces_covered_and_depth_removed(stage: RedactStage) -> None:
         assert np.array_equal(frame.color, raw_color)  # the source's buffer is not modified
     assert n_faces >= 48
     st = stage.status()
-    assert st["frames_redacted"] >= 24 and st["detector_ms_p50"] > 0 and st["models"][0]["name"] == "centerface"
+    assert st["frames_redacted"] >= 24 and st["detector_ms_p50"] > 0 and [m["name"] for m in st["models"]][:2] == ["retinaface-int8", "centerface"]
 
 
 def test_astronaut_face_blurred_beyond_recognition(stage: RedactStage) -> None:
@@ -194,19 +197,31 @@ def textured_background() -> RGBDFrame:
 
 @pytest.mark.parametrize("face_width, x, y", [(9, 60, 300), (10, 500, 90), (11, 300, 200), (10, 150, 60)])
 def test_far_face_covered_on_its_first_frame(textured_background: RGBDFrame, face_width: int, x: int, y: int) -> None:
-    """A face ~10 px wide popping in on a textured scene: the downscaled pass alone misses it (checked
-    below); its weak candidate is re-checked at full resolution in the same frame. No tiles here."""
+    """A face ~10 px wide popping in on a textured scene, on a frame where CenterFace's scheduled
+    whole-frame pass runs (every frame here): its weak candidate is re-checked at full resolution in
+    the same frame; without that check it is missed (checked below). No tiles here. With the default
+    schedule (every 3rd frame) it is covered within 3 frames."""
     s = face_width / (FACE_IN_PHOTO[2] - FACE_IN_PHOTO[0])
     size = round(512 * s)
     color = textured_background.color.copy()
     color[y:y + size, x:x + size] = cv2.resize(ASTRONAUT, (size, size), interpolation=cv2.INTER_AREA)
     face = (x + FACE_IN_PHOTO[0] * s, y + FACE_IN_PHOTO[1] * s, x + FACE_IN_PHOTO[2] * s, y + FACE_IN_PHOTO[3] * s)
-    no_tiles = {"tile_width": 0, "tile_height": 0}
-    out = build_stage(RedactConfig(**no_tiles)).apply(textured_background.replace(color=color.copy()))
+    no_tiles = {"tile_width": 0, "tile_height": 0, "budget_ms": BUDGET_MS}
+    out = build_stage(RedactConfig(verify_model_every=1, **no_tiles)).apply(textured_background.replace(color=color.copy()))
     assert coverage(face, out.redaction["regions"], (480, 640)) >= 0.7, out.redaction["regions"]
-    blind = build_stage(RedactConfig(verify_candidates=0, **no_tiles))
+    default = build_stage(RedactConfig(**no_tiles))
+    default.apply(textured_background)  # the scheduled pass ran on this (empty) frame: the face comes after
+    covered = [coverage(face, default.apply(textured_background.replace(color=color.copy(), seq=k)).redaction["regions"],
+                        (480, 640)) >= 0.7 for k in range(1, 4)]
+    assert any(covered), covered
+    from redact.cards import default_card_path
+
+    blind = build_stage(RedactConfig(models=[str(default_card_path())], detect_width=384, detect_height=288,
+                                     verify_candidates=0, **no_tiles))  # CenterFace downscaled, no re-check
     out = blind.apply(textured_background.replace(color=color.copy()))
-    assert coverage(face, out.redaction["regions"], (480, 640)) < 0.7  # the check above is not vacuous
+    faces_only = [r for r in out.redaction["regions"] if r["class"] == "face"]
+    if face_width <= 10:  # (an 11-px face on this background is just seen downscaled: 0.22 > 0.2)
+        assert coverage(face, faces_only, (480, 640)) < 0.7  # the check above is not vacuous
 
 
 def test_face_held_across_a_faulted_frame(stage: RedactStage) -> None:
@@ -230,3 +245,23 @@ def test_face_held_across_a_faulted_frame(stage: RedactStage) -> None:
     out = stage.apply(missed)
     assert coverage(face, out.redaction["regions"], (480, 640)) == 1.0, out.redaction
     assert not out.depth[face[1]:face[3], face[0]:face[2]].any()
+
+
+def test_overlapping_tracks_of_one_face_merge() -> None:
+    """Several detections of one face (whole pass, tile, re-check) must end as one track, the fresh one."""
+    t = Tracker(hold_frames=5)
+    t.update(np.array([[100.0, 100, 140, 150]]), np.array([0.9]), np.array([0]))
+    # next frame: the same face seen twice (slightly different boxes) plus a different face nearby
+    t.update(np.array([[102.0, 101, 141, 151], [98.0, 96, 146, 156], [150.0, 100, 190, 150]]),
+             np.array([0.8, 0.5, 0.9]), np.array([0, 0, 0]))
+    assert len(t) == 2, t.boxes
+    assert sorted(t.boxes[:, 0].round().tolist()) == [102.0, 150.0]
+    # a stale held box overlapping a fresh detection of the same face gives way to it
+    for _ in range(2):
+        t.update(np.array([[150.0, 100, 190, 150]]), np.array([0.9]), np.array([0]))
+    t.update(np.array([[104.0, 104, 144, 154], [150.0, 100, 190, 150]]), np.array([0.7, 0.9]), np.array([0, 0]))
+    assert len(t) == 2 and (t.age == 0).all()
+    # different classes never merge
+    t2 = Tracker()
+    t2.update(np.array([[0.0, 0, 50, 50], [0.0, 0, 50, 50]]), np.array([0.9, 0.9]), np.array([0, 1]))
+    assert len(t2) == 2

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # Every detector (text, persons) on every frame too, at full resolution.
     cfg = RedactConfig(policy=args.policy, models=list(args.model), threads=args.threads, budget_ms=10000.0,
                        detect_width=4096, detect_height=4096, tile_width=0, tile_height=0,
-                       text_width=4096, text_height=4096, text_every=1, person_every=1)
+                       text_width=4096, text_height=4096, text_every=1, person_every=1,
+                       verify_model_every=1, detect_width_verify=4096, detect_height_verify=4096)
     stage = build_stage(cfg, private=_private_layer(args))
     if stage.load_error:
         raise CliError(stage.load_error)

@@ -56,6 +56,9 @@ def make_decoder(card: ModelCard) -> Decoder:
     if card.decoder == "centerface":
         from redact.decoders.centerface import CenterFaceDecoder
         return CenterFaceDecoder(card)
+    if card.decoder == "retinaface":
+        from redact.decoders.retinaface import RetinaFaceDecoder
+        return RetinaFaceDecoder(card)
     if card.decoder == "yolo":
         from redact.decoders.yolo import YoloDecoder
         return YoloDecoder(card)

@@ -6,12 +6,13 @@ offset [1,2,h,w] (sub-cell centre offset y, x). Landmarks are not needed for red
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from redact.cards import ModelCard
 from redact.decoders import ModelGarbage, check_candidates, check_finite, empty, output
 from redact.decoders.options import number, text
-from redact.nms import nms
+from redact.nms import MAX_CANDIDATES, nms
 
 
 class CenterFaceDecoder:
@@ -42,6 +43,11 @@ class CenterFaceDecoder:
         c0, c1 = np.nonzero(hm[0, 0] > thr)
         if c0.size == 0:
             return empty()
+        if c0.size > MAX_CANDIDATES:
+            # A big face (a close-up still) lights up thousands of cells: keep the 3×3 peaks
+            # (CenterNet's own decoding) instead of refusing the frame.
+            peaks = hm[0, 0] >= cv2.dilate(hm[0, 0], np.ones((3, 3), np.uint8))
+            c0, c1 = np.nonzero((hm[0, 0] > thr) & peaks)
         check_candidates(c0.size, thr, self.model)
         s = np.stack([sc[0, 0, c0, c1], sc[0, 1, c0, c1], of[0, 0, c0, c1], of[0, 1, c0, c1]])
         check_finite(s, f"{self.model}: scale/offset")
