@@ -165,6 +165,8 @@ class FormSchedule:
             self.age[d] += 1
         for name, hold in self.holds.items():
             hold.step(dx, dy, self.limit[self.roots[name]])
+        self._texts[0][:, 0::2] += dx  # lines read on the last pass move with the camera too
+        self._texts[0][:, 1::2] += dy
         ms: dict[str, float] = {}
         ran = self._run_due(frame.color, t0, ms)
         coverage = {}
