@@ -14,7 +14,8 @@ form `plate` (class "plate": text in a plate-shaped box matching an EU or US pat
 default policy redacts besides faces.
 
 Recognised text is read only for boxes that reach a `match` filter, is matched in memory, and is
-never returned: results are boxes and scores only. Errors name the file, `forms[i].field` and value.
+never returned: results are boxes and scores only. A line the reader could not read in time counts
+as a match (it stays private until it is read and shown not to match). Errors name the file, `forms[i].field` and value.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class Found:
     members: list[list[int]] = field(default_factory=list)
 
 
-Reader = Callable[[list[int]], dict[int, str]]
+Reader = Callable[[list[int]], dict[int, str]]  # text of the lines it could read ("" = unreadable)
 
 
 def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[str, Found]:
@@ -227,7 +228,10 @@ def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[st
             if want:
                 texts.update(read(want))
             for k in np.nonzero(keep)[0]:
-                s = " ".join(texts.get(m, "") for m in members[k]).strip()
+                parts = [texts.get(m) for m in members[k]]
+                if any(p is None for p in parts):
+                    continue  # not read (yet): treated as a match — private until read otherwise
+                s = " ".join(p for p in parts if p).strip()
                 keep[k] = bool(s) and f.match.search(s) is not None
         b = b[keep]
         members = [m for m, k in zip(members, keep, strict=True) if k]

@@ -41,6 +41,7 @@ log = logging.getLogger("crowdcap.redact")
 MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
+READ_PER_PASS = 6  # new text lines read per pass (one recogniser batch)
 
 
 @dataclass
@@ -252,7 +253,7 @@ class FormSchedule:
                 self.age["screen"] = 0
         if fresh:
             left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
-            with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # the recogniser: not deferrable
+            with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # lines not read in time count as matches
                 self._evaluate(color, fresh, ms, deadline.options)
         return ran
 
@@ -298,9 +299,19 @@ class FormSchedule:
                 out[i] = old_texts[int(iou[k].argmax())]
             else:
                 todo.append(i)
+        # At most READ_PER_PASS new lines per pass (the largest first); the others, and all of them
+        # when the frame's deadline stops the run, are not read yet — forms treat them as matches.
+        todo = sorted(todo, key=lambda i: -(boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))[:READ_PER_PASS]
         if todo:
             rec = self.models.get("rec")
-            for i, (s, conf) in zip(todo, rec.read(color, boxes[todo], run_options), strict=True):
+            try:
+                read = rec.read(color, boxes[todo], run_options)
+            except ModelRunError as e:
+                if e.reason != "model_timeout":
+                    raise
+                read = []
+                self._deferred["rec"] += 1
+            for i, (s, conf) in zip(todo, read, strict=False):
                 out[i] = s if conf >= rec.threshold else ""
         # Kept for the next pass only (memory; never logged or sent).
         self._texts = (boxes[sorted(out), :4].copy(), [out[i] for i in sorted(out)])
