@@ -5,6 +5,7 @@
     from = "text"                     # a detector (text | person | screen) or another form's name
     match = '^[0-9]{1,6}$'            # regex (Python `re.search`) on the recognised text (text forms)
     inside = "person"                 # only where the box's centre lies in a box of this detector/form
+                                      # (person: the person model's boxes and bodies below detected faces)
     aspect = [2.0, 6.0]               # width/height of the box, inclusive range
     min_lines = 3                     # a block of ≥ 3 text lines → the whole block's box (text forms)
 

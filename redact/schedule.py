@@ -68,6 +68,16 @@ class Hold:
         self.age = np.concatenate([self.age, np.zeros(len(fresh), np.int64)])
 
 
+def bodies(faces: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Body boxes N×5 extrapolated from face regions: 1.6 face widths either side, 6 face heights down."""
+    w = faces[:, 2] - faces[:, 0]
+    h = faces[:, 3] - faces[:, 1]
+    cx = (faces[:, 0] + faces[:, 2]) / 2
+    out = np.stack([np.clip(cx - 1.6 * w, 0, width), faces[:, 1], np.clip(cx + 1.6 * w, 0, width),
+                    np.clip(faces[:, 3] + 6 * h, 0, height), np.full(len(faces), 0.5)], axis=1)
+    return out
+
+
 class Models:
     """Sessions loaded on demand and shared by successive schedules (a policy reload keeps them)."""
 
@@ -169,7 +179,8 @@ class FormSchedule:
         self._texts[0][:, 0::2] += dx  # lines read on the last pass move with the camera too
         self._texts[0][:, 1::2] += dy
         ms: dict[str, float] = {}
-        ran = self._run_due(frame.color, t0, ms)
+        faces = np.array([r["bbox"] for r in regions if r["class"] == "face"], np.float64).reshape(-1, 4)
+        ran = self._run_due(frame.color, t0, ms, faces)
         coverage = {}
         for c in self.classes:
             age = self.age[self.roots[c]]
@@ -221,7 +232,7 @@ class FormSchedule:
             return 0.0, 0.0  # no reliable shift: the growing margin has to cover it
         return sx / s, sy / s
 
-    def _run_due(self, color: np.ndarray, t0: float, ms: dict[str, float]) -> list[str]:
+    def _run_due(self, color: np.ndarray, t0: float, ms: dict[str, float], faces: np.ndarray) -> list[str]:
         from redact.detector import Deadline
 
         due = [d for d in ("text", "person") if d in self.detectors and self.age[d] >= self.every[d]]
@@ -254,7 +265,7 @@ class FormSchedule:
         if fresh:
             left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
             with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # lines not read in time count as matches
-                self._evaluate(color, fresh, ms, deadline.options)
+                self._evaluate(color, fresh, ms, deadline.options, faces)
         return ran
 
     def _detect(self, d: str, color: np.ndarray, run_options: Any, fresh: dict[str, Found],
@@ -266,12 +277,15 @@ class FormSchedule:
         found = det.run(color, whole, run_options)
         return Found(found[:, :5].astype(np.float64), [[i] for i in range(len(found))])
 
-    def _evaluate(self, color: np.ndarray, fresh: dict[str, Found], ms: dict[str, float], run_options: Any) -> None:
+    def _evaluate(self, color: np.ndarray, fresh: dict[str, Found], ms: dict[str, float], run_options: Any,
+                  faces: np.ndarray) -> None:
         """Forms and screens from this frame's passes; their holds refreshed."""
         base: dict[str, Found] = {}
         for name in DETECTORS:  # fresh boxes where the detector ran, else what is held
             held = self.holds.get(name)
             base[name] = fresh.get(name) or Found(held.boxes.copy() if held else np.zeros((0, 5)), [])
+        if len(faces):  # for `inside = "person"`: a face implies a body below it (the person model misses some)
+            base["person"] = Found(np.concatenate([base["person"].boxes, bodies(faces, *color.shape[1::-1])]))
         if "text" in fresh and "screen" in self.detectors:
             t = time.perf_counter()
             base["screen"] = fresh["screen"] = Found(find_screens(color, fresh["text"].boxes))
