@@ -42,7 +42,7 @@ class SyntheticSource:
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  pace: str = "realtime", device_id: str = "synthetic", session_id: str = "s0",
-                 n_frames: int | None = None, noise: bool = True, cycle: int = 0) -> None:
+                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, text_objects: bool = True) -> None:
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace: expected 'realtime' or 'fast', got {pace!r}")
         if fps <= 0:
@@ -58,6 +58,7 @@ class SyntheticSource:
         self.n_frames = n_frames
         self.noise = noise
         self.cycle = cycle
+        self.text_objects = text_objects  # signs, document, screen, bib, plates (capture/scene_text.py)
         self._renderer: Renderer | None = None
         self._index = 0
         self._t0 = 0.0
@@ -69,7 +70,7 @@ class SyntheticSource:
 
     def open(self) -> None:
         if self._renderer is None:
-            self._renderer = Renderer(build_scene(self.seed), self.intrinsics)
+            self._renderer = Renderer(build_scene(self.seed, self.text_objects), self.intrinsics)
         self._t0 = time.monotonic()
 
     def close(self) -> None:

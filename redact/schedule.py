@@ -12,6 +12,8 @@ Per class, a frame's coverage is `detected` (its detector ran on this frame), `h
 `limit` frames ago: `max(every, hold_frames)`) or nothing: then the frame is withheld
 (`no_coverage`, fail closed). A pass that does not fit in what is left of the frame's budget is
 deferred (counted) while its class is still held; a pass stopped at the deadline counts the same.
+A pass that restores a lapsed class (the first one, or after a stall) gets a time limit of its own
+(`max(budget_ms, 1 s)`): that frame is late once rather than withheld on every try under load.
 The manifest gets `classes` (coverage and age per class) and `detector_ms_by` (ms per detector).
 """
 
@@ -41,6 +43,7 @@ log = logging.getLogger("crowdcap.redact")
 MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
+CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
 READ_PER_PASS = 6  # new text lines read per pass (one recogniser batch)
 
 
@@ -250,7 +253,10 @@ class FormSchedule:
                 continue
             t = time.perf_counter()
             try:
-                with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:
+                # A pass that restores lapsed coverage (at start, after a stall) gets a time limit of its
+                # own: the frame is late once rather than withheld on every try under load.
+                allowed = max(self.cfg.budget_ms, CATCH_UP_MS) if self.age[d] > self.limit[d] else left_ms
+                with Deadline(max(allowed, 1.0) / 1000.0) as deadline:
                     fresh[d] = self._detect(d, color, deadline.options, fresh, ms)
             except ModelRunError as e:
                 if e.reason != "model_timeout" or self.age[d] > self.limit[d]:
