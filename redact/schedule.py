@@ -144,6 +144,7 @@ class FormSchedule:
         self.holds: dict[str, Hold] = {}
         self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
+        self._pass_texts: dict[int, str] = {}
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
         self._ms: Counter[str] = Counter()
@@ -300,8 +301,13 @@ class FormSchedule:
         if order:
             text = fresh.get("text", Found())
             t = time.perf_counter()
+            self._pass_texts: dict[int, str] = {}
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
+            if "text" in fresh:  # every line read or reused on this pass, by any form
+                keys = sorted(self._pass_texts)
+                self._texts = (text.boxes[keys, :4].copy(), [self._pass_texts[i] for i in keys])
+            self._pass_texts = {}
             for f in order:
                 fresh[f.class_name] = results[f.name]
         for name, found in fresh.items():
@@ -333,8 +339,7 @@ class FormSchedule:
                 self._deferred["rec"] += 1
             for i, (s, conf) in zip(todo, read, strict=False):
                 out[i] = s if conf >= rec.threshold else ""
-        # Kept for the next pass only (memory; never logged or sent).
-        self._texts = (boxes[sorted(out), :4].copy(), [out[i] for i in sorted(out)])
+        self._pass_texts.update(out)  # kept for the next pass (memory only; never logged or sent)
         return out
 
     # -- status -----------------------------------------------------------------------------------
