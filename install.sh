@@ -13,13 +13,17 @@ dpkg -s libusb-1.0-0 >/dev/null 2>&1 || need+=(libusb-1.0-0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 if [ "$extras" = test ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # tests read status as any MQTT tool does
+  # chromium: the real (headless) browser the report-page test renders and screenshots in.
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     echo "install.sh: apt-get install ${need[*]}" >&2
     $sudo apt-get update -qq || true
-    # mosquitto/systemd are optional: an embedded broker stands in; only libusb is required.
+    # mosquitto/systemd/chromium are optional: an embedded broker stands in, the browser test skips;
+    # only libusb is required.
     $sudo apt-get install -y -qq "${need[@]}" >/dev/null || \
       $sudo apt-get install -y -qq libusb-1.0-0 >/dev/null || \
       echo "install.sh: warning: could not install ${need[*]}" >&2

@@ -1,11 +1,15 @@
 """`python -m bench uplink [--frames N] [--recovery-mb MB]`: the uplink through a local mosquitto, QoS 1.
 
-Measures, in one run and on the same bytes:
-- stage throughput: 640×480 synthetic frames (JPEG + lossless depth + manifest) through
-  UplinkStage.apply → spool (fsync=interval) → Sender → mosquitto, frames/s and MB/s, CPU per byte;
-- the uplink alone (pre-encoded messages → spool → Sender) vs a bare paho publisher of the same
-  chunk payloads with the same QoS-1 window: CPU per byte and the ratio (our overhead);
-- capture → ingest latency p50/p99 at 30 fps with `crowdcap ingest` in its own process;
+Measures, in one run and on the same bytes, with `crowdcap ingest` in its own process confirming
+(end-to-end acks, uplink.delivery = "ingest", the default):
+- stage throughput at maximum rate: 640×480 synthetic frames (JPEG + lossless depth + manifest)
+  through UplinkStage.apply → spool (fsync=interval) → Sender → mosquitto → ingest → ack, frames/s,
+  MB/s, CPU per byte (device process only);
+- the uplink alone (pre-encoded messages → spool → Sender), confirmed and with delivery = "broker",
+  vs a bare paho publisher of the same chunk payloads with the same QoS-1 window: CPU per byte and
+  the ratios (our overhead);
+- at 30 fps: frames/s, capture → ingest latency p50/p99 and confirm latency p50/p99 (first send →
+  the ingest's ack, after its fsync);
 - spool append MB/s with fsync always / interval / off, and recovery time after SIGKILL of a
   process filling a spool of --recovery-mb (default 1024).
 """
@@ -50,6 +54,29 @@ def _cpu() -> float:
     return time.process_time()
 
 
+def start_ingest(url: str, out: Path) -> subprocess.Popen:
+    """`crowdcap ingest` in its own process (its CPU is not the device's), subscribed when returned."""
+    import paho.mqtt.client as mqtt
+
+    from uplink import plain
+
+    ing = subprocess.Popen([sys.executable, "-m", "device.cli", "ingest", "--broker", url, "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    host, port = url.rsplit("/", 1)[1].split(":")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect(host, int(port))
+    c.loop_start()
+    deadline = time.monotonic() + 30
+    while not (out / "probe" / "status.json").exists():
+        if time.monotonic() > deadline or ing.poll() is not None:
+            raise RuntimeError("bench: the ingest did not come up")
+        c.publish("crowdcap/v1/probe/status", plain.encode("status", "probe", "p", 0, time.time(), {}), qos=1)
+        time.sleep(0.2)
+    c.loop_stop()
+    c.disconnect()
+    return ing
+
+
 def bench_stage(frames: list, n: int, url: str, tmp: Path) -> dict:
     from uplink import build_stage
 
@@ -65,7 +92,7 @@ def bench_stage(frames: list, n: int, url: str, tmp: Path) -> dict:
     stage.close()
     shutil.rmtree(tmp / "spool", ignore_errors=True)
     sent = st["sender"]["bytes_sent"]
-    return {"drained": ok, "frames": n, "frames_per_s": round(n / dt, 1), "MB_per_s": round(sent / dt / 1e6, 2),
+    return {"confirmed": ok, "frames": n, "frames_per_s": round(n / dt, 1), "MB_per_s": round(sent / dt / 1e6, 2),
             "bytes_per_frame": int(st["frame_bytes"] / n), "cpu_s": round(cpu, 3),
             "cpu_ns_per_byte": round(cpu / sent * 1e9, 3)}
 
@@ -78,11 +105,22 @@ def _messages(frames: list, n: int) -> list[bytes]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def bench_uplink_only(msgs: list[bytes], url: str, tmp: Path) -> dict:
+def _reseq(msgs: list[bytes], session: str) -> list[bytes]:
+    """The same bytes under distinct seqs (the envelope's seq is outside the body CRC) and a session
+    id of the same length, so the ingest stores each one instead of deduping it."""
+    out = []
+    for i, m in enumerate(msgs):
+        at, size = 36 + m[26], m[27]  # header, device id (length at 26), session id (length at 27)
+        assert size == len(session)
+        out.append(m[:8] + i.to_bytes(8, "big") + m[16:at] + session.encode() + m[at + size:])
+    return out
+
+
+def bench_uplink_only(msgs: list[bytes], url: str, tmp: Path, delivery: str = "ingest") -> dict:
     from uplink import build_stage, wire
     from uplink.spool import PRIO_FRAME
 
-    stage = build_stage(_cfg(tmp, url), "bench", "b1")
+    stage = build_stage(_cfg(tmp, url, delivery=delivery), "bench", "b1")
     stage.start()
     total = sum(len(m) for m in msgs)
     t0, c0 = time.perf_counter(), _cpu()
@@ -95,7 +133,8 @@ def bench_uplink_only(msgs: list[bytes], url: str, tmp: Path) -> dict:
     sent = snd["bytes_sent"]
     stage.close()
     shutil.rmtree(tmp / "spool", ignore_errors=True)
-    return {"drained": ok, "messages": len(msgs), "window": snd["window"], "MB_per_s": round(total / dt / 1e6, 2),
+    return {"delivery": delivery, "done": ok, "messages": len(msgs), "window": snd["window"],
+            "MB_per_s": round(total / dt / 1e6, 2), "resent_unconfirmed": snd.get("resent_unconfirmed", 0),
             "messages_per_s": round(len(msgs) / dt, 1), "cpu_s": round(cpu, 3),
             "cpu_ns_per_byte": round(cpu / sent * 1e9, 3)}
 
@@ -134,20 +173,12 @@ def bench_bare_paho(msgs: list[bytes], host: str, port: int, window: int, max_pa
             "cpu_ns_per_byte": round(cpu / total * 1e9, 3)}
 
 
-def bench_latency(frames: list, url: str, tmp: Path, seconds: float = 5.0, fps: float = 30.0) -> dict:
+def bench_latency(frames: list, url: str, tmp: Path, out: Path, seconds: float = 6.0, fps: float = 30.0) -> dict:
     from uplink import build_stage
     from uplink.backend.sink import read_frames
 
-    out = tmp / "ingest-out"
-    ing = subprocess.Popen([sys.executable, "-m", "device.cli", "ingest", "--broker", url, "--out", str(out),
-                            "--idle-exit", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stage = build_stage(_cfg(tmp, url), "bench", "lat")
     stage.start()
-    marker = out / "bench" / "lat" / "events.jsonl"
-    deadline = time.monotonic() + 20
-    while not marker.exists() and time.monotonic() < deadline:  # until the ingest is subscribed
-        stage.publish("event", {"probe": True})
-        time.sleep(0.2)
     n = int(seconds * fps)
     t0 = time.monotonic()
     for i in range(n):
@@ -155,15 +186,19 @@ def bench_latency(frames: list, url: str, tmp: Path, seconds: float = 5.0, fps: 
         if delay > 0:
             time.sleep(delay)
         stage.apply(frames[i % len(frames)].replace(seq=i, session_id="lat", t_utc=time.time()))
-    stage.drain(60)
+    ok = stage.drain(60)
+    dt = time.monotonic() - t0
+    snd = stage.status()["sender"]
     stage.close()
-    ing.wait(60)
     got = read_frames(out / "bench" / "lat")
     lat = np.array([f["latency_s"] for f in got]) * 1000
     shutil.rmtree(tmp / "spool", ignore_errors=True)
-    return {"fps": fps, "frames_sent": n, "frames_ingested": len(got),
+    conf = snd.get("confirm_latency_ms") or {}
+    return {"fps": fps, "frames_sent": n, "frames_ingested": len(got), "confirmed": ok,
+            "confirmed_frames_per_s": round(n / dt, 1),
             "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
-            "latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None}
+            "latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+            "confirm_latency_ms_p50": conf.get("p50"), "confirm_latency_ms_p99": conf.get("p99")}
 
 
 def bench_spool_append(msgs: list[bytes], tmp: Path, policies: tuple[str, ...] = ("always", "interval", "off"),
@@ -263,26 +298,36 @@ def main(argv: list[str]) -> dict:
     try:
         frames = _frames(12)
         msgs = _messages(frames, args.frames)
-        result = {
-            "frame": "640x480 synthetic, JPEG q85 + delta-zstd depth + manifest",
-            "broker": "mosquitto (local, QoS 1)", "cores": os.cpu_count(),
-            "stage": bench_stage(frames, args.frames, url, tmp),
-            "uplink_only": bench_uplink_only(msgs, url, tmp),
-        }
-        result["bare_paho"] = bench_bare_paho(msgs, host, int(port), window=result["uplink_only"]["window"],
-                                              max_payload=defaults.max_payload)
-        result["cpu_per_byte_ratio_vs_bare_paho"] = round(
-            result["uplink_only"]["cpu_ns_per_byte"] / result["bare_paho"]["cpu_ns_per_byte"], 2)
-        result["latency"] = bench_latency(frames, url, tmp)
+        ingest = start_ingest(url, tmp / "ingest-out")
+        try:
+            result = {
+                "frame": "640x480 synthetic, JPEG q85 + delta-zstd depth + manifest",
+                "broker": "mosquitto (local, QoS 1)", "cores": os.cpu_count(),
+                "ingest": "crowdcap ingest, own process, acks after fsync",
+                "stage": bench_stage(frames, args.frames, url, tmp),
+                "uplink_confirmed": bench_uplink_only(_reseq(msgs, "u1"), url, tmp, "ingest"),
+                "uplink_broker_puback": bench_uplink_only(_reseq(msgs, "u2"), url, tmp, "broker"),
+            }
+            result["bare_paho"] = bench_bare_paho(msgs, host, int(port), window=result["uplink_confirmed"]["window"],
+                                                  max_payload=defaults.max_payload)
+            bare = result["bare_paho"]["cpu_ns_per_byte"]
+            result["cpu_per_byte_ratio_confirmed_vs_bare_paho"] = round(
+                result["uplink_confirmed"]["cpu_ns_per_byte"] / bare, 2)
+            result["cpu_per_byte_ratio_broker_puback_vs_bare_paho"] = round(
+                result["uplink_broker_puback"]["cpu_ns_per_byte"] / bare, 2)
+            result["at_30fps"] = bench_latency(frames, url, tmp, tmp / "ingest-out")
+        finally:
+            ingest.send_signal(signal.SIGTERM)
+            ingest.wait(60)
         result["spool_append"] = bench_spool_append(msgs, tmp)
         # what writing every byte to the spool file costs by itself (the price of crash safety)
         c0 = _cpu()
         result["spool_append"].update(bench_spool_append(msgs, tmp, policies=("off",), key="cpu"))
         result["spool_write_cpu_ns_per_byte"] = round((_cpu() - c0) / sum(len(m) for m in msgs) * 1e9, 3)
-        result["cpu_per_byte_ratio_without_spool_write"] = round(
-            (result["uplink_only"]["cpu_ns_per_byte"] - result["spool_write_cpu_ns_per_byte"])
+        result["cpu_per_byte_ratio_confirmed_without_spool_write"] = round(
+            (result["uplink_confirmed"]["cpu_ns_per_byte"] - result["spool_write_cpu_ns_per_byte"])
             / result["bare_paho"]["cpu_ns_per_byte"], 2)
-        result["ingest"] = bench_ingest(msgs[:200], tmp)
+        result["ingest_alone"] = bench_ingest(msgs[:200], tmp)
         result["recovery"] = bench_recovery(tmp, args.recovery_mb)
     finally:
         stop()

@@ -1,46 +1,14 @@
-"""Config primitives every package shares, and the `[capture]` section.
-
-Each package declares its config section as a dataclass built with `setting(...)`; `device.settings`
-loads and validates all of them in one place.
-"""
+"""The `[capture]` config section (and, re-exported for existing imports, the shared config core:
+`ConfigError`, `setting`, `read_toml` now live in `capture.configcore`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from capture.configcore import ConfigError, read_toml, setting
 
-class ConfigError(ValueError):
-    """A config value is wrong; the message starts with the dotted key."""
-
-
-def read_toml(path: str | Path, what: str = "file", error: type[ConfigError] = ConfigError) -> dict[str, Any]:
-    """Parse a TOML file; every failure is `error` naming the file and what it was meant to be."""
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise error(f"{p}: {what} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise error(f"{p}: not valid TOML ({e}); expected a {what}") from None
-    except UnicodeDecodeError as e:  # TOML is UTF-8; a binary or Latin-1 file is not one
-        raise error(f"{p}: not valid TOML (not UTF-8 text: byte {e.start}); expected a {what}") from None
-    except OSError as e:
-        raise error(f"{p}: cannot read {what} ({e.strerror})") from None
-
-
-def setting(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002
-            secret: bool = False, help: str = "", live: bool = False) -> Any:  # noqa: A002
-    """A dataclass field with validation bounds and docs. `live`: applied without a restart."""
-    meta = {"min": min, "max": max, "secret": secret, "help": help, "live": live}
-    if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
+__all__ = ["SOURCE_KINDS", "CaptureConfig", "ConfigError", "read_toml", "setting"]
 
 SOURCE_KINDS = ("synthetic", "replay", "realsense", "oakd", "stereo")
 

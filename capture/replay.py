@@ -1,7 +1,8 @@
 """`replay:DIR` source: plays a TUM-layout folder (ours or the public TUM RGB-D sequences).
 
 Colour and depth are associated by nearest timestamp within 20 ms. Paced by the recorded timestamps
-(`realtime`) or as fast as it can read (`fast`). Ground truth, when present, rides along as
+(`realtime`) or as fast as it can read (`fast`: `offline`, so the pipeline applies backpressure
+instead of dropping frames). Ground truth, when present, rides along as
 `attachments["truth"]["pose"]` and is available as `self.groundtruth` (timestamps, poses).
 """
 
@@ -40,6 +41,8 @@ class ReplaySource:
         dts = np.diff(rgb_t[[i for i, _ in self._pairs]])
         self.fps = float(1.0 / np.median(dts)) if len(dts) and np.median(dts) > 0 else 30.0
         self.pace = pace
+        # offline: nothing happens in real time, so the pipeline waits for room instead of dropping
+        self.offline = pace == "fast"
         self.device_id = device_id
         self.session_id = session_id
         self.loop = loop

@@ -1,12 +1,18 @@
 """The TUM RGB-D dataset layout: read it, write it, and the `camera.json` beside it.
 
     DIR/rgb.txt, depth.txt          "timestamp path" per line, '#' comments
-    DIR/groundtruth.txt (optional)  "timestamp tx ty tz qx qy qz qw" (camera-to-world)
+    DIR/groundtruth.txt (optional)  "timestamp tx ty tz qx qy qz qw" (camera-to-world): *real* ground
+                                    truth only (motion capture, or the synthetic source's exact poses)
+    DIR/trajectory.txt (optional)   the same format: the device's own pose *estimates* (odometry)
+    DIR/keyframes.txt (optional)    the same format: the device's keyframes (a subset of trajectory.txt)
     DIR/rgb/*.png, DIR/depth/*.png  8-bit colour, 16-bit depth (0 = no data)
-    DIR/camera.json (optional)      {"width","height","fx","fy","cx","cy","depth_scale","distortion"}
-                                    or Open3D's PinholeCameraIntrinsic JSON ("intrinsic_matrix")
+    DIR/camera.json (optional)      {"width","height","fx","fy","cx","cy","depth_scale","distortion",
+                                    "intrinsic_matrix"}: ours and Open3D's PinholeCameraIntrinsic at once
+                                    (column-major `intrinsic_matrix`); Open3D's own file is read too
 
-Our recordings and the ingest's session folders use the same layout, so any TUM tool reads them.
+What we write uses TUM's depth scale: 5000 units per metre (`TUM_DEPTH_SCALE`), whatever the camera's
+own scale, so Open3D's TUM loader (`create_from_tum_format`) and TUM's tools read our depth right.
+camera.json declares the scale as well, and every reader of ours honours it. Frames: docs/frames.md.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from capture.frame import TUM_DEFAULT_DEPTH_SCALE, TUM_DEFAULT_INTRINSICS, Intrinsics, RGBDFrame
 
 ASSOCIATION_MAX_DT = 0.02  # seconds: TUM's own associate.py default
+TUM_DEPTH_SCALE = 5000.0  # units per metre in TUM RGB-D depth PNGs (and in everything we write)
 
 
 class LayoutError(ValueError):
@@ -36,22 +43,24 @@ def read_camera_json(path: Path) -> tuple[Intrinsics, float]:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LayoutError(f"{path}: not readable JSON ({e})") from None
+    except RecursionError:  # hostile or broken file: never a bare RecursionError
+        raise LayoutError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise LayoutError(f"{path}: expected a JSON object")
     try:
-        if "intrinsic_matrix" in doc:  # Open3D PinholeCameraIntrinsic: column-major 3×3
-            m = doc["intrinsic_matrix"]
-            if not isinstance(m, list) or len(m) != 9:
-                raise LayoutError(f"{path}: intrinsic_matrix: expected 9 numbers")
-            intr = Intrinsics(int(doc["width"]), int(doc["height"]), float(m[0]), float(m[4]), float(m[6]), float(m[7]))
-            scale = float(doc.get("depth_scale", 1000.0))
-        elif {"fx", "fy", "cx", "cy", "width", "height"} <= doc.keys():
+        if {"fx", "fy", "cx", "cy", "width", "height"} <= doc.keys():
             dist = doc.get("distortion") or ()
             if not isinstance(dist, list | tuple):
                 raise LayoutError(f"{path}: distortion: expected a list of numbers")
             intr = Intrinsics(_int(doc, "width", path), _int(doc, "height", path), float(doc["fx"]),
                               float(doc["fy"]), float(doc["cx"]), float(doc["cy"]), tuple(dist))
             scale = float(doc.get("depth_scale", TUM_DEFAULT_DEPTH_SCALE))
+        elif "intrinsic_matrix" in doc:  # Open3D PinholeCameraIntrinsic: column-major 3×3
+            m = doc["intrinsic_matrix"]
+            if not isinstance(m, list) or len(m) != 9:
+                raise LayoutError(f"{path}: intrinsic_matrix: expected 9 numbers")
+            intr = Intrinsics(int(doc["width"]), int(doc["height"]), float(m[0]), float(m[4]), float(m[6]), float(m[7]))
+            scale = float(doc.get("depth_scale", 1000.0))
         else:
             raise LayoutError(
                 f"{path}: unknown camera schema (expected width, height, fx, fy, cx, cy[, depth_scale, distortion] "
@@ -73,9 +82,27 @@ def _int(doc: dict[str, Any], key: str, path: Path) -> int:
     return v
 
 
+def camera_doc(intr: Intrinsics, depth_scale: float) -> dict[str, Any]:
+    """camera.json's content: our keys plus Open3D's (`width`, `height`, column-major `intrinsic_matrix`),
+    so `open3d.io.read_pinhole_camera_intrinsic` reads the same camera we do."""
+    return intr.to_dict() | {
+        "depth_scale": float(depth_scale),
+        "intrinsic_matrix": [intr.fx, 0.0, 0.0, 0.0, intr.fy, 0.0, intr.cx, intr.cy, 1.0],
+    }
+
+
 def write_camera_json(path: Path, intr: Intrinsics, depth_scale: float) -> None:
-    doc = intr.to_dict() | {"depth_scale": depth_scale}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.write_text(json.dumps(camera_doc(intr, depth_scale), indent=2) + "\n")
+
+
+def to_tum_depth(depth: np.ndarray, depth_scale: float) -> np.ndarray:
+    """uint16 depth at `depth_scale` units/m → TUM's 5000 units/m. Depth past 13.1 m (65535 / 5000) does
+    not fit and becomes 0 (no data), never a clipped, wrong distance."""
+    if float(depth_scale) == TUM_DEPTH_SCALE:
+        return depth
+    scaled = np.rint(depth.astype(np.float64) * (TUM_DEPTH_SCALE / float(depth_scale)))
+    scaled[scaled > 65535] = 0
+    return scaled.astype(np.uint16)
 
 
 def read_list(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -85,6 +112,9 @@ def read_list(path: Path) -> tuple[np.ndarray, list[str]]:
         lines = path.read_text().splitlines()
     except OSError as e:
         raise LayoutError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise LayoutError(f"{path}: not a text file (byte {e.start} is not UTF-8); expected "
+                          "'timestamp filename' lines") from None
     for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -99,7 +129,8 @@ def read_list(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def read_groundtruth(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps N, poses N×4×4 camera-to-world) from groundtruth.txt."""
+    """(timestamps N, poses N×4×4 camera-to-world) from groundtruth.txt (or trajectory.txt, keyframes.txt:
+    the same format)."""
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -169,6 +200,17 @@ def pose_to_tum(pose: np.ndarray) -> list[float]:
     return [float(pose[0, 3]), float(pose[1, 3]), float(pose[2, 3]), x, y, z, w]
 
 
+UNREDACTED_MARKER = "UNREDACTED"
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
 def _imwrite(path: Path, image: np.ndarray) -> None:
     # cv2.imwrite only returns False (disk full, unwritable): a frame listed without its file is lost
     if not cv2.imwrite(str(path), image):
@@ -176,8 +218,14 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
 
 
 class TumWriter:
-    """Writes frames into a TUM-layout folder: images, the lists, ground truth poses, camera.json.
+    """Writes frames into a TUM-layout folder: images, the lists, camera.json, poses.
 
+    Depth is written at TUM's scale (5000/m). The device's pose estimate (`frame.pose`) goes to
+    trajectory.txt (and keyframes.txt for keyframes); groundtruth.txt gets only real ground truth
+    (`attachments["truth"]["pose"]`: the synthetic source's, or a replayed dataset's).
+    Each frame's redaction manifest goes to manifests.jsonl (as the ingest writes it); a frame recorded
+    without redaction (`--no-redact`) marks the whole folder: an `UNREDACTED` file at its top and
+    `"redacted": false` on its manifest lines.
     Lists are appended and flushed per frame, so a folder cut short by a crash is still readable.
     """
 
@@ -202,7 +250,7 @@ class TumWriter:
     def append(self, frame: RGBDFrame, *, jpeg: bytes | None = None) -> None:
         """Write one frame (already redacted: callers must never pass raw frames)."""
         if not self._camera_written:
-            write_camera_json(self.dir / "camera.json", frame.intrinsics, frame.depth_scale)
+            write_camera_json(self.dir / "camera.json", frame.intrinsics, TUM_DEPTH_SCALE)
             self._camera_written = True
         ts = f"{frame.t_utc:.6f}"
         if jpeg is not None:
@@ -212,12 +260,27 @@ class TumWriter:
             rgb_name = f"rgb/{ts}.png"
             _imwrite(self.dir / rgb_name, frame.color)
         depth_name = f"depth/{ts}.png"
-        _imwrite(self.dir / depth_name, frame.depth)
+        _imwrite(self.dir / depth_name, to_tum_depth(frame.depth, frame.depth_scale))
         self._list("rgb.txt", "# color images\n# timestamp filename\n").write(f"{ts} {rgb_name}\n")
         self._list("depth.txt", "# depth maps\n# timestamp filename\n").write(f"{ts} {depth_name}\n")
+        header = "# timestamp tx ty tz qx qy qz qw (camera-to-world, m; frames: docs/frames.md)\n"
         if frame.pose is not None:
-            gt = self._list("groundtruth.txt", "# timestamp tx ty tz qx qy qz qw\n")
-            gt.write(ts + " " + " ".join(f"{v:.6f}" for v in pose_to_tum(frame.pose)) + "\n")
+            line = ts + " " + " ".join(f"{v:.6f}" for v in pose_to_tum(frame.pose)) + "\n"
+            self._list("trajectory.txt", "# estimated trajectory (device odometry)\n" + header).write(line)
+            if frame.keyframe:
+                self._list("keyframes.txt", "# the device's keyframes (estimated poses)\n" + header).write(line)
+        truth = frame.attachments.get("truth") if isinstance(frame.attachments, dict) else None
+        if isinstance(truth, dict) and truth.get("pose") is not None:
+            line = ts + " " + " ".join(f"{v:.6f}" for v in pose_to_tum(np.asarray(truth["pose"]))) + "\n"
+            self._list("groundtruth.txt", "# ground truth trajectory\n" + header).write(line)
+        if frame.redaction is not None:
+            redacted = frame.redaction.get("policy_version") != "disabled"
+            if not redacted and not (self.dir / UNREDACTED_MARKER).exists():
+                (self.dir / UNREDACTED_MARKER).write_text(
+                    "WARNING: this recording was made with --no-redact: its images and depth were NOT redacted.\n"
+                    "Treat every frame as raw personal data. Do not share or upload it.\n")
+            entry = {"t": frame.t_utc, "seq": frame.seq, "redacted": redacted, "manifest": frame.redaction}
+            self._list("manifests.jsonl", "").write(json.dumps(entry, default=_json_default) + "\n")
         for fh in self._lists.values():
             fh.flush()
         self.frames += 1

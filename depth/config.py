@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capture.config import ConfigError, setting
+from capture.configcore import setting
 
 
 @dataclass
 class DepthConfig:
     enabled: bool = setting(True, help="run odometry, keyframes and clouds")
-    # auto: per frame, zstd on quantised sensor depth, delta-zstd on noisy depth — best ratio × speed
-    # measured on both (python -m bench depth).
-    codec: str = setting("auto", help="lossless depth codec for the wire: auto | delta-zstd | zstd | rvl | png16 | raw")
-    depth_trunc: float = setting(5.0, min=0.1, max=20.0, help="ignore depth beyond this many metres (clouds, odometry, fusion)")
+    depth_trunc: float = setting(8.0, min=0.1, max=20.0, help="ignore depth beyond this many metres (clouds, odometry, fusion); the demo room is 7.4 m deep")
     odometry_width: int = setting(320, min=80, max=1920, help="odometry works on images this wide")
     keyframe_translation: float = setting(0.10, min=0.01, max=5.0, help="new keyframe after this motion (m)")
     keyframe_rotation_deg: float = setting(8.0, min=0.5, max=90.0, help="new keyframe after this rotation (deg)")
@@ -21,11 +18,3 @@ class DepthConfig:
     max_keyframes: int = setting(120, min=1, max=10000, help="keyframes kept in memory for fusion")
     fusion_downscale: int = setting(2, min=1, max=8, help="keyframes are kept at 1/N resolution for fusion")
     fusion_voxel_size: float = setting(0.02, min=0.002, max=0.5, help="TSDF voxel size (m)")
-
-    def check(self) -> None:
-        from depth.codec import get_codec
-
-        try:
-            get_codec(self.codec)
-        except ValueError as e:
-            raise ConfigError(f"codec: {e}") from None

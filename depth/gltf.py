@@ -4,6 +4,11 @@ Open3D 0.20.0's own .glb output embeds the buffer as a base64 data URI and uses 
 past 65,535 vertices, so viewers (and Open3D's own reader) reject it. This writes the standard layout:
 a JSON chunk and one BIN chunk with 4-byte aligned views: uint32 indices, float32 positions and
 normals, normalised uint8 RGBA colours (COLOR_0).
+
+Axes: glTF is right-handed, Y up, metres (a viewer puts +Y up and looks along -Z). Our world frame is
+OpenCV's (x right, y down, z ahead: the first camera's frame, see docs/frames.md), so the writer turns
+it by 180° about X — (x, y, z) → (x, -y, -z), a proper rotation: handedness is kept — unless the caller
+says its vertices are already in glTF axes.
 """
 
 from __future__ import annotations
@@ -16,11 +21,20 @@ import numpy as np
 
 _FLOAT, _UBYTE, _UINT = 5126, 5121, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0])  # 180° about X: y down / z ahead → y up / z towards the viewer
 
 
 def write_glb(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-              normals: np.ndarray | None = None) -> None:
-    """vertices N×3 (m), triangles M×3 indices, colors N×3 in [0, 1] float or uint8, normals N×3."""
+              normals: np.ndarray | None = None, *, axes: str = "opencv") -> None:
+    """vertices N×3 (m), triangles M×3 indices, colors N×3 in [0, 1] float or uint8, normals N×3.
+
+    axes: "opencv" (our world frame; converted to glTF's Y-up) or "gltf" (written as given)."""
+    if axes not in ("opencv", "gltf"):
+        raise ValueError(f"glb: axes: expected 'opencv' or 'gltf', got {axes!r}")
+    if axes == "opencv":
+        vertices = np.asarray(vertices, dtype=np.float64) @ OPENCV_TO_GLTF
+        if normals is not None:
+            normals = np.asarray(normals, dtype=np.float64) @ OPENCV_TO_GLTF
     v = np.ascontiguousarray(vertices, dtype="<f4")
     t = np.ascontiguousarray(triangles, dtype="<u4")
     if v.ndim != 2 or v.shape[1] != 3 or t.ndim != 2 or t.shape[1] != 3 or len(v) == 0 or len(t) == 0:
@@ -54,7 +68,8 @@ def write_glb(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, col
     while len(blob) % 4:
         blob.append(0)
     doc = {
-        "asset": {"version": "2.0", "generator": "crowdcap depth.gltf"},
+        "asset": {"version": "2.0", "generator": "crowdcap depth.gltf",
+                  "extras": {"frame": "world: first camera, turned to glTF axes (Y up, metres); docs/frames.md"}},
         "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
         "meshes": [{"primitives": [{"attributes": attributes, "indices": indices, "mode": 4}]}],
         "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors,

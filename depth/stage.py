@@ -85,7 +85,6 @@ class DepthStage:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counters)
         out["keyframes_kept"] = len(self.keyframes)
-        out["codec"] = self.cfg.codec
         return out
 
     def close(self) -> None:

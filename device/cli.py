@@ -12,13 +12,17 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from capture.config import ConfigError
+from capture.configcore import ConfigError
 
 # Order is the order shown in --help.
 COMMANDS = [
     "run", "demo", "record", "config", "redact", "models", "ingest", "console", "status", "ctl",
-    "cloud", "mesh", "eval_odometry", "bench", "devices",
+    "cloud", "mesh", "eval_odometry", "export", "view", "bench", "devices", "identity", "privacy",
+    "tags", "fleet",
 ]
+
+
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 class CliError(Exception):
@@ -38,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wearable RGB-D capture with on-device privacy redaction, 3D and MQTT uplink.",
     )
     parser.add_argument("--version", action="version", version=f"crowdcap {package_version()}")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log verbosity on stderr (default: WARNING)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="log verbosity on stderr: debug, info, warning, error (any case; default: warning)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -58,7 +62,7 @@ def _accept_global_flags_everywhere(sub: argparse._SubParsersAction) -> None:
     """`crowdcap run ... --debug` is what people type: every subcommand (and sub-subcommand) takes
     --debug and --log-level too. SUPPRESS keeps a value given before the command when not repeated."""
     for p in dict.fromkeys(sub.choices.values()):
-        p.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        p.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=LOG_LEVELS,
                        help=argparse.SUPPRESS)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         for action in p._actions:
@@ -89,9 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CliError, ConfigError, ValueError) as e:  # bad input: a message, not a traceback
+    except (CliError, ConfigError) as e:  # bad input: a message, not a traceback
         print(f"crowdcap: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if _is_input_error(e):  # a file the user gave is not what it should be: the message names it
+            print(f"crowdcap: error: {e}", file=sys.stderr)
+            return 2
+        if args.debug:  # a plain ValueError from deep inside is a bug, not the user's input
+            raise
+        print(f"crowdcap: error: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `crowdcap status | head`: the reader left; nothing to report
@@ -112,6 +125,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"crowdcap: error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
         return 1
+
+
+def _is_input_error(e: ValueError) -> bool:
+    """Errors our readers raise about the user's input (each names the file, field or line)."""
+    from capture.tum import LayoutError
+
+    if isinstance(e, LayoutError):
+        return True
+    try:
+        from uplink.wire import WireError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, WireError)
 
 
 def _silence_stdout() -> None:

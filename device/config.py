@@ -20,6 +20,7 @@ from capture.config import CaptureConfig, ConfigError, setting
 from depth.config import DepthConfig
 from device import settings
 from redact.config import RedactConfig
+from redact.private.config import PrivacyConfig
 from uplink.config import UplinkConfig
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -106,6 +107,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def load(path: str | Path | None = None) -> Config:

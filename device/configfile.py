@@ -1,7 +1,7 @@
 """Writing the config file back: one key changed, validated, written atomically (temp + fsync + rename).
 
-The rest of the file's values are kept as they were (comments and layout are not: the file is
-re-emitted from its parsed table).
+The rest of the file is kept as the user wrote it — comments, order, blank lines, quoting — by
+editing it with tomlkit (a style-preserving TOML library) instead of re-emitting the parsed table.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from capture.config import ConfigError
+from capture.configcore import ConfigError
 from device import settings
 
 
@@ -42,24 +42,41 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 def persist_value(path: Path, key: str, value: Any) -> None:
     """Set dotted `key` to `value` in the TOML file at `path` (created if missing), after checking that
     the whole resulting file loads as a valid config."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     from device.config import Config
 
-    table: dict[str, Any] = settings.load_toml(path) if path.exists() else {}
-    node = table
+    table: dict[str, Any] = settings.load_toml(path) if path.exists() else {}  # errors name the file
+    try:
+        doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    except (TOMLKitError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    node: Any = table
+    tk_node: Any = doc
     parts = key.split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"{path}: {part} is not a table")
         node = child
+        if part not in tk_node:
+            tk_node[part] = tomlkit.table()
+        tk_node = tk_node[part]
     node[parts[-1]] = value
     settings.build(Config, table, "")  # the file on its own must stay loadable
-    text = dumps(table)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"cannot store non-finite number {value}")
+    try:
+        tk_node[parts[-1]] = value
+        text = tomlkit.dumps(doc)
+    except (TOMLKitError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot write {key} = {value!r} as TOML ({e})") from None
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
         raise ConfigError(f"{key}: value is not valid Unicode text") from None
-    if tomllib.loads(text) != table:  # the emitter must round-trip exactly; never write a file that doesn't
+    if tomllib.loads(text) != table:  # the edit must round-trip exactly; never write a file that doesn't
         raise ConfigError(f"{path}: cannot write {key} = {value!r} as TOML")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
     atomic_write(path, data, mode)

@@ -33,19 +33,25 @@ from device.console.render import flatten, status_text, text_of
 
 log = logging.getLogger("crowdcap.control")
 
-OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout"})
+OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout", "net", "log"})
+# Reads need no login (README: only state changes need the PIN): `config` without a value, `privacy
+# show`, `spool stats`. Their writes, and everything else, do.
+OPEN_READS = {"config": ("get",), "privacy": ("show",), "spool": ("stats",)}
 
 # (name, usage, help) — also what `crowdcap console` shows when no service is running.
 COMMANDS: list[tuple[str, str, str]] = [
     ("help", "help [COMMAND]", "list commands, or explain one"),
-    ("status", "status", "pipeline fps per stage, drops, faults, spool, broker, health"),
+    ("status", "status [N]", "summary; Status N sections: 0 all, 1 device, 2 firmware, 3 pipeline, 4 health, "
+                             "5 network, 6 spool, 7 time, 8 redaction"),
     ("version", "version", "software, model and device versions"),
     ("login", "login PIN", "log in to change things (repeated failures lock the console)"),
     ("logout", "logout", "log out"),
     ("start", "start", "resume capture"),
     ("stop", "stop", "pause capture (the service keeps running)"),
     ("config", "config [get] KEY | config set KEY VALUE", "read or change a setting (validated, saved atomically)"),
-    ("privacy", "privacy [show|reload]", "the wearer's privacy policy"),
+    ("privacy", "privacy [show|reload|list|mark-volume|remove|redact-last]",
+     "the wearer's privacy: policy, private objects/volumes/zones, take-backs"),
+    ("policy", "policy", "the effective redaction policy: every rule and the layer it came from, the floor"),
     ("spool", "spool [stats|flush]", "store-and-forward spool"),
     ("net", "net", "broker connection and link quality"),
     ("log", "log tail [N]", "the last N log lines (default 20)"),
@@ -87,7 +93,17 @@ class _Command:
 
 
 def requires_login(argv: list[str]) -> bool:
-    return bool(argv) and argv[0].lower() not in OPEN_COMMANDS
+    if not argv:
+        return False
+    name = argv[0].lower()
+    if name in OPEN_COMMANDS:
+        return False
+    if name in OPEN_READS:
+        args = [a.lower() for a in argv[1:]]
+        if name == "config":  # `config`, `config KEY`, `config get [KEY]` read; a value sets
+            return not (not args or args[0] == "get" or (len(args) == 1 and args[0] != "set"))
+        return bool(args) and args[0] not in OPEN_READS[name]
+    return True
 
 
 class Controller:
@@ -142,8 +158,11 @@ class Controller:
             c = self.commands.get(args[0].lower())
             if c is None:
                 raise CommandError(f"unknown command {args[0]!r}")
-            need = "" if c.name in OPEN_COMMANDS else " (needs login)"
-            return {"command": c.name, "usage": c.usage, "help": c.help}, f"{c.usage}\n  {c.help}{need}"
+            need = "" if c.name in OPEN_COMMANDS else \
+                " (reads: no login; changes need login)" if c.name in OPEN_READS else " (needs login)"
+            login = "no" if c.name in OPEN_COMMANDS else "for changes" if c.name in OPEN_READS else "yes"
+            return ({"command": c.name, "usage": c.usage, "help": c.help, "login": login},
+                    f"{c.usage}\n  {c.help}{need}")
         rows = [f"  {c.usage:<40} {c.help}" for c in self.commands.values()]
         return ({"commands": {c.name: c.usage for c in self.commands.values()}},
                 "commands (add --json to any for one-line JSON):\n" + "\n".join(rows))
@@ -154,7 +173,18 @@ class Controller:
             status["health"] = self.health_sample()
         if self.ops_status is not None and "ops" not in status:
             status["ops"] = self.ops_status()
-        return status, status_text(status)
+        if not args:
+            return status, status_text(status)
+        from device.console.sections import SECTIONS, section
+
+        try:
+            n = int(args[0])
+        except ValueError:
+            n = -1
+        if n not in SECTIONS and n != 0:
+            raise CommandError(f"status: expected a section number 0-{max(SECTIONS)} "
+                               f"({', '.join(f'{k} {v}' for k, v in SECTIONS.items())}), got {args[0]!r}")
+        return section(n, status, self)
 
     def _version(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
         from device.cli import package_version
@@ -210,17 +240,17 @@ class Controller:
                 raise CommandError("usage: config get [KEY]")
             shown = settings.to_dict(self.service.config)
             if not rest:
-                return {"config": shown}, "\n".join(f"{k} = {v!r}" for k, v in flatten(shown).items())
+                return {"config": shown}, "\n".join(f"{k} = {_toml(v)}" for k, v in flatten(shown).items())
             key = rest[0]
             settings.field_at(self.service.config, key)  # unknown key → ConfigError naming it
             value: Any = shown
             for part in key.split("."):
                 value = value[part]
-            return {"key": key, "value": value}, f"{key} = {value!r}"
+            return {"key": key, "value": value}, f"{key} = {_toml(value)}"
         if len(rest) < 2:
             raise CommandError("usage: config set KEY VALUE")
         result = set_config(self.service, rest[0], settings.parse_text(" ".join(rest[1:])))
-        text = f"{result['key']} = {result['value']!r} ({result['applied']}"
+        text = f"{result['key']} = {_toml(result['value'])} ({result['applied']}"
         if result["persisted"]:
             text += ", saved)"
         elif result.get("save_error"):
@@ -235,6 +265,13 @@ class Controller:
         redact = self.service.stages.get("redact")
         if redact is None:
             raise CommandError("privacy: no redaction stage in this pipeline")
+        from device import privacy_console  # the wearer's own objects, volumes, zones, take-backs
+
+        if verb in privacy_console.VERBS:
+            try:
+                return privacy_console.run(self.service, verb, args[1:])
+            except privacy_console.PrivacyCommandError as e:
+                raise CommandError(str(e)) from None
         if verb != "show" and not hasattr(redact, "reload_policy"):
             raise CommandError(f"privacy {verb}: redaction is disabled (redact.enabled = false or --no-redact); "
                                "no policy is in force")
@@ -243,6 +280,9 @@ class Controller:
             if not self.service.config.redact.enabled:
                 return {"policy_file": None, "redaction": "disabled"}, \
                     "redaction disabled (redact.enabled = false or --no-redact): frames are marked, not redacted"
+            from device.privacy_console import listing
+
+            st["wearer"] = listing(self.service)
             return {"policy_file": self.service.config.redact.policy or "(built-in default)", **st}, \
                 text_of(st) or "(no policy status)"
         if verb == "reload":
@@ -253,33 +293,48 @@ class Controller:
         if verb == "update":  # downlink: the new policy text; written atomically, rolled back if refused
             if len(args) != 2:
                 raise CommandError("usage: privacy update POLICY_TOML")
+            if session.origin != "downlink":  # the fleet layer: signed by the fleet's key, nobody else
+                raise CommandError("privacy update: only the signed downlink changes the fleet policy layer; "
+                                   "the wearer's own layer is `config set redact.policy FILE`")
             return self._privacy_update(redact, args[1])
-        raise CommandError("usage: privacy [show|reload]")
+        raise CommandError(f"usage: privacy [show|reload|{'|'.join(privacy_console.VERBS)}]")
 
     def _privacy_update(self, redact: Any, text: str) -> tuple[dict[str, Any], str]:
+        """The fleet's policy layer (signed downlink): it replaces the previous fleet layer, never the
+        wearer's policy, and is checked against the privacy floor."""
         cfg = self.service.config
-        path = Path(cfg.redact.policy) if cfg.redact.policy else Path(cfg.device.state_dir) / "policy.toml"
+        fleet = getattr(cfg.redact, "fleet_policy", "")
+        path = Path(fleet) if fleet else Path(cfg.device.state_dir) / "fleet-policy.toml"
         old = path.read_bytes() if path.exists() else None
         atomic_write(path, text.encode())
         try:
-            result = _policy_summary(redact.reload_policy(str(path)))
+            result = _policy_summary(redact.reload_fleet(str(path)))
         except Exception as e:
             if old is None:
                 path.unlink(missing_ok=True)
             else:
                 atomic_write(path, old)
             raise CommandError(f"policy refused, previous policy kept: {e}") from None
-        if not cfg.redact.policy:
+        if not fleet:
             try:  # the new policy must survive a restart, or it is not in force at all
-                set_config(self.service, "redact.policy", str(path), must_persist=True)
+                set_config(self.service, "redact.fleet_policy", str(path), must_persist=True, layer_update=True)
             except ConfigError as e:
                 if old is None:
                     path.unlink(missing_ok=True)
                 else:
                     atomic_write(path, old)
-                redact.reload_policy(None)  # redact.policy is still empty: the built-in default
+                redact.reload_fleet(None)  # redact.fleet_policy is still empty: no fleet layer
                 raise CommandError(f"policy refused, previous policy kept: {e}") from None
         return {"updated": True, "policy_file": str(path), **result}, f"policy {result['policy_version']} in force ({path})"
+
+    def _policy(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
+        from redact.layers import describe
+
+        redact = self.service.stages.get("redact")
+        policy = getattr(redact, "policy", None)
+        if policy is None:
+            raise CommandError("policy: redaction is disabled (redact.enabled = false or --no-redact); no policy is in force")
+        return describe(policy)
 
     def _spool(self, args: list[str], session: Session) -> tuple[dict[str, Any], str]:
         verb = args[0].lower() if args else "stats"
@@ -388,13 +443,20 @@ class Controller:
         return worst
 
 
-def set_config(service: Any, key: str, value: Any, *, must_persist: bool = False) -> dict[str, Any]:
+def set_config(service: Any, key: str, value: Any, *, must_persist: bool = False,
+               layer_update: bool = False) -> dict[str, Any]:
     """Validate `key = value` with the TOML loader's own rules, persist it atomically to the service's
     config file (when it has one), swap `service.config` and apply it live where the setting allows.
 
     A config file that cannot be written (read-only /etc under systemd) is reported in the reply
     (`persisted: false`, `save_error`) and the value still applies until restart; with `must_persist`
-    (model and policy updates, which must survive a restart) it is an error and nothing changes."""
+    (model and policy updates, which must survive a restart) it is an error and nothing changes.
+    `redact.*` keys go through the privacy floor's guard (`redact.floor.guard_setting`) unless
+    `layer_update` (the signed downlink's `policy update` recording its fleet layer file)."""
+    if key.startswith("redact.") and not layer_update:  # the privacy floor: commands may only add privacy
+        from redact.floor import guard_setting
+
+        guard_setting(service.config.redact, key.removeprefix("redact."), value)
     if key == "console.pin_hash" and value:
         try:
             check_hash(str(value))
@@ -414,6 +476,10 @@ def set_config(service: Any, key: str, value: Any, *, must_persist: bool = False
                 raise ConfigError(f"{key}: {save_error}") from None
             log.warning("config set %s: %s", key, save_error)
     applied = "on restart"
+    stage = getattr(service, "stages", {}).get("redact")
+    if key == "redact.policy" and hasattr(stage, "reload_policy"):  # the wearer's layer, checked above
+        stage.reload_policy(value or None)
+        applied = "live"
     live_apply = getattr(service, "set_config", None)  # the runtime's own live-apply (e.g. capture.fps)
     if fld.metadata.get("live") and live_apply is not None:
         try:
@@ -443,6 +509,14 @@ def _policy_summary(policy: Any) -> dict[str, Any]:
 def _stage_status(stage: Any) -> dict[str, Any]:
     fn = getattr(stage, "status", None)
     return dict(fn()) if fn is not None else {}
+
+
+def _toml(v: Any) -> str:
+    """A config value as the operator would type it (TOML), not a Python repr."""
+    try:
+        return toml_value(v)
+    except ConfigError:
+        return str(v)
 
 
 def _error(cmd: str, message: str) -> Reply:

@@ -12,7 +12,8 @@ and the signed command is
 Signing the exact payload bytes avoids any canonical-JSON ambiguity. The device checks, in order: size,
 shape, a configured key, the signature, the device id, the time window (expired, too far ahead, not
 yet valid), and the nonce against a replay cache persisted in the state dir (entries live until their
-command expires, so a restart does not reopen the window). Every rejection is answered with a reason
+command expires, so a restart does not reopen the window). A lost or corrupt cache fails closed: a
+durable high-water mark refuses commands issued before it (see `ReplayCache`). Every rejection is answered with a reason
 and counted. Commands (args):
 
     start {}              stop {}                  reboot-service {}
@@ -92,28 +93,91 @@ def sign_command(key: Ed25519PrivateKey, device_id: str, cmd: str, args: dict[st
 
 
 class ReplayCache:
-    """Nonces seen, each kept until its command expires; persisted atomically in `path`."""
+    """Nonces seen, each kept until its command expires; persisted atomically in `path`.
 
-    def __init__(self, path: Path) -> None:
+    Fails closed when the cache is lost: every accepted command first advances a high-water mark
+    (the latest `issued_at` and `expires_at` accepted), written atomically to a separate small file
+    (`<path>.highwater`) before the cache itself. If the cache is then missing or corrupt while the
+    mark exists, commands issued at or before the mark are refused (`replay_unknown`) until the last
+    recorded command has expired — whether they were seen can no longer be told. A corrupt mark
+    refuses every command issued before this start (for `max_ttl_s`). The refusal window is itself
+    written to the mark, so a restart does not reopen it.
+    """
+
+    def __init__(self, path: Path, *, max_ttl_s: float = 86400.0, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.mark_path = path.with_name(path.name + ".highwater")
         self._seen: dict[str, float] = {}
+        self._mark: dict[str, float] = {"issued_at": 0.0, "expires_at": 0.0}
+        now = clock()
+        cache_lost = ""
         try:
             data = json.loads(path.read_text())
             self._seen = {str(k): float(v) for k, v in data.items()}
         except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError, TypeError):
-            # unreadable cache: refuse nothing silently — keep it empty but say so
-            log.error("replay cache %s unreadable; starting empty", path)
+            cache_lost = "missing"
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+            cache_lost = "unreadable"
+        try:
+            mark = json.loads(self.mark_path.read_text())
+            self._mark = {k: float(mark[k]) for k in ("issued_at", "expires_at")}
+            for k in ("refuse_issued_upto", "refuse_until"):
+                if k in mark:
+                    self._mark[k] = float(mark[k])
+        except FileNotFoundError:
+            if cache_lost == "unreadable":  # no mark to go by: nothing issued before now is trusted
+                self._refuse(now, now + max_ttl_s, f"replay cache {path} unreadable and no high-water mark")
+        except (OSError, ValueError, AttributeError, TypeError, KeyError, RecursionError):
+            self._refuse(now, now + max_ttl_s, f"replay high-water mark {self.mark_path} unreadable")
+        else:
+            if cache_lost and self._mark["expires_at"] >= now:
+                self._refuse(self._mark["issued_at"], self._mark["expires_at"], f"replay cache {path} {cache_lost}")
 
-    def check_and_add(self, nonce: str, expires_at: float, now: float) -> None:
+    @property
+    def refusing(self) -> dict[str, float]:
+        """The refusal window after a lost cache ({} when none)."""
+        if "refuse_until" not in self._mark:
+            return {}
+        return {"issued_upto": self._mark["refuse_issued_upto"], "until": self._mark["refuse_until"]}
+
+    def _refuse(self, issued_upto: float, until: float, why: str) -> None:
+        self._mark["refuse_issued_upto"] = max(issued_upto, self._mark.get("refuse_issued_upto", 0.0))
+        self._mark["refuse_until"] = max(until, self._mark.get("refuse_until", 0.0))
+        self._mark["issued_at"] = max(self._mark["issued_at"], issued_upto)
+        self._mark["expires_at"] = max(self._mark["expires_at"], until)
+        log.error("%s: downlink commands issued up to %s are refused until %s (replays cannot be ruled out)",
+                  why, _utc(self._mark["refuse_issued_upto"]), _utc(self._mark["refuse_until"]))
+        try:
+            atomic_write(self.mark_path, json.dumps(self._mark).encode(), 0o600)
+        except OSError as e:  # still refused in this process; said loudly
+            log.error("replay high-water mark %s not written: %s", self.mark_path, e)
+
+    def check_and_add(self, nonce: str, expires_at: float, now: float, issued_at: float | None = None) -> None:
+        issued = now if issued_at is None else issued_at
+        refuse_until = self._mark.get("refuse_until", 0.0)
+        if refuse_until and now <= refuse_until and issued <= self._mark["refuse_issued_upto"]:
+            raise Rejected("replay_unknown", f"the replay cache was lost; commands issued up to "
+                                             f"{_utc(self._mark['refuse_issued_upto'])} are refused until "
+                                             f"{_utc(refuse_until)}: re-sign it")
         self._seen = {n: e for n, e in self._seen.items() if e >= now}
         if nonce in self._seen:
             raise Rejected("replayed", "this nonce was already used")
         if len(self._seen) >= _MAX_REPLAY_ENTRIES:
             raise Rejected("replay_cache_full", "too many unexpired commands; retry later")
+        mark = dict(self._mark)
+        mark["issued_at"] = max(mark["issued_at"], issued)
+        mark["expires_at"] = max(mark["expires_at"], expires_at)
+        if refuse_until and now > refuse_until:
+            mark.pop("refuse_issued_upto", None)
+            mark.pop("refuse_until", None)
+        atomic_write(self.mark_path, json.dumps(mark).encode(), 0o600)  # the mark first: it must cover the cache
+        self._mark = mark
         self._seen[nonce] = expires_at
         atomic_write(self.path, json.dumps(self._seen).encode(), 0o600)
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class Verifier:
@@ -135,7 +199,7 @@ class Verifier:
             raise Rejected("too_large", f"{len(raw)} bytes > {self.max_bytes}")
         try:
             outer = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("malformed", "not JSON") from None
         if not isinstance(outer, dict) or not isinstance(outer.get("payload"), str):
             raise Rejected("malformed", 'expected {"payload": base64, "sig": base64}')
@@ -154,7 +218,7 @@ class Verifier:
             raise Rejected("bad_signature", "signature does not match the configured key") from None
         try:
             cmd = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("malformed", "signed payload is not JSON") from None
         if not isinstance(cmd, dict) or cmd.get("v") != 1:
             raise Rejected("malformed", "expected a version 1 command object")
@@ -175,7 +239,7 @@ class Verifier:
             raise Rejected("not_yet_valid", f"issued {cmd['issued_at'] - now:.0f} s in the future")
         if cmd["expires_at"] - now > self.max_ttl_s:
             raise Rejected("expiry_too_far", f"expires in {cmd['expires_at'] - now:.0f} s > {self.max_ttl_s:.0f} s")
-        self.replay.check_and_add(cmd["nonce"], float(cmd["expires_at"]), now)
+        self.replay.check_and_add(cmd["nonce"], float(cmd["expires_at"]), now, float(cmd["issued_at"]))
         return cmd
 
 
@@ -190,7 +254,8 @@ class Downlink:
         self.service = service
         self.controller = controller
         self._clock = clock
-        self._replay = ReplayCache(Path(service.config.device.state_dir) / "downlink-nonces.json")
+        self._replay = ReplayCache(Path(service.config.device.state_dir) / "downlink-nonces.json",
+                                   max_ttl_s=service.config.downlink.max_ttl_s, clock=clock)
         self._configure()
         if model_updater is None:
             from device.model_update import ModelUpdater
@@ -233,7 +298,8 @@ class Downlink:
 
     def status(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "failed": self.failed, "rejected": dict(self.rejected),
-                "key": "configured" if self.verifier.key is not None else self.verifier.key_error}
+                "key": "configured" if self.verifier.key is not None else self.verifier.key_error,
+                **({"replay_refusing": self._replay.refusing} if self._replay.refusing else {})}
 
     def _worker(self) -> None:
         while True:
@@ -273,6 +339,9 @@ class Downlink:
             key, value = args.get("key"), args.get("value")
             if not isinstance(key, str) or value is None:
                 raise Rejected("malformed", 'config set: expected args {"key": str, "value": ...}')
+            if key == "redact.policy":  # layered policy: the fleet cannot replace or remove the wearer's layer
+                raise Rejected("forbidden", "redact.policy is the wearer's policy layer; the fleet's layer is "
+                                            "`policy update`")
             with self.controller.lock:
                 result = set_config(self.service, key, value)
             if key.startswith("downlink."):  # key rotation and limits take effect for the next command

@@ -255,16 +255,20 @@ class HealthReporter:
             "health": sample,
             "pipeline": {k: status.get(k) for k in ("running", "paused", "uptime_s", "frames_captured",
                                                     "frames_dropped", "frames_out", "latency_ms_p50",
-                                                    "latency_ms_p99", "stages", "source_faults")},
+                                                    "latency_ms_p99", "stages", "source_faults", "zones")},
             "privacy": {k: privacy.get(k) for k in ("policy_version", "models", "load_error", "frames_withheld",
-                                                    "faults", "detector_ms_p50", "detector_ms_p99")},
+                                                    "faults", "detector_ms_p50", "detector_ms_p99", "private")},
             "uplink": (status.get("details") or {}).get("uplink", {}),
         }
         if self.extra is not None:
             telemetry["ops"] = self.extra()
+        up = telemetry["uplink"]
         retained = {"state": "online", "summary": summary_line(status), "t_utc": telemetry["t_utc"],
                     "session_id": self.service.session_id, "thermal": sample["thermal"],
-                    "paused": status.get("paused", False)}
+                    "paused": status.get("paused", False),
+                    "link": {k: up.get(k) for k in ("link", "delivery", "last_error", "records_unsent",
+                                                    "records_unconfirmed", "oldest_unconfirmed_age_s",
+                                                    "resent_unconfirmed")}}
         try:
             publish("telemetry", telemetry)
             publish("status", retained, retain=True)

@@ -76,7 +76,9 @@ def selftest(card_path: Path, redact_cfg: Any, frames: list[Any]) -> dict[str, A
     import redact
     from capture.frame import FrameWithheld
 
-    cfg = dataclasses.replace(redact_cfg, models=[str(card_path)], hold_frames=0, threads=1, cache_dir="")
+    # An offline check of what the model sees, not of the machine's load: a generous time budget.
+    cfg = dataclasses.replace(redact_cfg, models=[str(card_path)], hold_frames=0, threads=1, cache_dir="",
+                              budget_ms=max(redact_cfg.budget_ms, 5000.0))
     stage = redact.build_stage(cfg)
     try:
         load_error = stage.status().get("load_error")
@@ -145,6 +147,8 @@ class ModelUpdater:
             raw = tomllib.loads(card_text)
         except tomllib.TOMLDecodeError as e:
             return False, {"error": f"card: not valid TOML ({e})", "stage": "verify"}
+        except RecursionError:
+            return False, {"error": "card: not valid TOML (nested too deeply)", "stage": "verify"}
         fname = raw.get("file")
         if not isinstance(fname, str) or not fname or Path(fname).name != fname or fname.startswith(("package:", ".")):
             return False, {"error": "card: file: expected a plain file name for the shipped model", "stage": "verify"}

@@ -36,10 +36,14 @@ class DropOldestQueue:
         self._maxsize = maxsize
         self._cond = threading.Condition()
 
-    def put(self, item: Any) -> bool:
-        """Add `item`; True if an older item was dropped to make room."""
+    def put(self, item: Any, wait_while: Callable[[], bool] | None = None) -> bool:
+        """Add `item`; True if an older item was dropped to make room. With `wait_while` (an offline
+        source: a recording has no real time to keep up with), wait for room instead while it is true."""
         with self._cond:
             dropped = False
+            if wait_while is not None and item is not _END:
+                while len(self._items) >= self._maxsize and wait_while():
+                    self._cond.wait(0.1)  # re-checks wait_while (stop) at least every 0.1 s
             if len(self._items) >= self._maxsize and item is not _END:
                 self._items.popleft()
                 dropped = True
@@ -51,7 +55,9 @@ class DropOldestQueue:
         with self._cond:
             if not self._cond.wait_for(lambda: self._items, timeout):
                 raise queue.Empty
-            return self._items.popleft()
+            item = self._items.popleft()
+            self._cond.notify_all()  # room for a waiting offline producer
+            return item
 
     def qsize(self) -> int:
         return len(self._items)
@@ -136,6 +142,7 @@ class Pipeline:
     # -- threads -----------------------------------------------------------------------------
     def _capture_loop(self) -> None:
         q0 = self._queues[0]
+        offline = bool(getattr(self.source, "offline", False))  # e.g. replay at pace fast
         count = 0
         backoff = 0.1
         last_t = 0.0
@@ -146,6 +153,10 @@ class Pipeline:
                     continue
                 if self.max_frames is not None and count >= self.max_frames:
                     break
+                hold = getattr(self.source, "hold", None)  # e.g. device.zones.ZoneGate: a private place
+                if hold is not None and hold():  # the camera is not read at all
+                    self._stop.wait(0.1)
+                    continue
                 limit = self._rate_limit_fps
                 if limit:
                     wait = last_t + 1.0 / limit - time.monotonic()
@@ -169,7 +180,8 @@ class Pipeline:
                 count += 1
                 self.capture.frames_in += 1
                 self.capture.record(0)
-                if q0.put(frame):
+                # offline sources (a replay at pace fast) get backpressure: a recording is never dropped
+                if q0.put(frame, wait_while=(lambda: not self._stop.is_set()) if offline else None):
                     self.capture.drops += 1
                 self.capture.queue_depth = q0.qsize()
         except Exception as e:  # a broken source must not leave the pipeline hanging

@@ -100,8 +100,9 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
     stages: list[Stage] = []
     if cfg.redact.enabled:
         import redact
+        from redact.private.layer import PrivateLayer
 
-        stages.append(redact.build_stage(cfg.redact))
+        stages.append(redact.build_stage(cfg.redact, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy)))
     elif cfg.capture.source.partition(":")[0] in ("replay", "synthetic"):
         stages.append(RedactionDisabled())
     else:  # fail closed: a camera's frames never leave unredacted, whatever the config says
@@ -115,8 +116,15 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
         stages.append(TumRecorder(record_dir))
     else:
         import uplink
+        from uplink.identity import DeviceKey, link_warnings
 
-        stages.append(uplink.build_stage(cfg.uplink, device_id, session_id))
+        for warning in link_warnings(cfg.uplink.broker, cfg.uplink.username):
+            log.warning("uplink: %s", warning)
+        try:  # the device's signing key: made at first start, registered once with the backend
+            key = DeviceKey.load_or_create(cfg.device.state_dir)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"device.state_dir: {e}") from None
+        stages.append(uplink.build_stage(cfg.uplink, device_id, session_id, signer=key.sign))
     return stages
 
 
@@ -138,6 +146,11 @@ class Service:
             gps_baud=cap.gps_baud)
         chain = stages if stages is not None else build_stages(config, self.device_id, self.session_id,
                                                                record_dir=record_dir)
+        zones_file = self.state_dir / "private" / "zones.json"
+        if config.privacy.enabled and (source is None or zones_file.exists()):  # private places: not read inside
+            from device.zones import attach_zones
+
+            self.source = attach_zones(self.source, self.state_dir, config.privacy, chain)
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
         self.pipeline = Pipeline(self.source, chain, capture_queue=config.pipeline.capture_queue,
                                  stage_queue=config.pipeline.stage_queue, max_frames=max_frames)
@@ -247,6 +260,9 @@ class Service:
                 except Exception as e:
                     details[name] = {"error": f"{type(e).__name__}: {e}"}
         snap["details"] = details
+        zones = getattr(self.source, "zone_status", None)  # device/zones.py: private places (name hashes only)
+        if callable(zones):
+            snap["zones"] = zones()
         return snap
 
     def set_config(self, key: str, value_text: str) -> Config:

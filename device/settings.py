@@ -16,9 +16,12 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from capture.config import ConfigError, read_toml
+from capture.configcore import ConfigError, read_toml
 
-__all__ = ["ConfigError", "build", "coerce", "field_at", "load_toml", "parse_text", "to_dict", "with_value"]
+__all__ = ["ConfigError", "build", "coerce", "errors", "field_at", "load_toml", "parse_text", "to_dict", "with_value"]
+
+# Keys that were removed or moved: an old config names them, the error says where they went.
+MOVED = {"depth.codec": "removed: the wire's depth codec is uplink.depth_codec"}
 
 
 def build(cls: type, table: Any, prefix: str) -> Any:
@@ -29,7 +32,7 @@ def build(cls: type, table: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ConfigError(f"{_join(prefix, unknown[0])}: unknown key (known: {', '.join(sorted(fields))})")
+        raise ConfigError(_unknown(prefix, unknown[0], fields))
     values = {}
     for name, value in table.items():
         values[name] = coerce(value, hints[name], _join(prefix, name), fields[name].metadata)
@@ -41,6 +44,44 @@ def build(cls: type, table: Any, prefix: str) -> Any:
         except ConfigError as e:
             raise ConfigError(f"{_join(prefix, str(e))}" if prefix else str(e)) from None
     return obj
+
+
+def _unknown(prefix: str, name: str, fields: Any) -> str:
+    key = _join(prefix, name)
+    if key in MOVED:
+        return f"{key}: {MOVED[key]}"
+    return f"{key}: unknown key (known: {', '.join(sorted(fields))})"
+
+
+def errors(cls: type, table: Any, prefix: str = "") -> list[str]:
+    """Every problem `build(cls, table, prefix)` would raise, not just the first: each unknown key, each
+    bad value, and (when the values are fine) the section's own cross-field check, section by section."""
+    if not isinstance(table, dict):
+        return [f"{prefix}: expected a table, got {_tname(table)}"]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    out = [_unknown(prefix, name, fields) for name in sorted(set(table) - set(fields))]
+    bad_values = False
+    for name, value in table.items():
+        if name not in fields:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            sub = errors(hint, value, _join(prefix, name))
+            out += sub
+            bad_values |= bool(sub)
+            continue
+        try:
+            coerce(value, hint, _join(prefix, name), fields[name].metadata)
+        except ConfigError as e:
+            out.append(str(e))
+            bad_values = True
+    if not out and not bad_values:
+        try:
+            build(cls, table, prefix)
+        except ConfigError as e:
+            out.append(str(e))
+    return out
 
 
 def coerce(value: Any, hint: Any, key: str, meta: Any = None) -> Any:
@@ -110,7 +151,7 @@ def parse_text(text: str) -> Any:
     """A value typed on a console or command line: TOML syntax if it parses, else a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 

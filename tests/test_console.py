@@ -40,7 +40,60 @@ def test_open_commands_work_without_login(rig):
     assert "capture" in st["stages"] and "health" not in st or isinstance(st["health"], dict)
     v = term.json_command("version")
     assert v["ok"] and v["device_id"] == "test-dev"
-    assert "(needs login)" in term.command("help start")
+    assert "(needs login)" in term.command("help start --text")
+    assert term.json_command("help start")["login"] == "yes"
+
+
+def test_replies_are_json_by_default_text_on_request(rig):
+    service, _, term, _ = rig
+    out = term.command("version")  # Tasmota: JSON without asking
+    assert '{"ok":true,"cmd":"version"' in out
+    assert "version=" in term.command("version --text")
+    assert '"format":"text"' in term.command("format text")
+    assert "version=" in term.command("version") and '"cmd":"version"' in term.command("version --json")
+    assert "replies: json" in term.command("format json --text")
+    assert '"cmd":"version"' in term.command("version")
+
+
+def test_status_sections_mean_something(rig):
+    service, _, term, _ = rig
+    wait_for(lambda: service.pipeline.capture.frames_in > 2, what="frames")
+    s1 = term.json_command("status 1")
+    assert s1["status"] == 1 and s1["device"]["device_id"] == "test-dev" and "stages" not in s1
+    s3 = term.json_command("Status 3")
+    assert "capture" in s3["pipeline"]["stages"] and "frames_dropped_before_redaction" in s3["pipeline"]
+    assert "device" not in s3
+    s5 = term.json_command("status 5")
+    assert set(s5) >= {"ok", "cmd", "status", "network"} and "pipeline" not in s5
+    s0 = term.json_command("status 0")
+    assert {"device", "firmware", "pipeline", "health", "network", "spool", "time", "redaction"} <= set(s0)
+    bad = term.json_command("status 42")
+    assert not bad["ok"] and "section number" in bad["error"]
+    text = term.command("status 8 --text")
+    assert "redaction:" in text and "{" not in text and "'" not in text  # words, not Python reprs
+
+
+def test_pin_is_never_echoed(rig):
+    service, _, term, _ = rig
+    out = term.command(f"login {PIN}")
+    assert PIN not in out and "login *" in out
+    term.command("logout")
+    term.send("login\r")
+    assert b"PIN: " in term.read_until(rb"PIN: ")
+    out = term.command(PIN)
+    assert PIN not in out and '"logged_in":true' in out and "crowdcap# " in out
+
+
+def test_reads_need_no_login_changes_do(rig):
+    service, _, term, _ = rig
+    assert term.json_command("config capture.fps")["ok"]
+    assert term.json_command("config get")["ok"]
+    assert term.json_command("spool stats")["ok"] or "no uplink" in term.json_command("spool stats")["error"]
+    r = term.json_command("config set capture.fps 10")
+    assert not r["ok"] and "login required" in r["error"]
+    r = term.json_command("config capture.fps 10")
+    assert not r["ok"] and "login required" in r["error"]
+    assert "login required" in term.json_command("spool flush")["error"]
 
 
 def test_state_changes_need_login_then_work_and_persist(rig):
@@ -125,7 +178,7 @@ def test_line_editing_and_hostile_input(rig):
     term.send(b"stop and some half li\x00")  # BREAK cancels the half-typed line
     term.read_until(rb"\^C\r\ncrowdcap> ")
     term.send(b"\x1b[A\x1b[Bversion\r")  # arrow keys ignored
-    assert b"version=" in term.read_until(rb"crowdcap> ")
+    assert b'"cmd":"version"' in term.read_until(rb"crowdcap> ")
     term.send(b'help "unbalanced\r')
     assert b"cannot parse line" in term.read_until(rb"crowdcap> ")
     assert not service.pipeline.paused

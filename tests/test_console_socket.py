@@ -120,7 +120,7 @@ def test_console_command_on_a_pty_without_a_service_never_hangs():
         term.read_until(rb"crowdcap> ", timeout=30)
         st = term.json_command("status")
         assert not st["ok"] and st["service"] == "not running" and "no service running" in st["error"]
-        assert "commands (available while the service runs)" in term.command("help")
+        assert "commands (available while the service runs)" in term.command("help --text")
         assert term.json_command("version")["service"] == "not running"
         # the service comes up: the same console now reaches it
         service = make_service(root)

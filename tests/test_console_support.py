@@ -43,8 +43,15 @@ def make_service(root: Path, *, stages: list[Any] | str | None = None, extra: st
 
 
 def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
-    """(kind, payload) of a single-chunk JSON message as the uplink publishes it."""
+    """(kind, payload) of a JSON message as the uplink publishes it: plain JSON (status, telemetry) or
+    a single-chunk wire message (event, cmd/result)."""
+    import json
+
     from uplink import wire
+
+    if payload[:1] == b"{":
+        body = json.loads(payload)
+        return body["type"], body
 
     msg = wire.decode(wire.parse_chunk(payload).data)
     return msg.kind, msg.meta()

@@ -31,5 +31,5 @@ def test_demo_writes_a_complete_session(tmp_path):
     assert len(manifests) == len(rgb)
     assert all("regions" in json.dumps(m) for m in manifests)
     assert (session / "report.html").stat().st_size > 1000
-    assert (session / "camera.json").exists() and (session / "groundtruth.txt").exists()
+    assert (session / "camera.json").exists() and (session / "trajectory.txt").exists()
     assert summary["mesh"] and Path(summary["mesh"]).stat().st_size > 1000

@@ -37,7 +37,7 @@ def test_cloud_writes_ply(session: Path, tmp_path: Path, capsys) -> None:  # typ
     assert main(["cloud", str(color), str(depth), "--camera", str(session / "camera.json"), "-o", str(out)]) == 0
     pc = o3d.io.read_point_cloud(str(out))
     d = cv2.imread(str(depth), cv2.IMREAD_UNCHANGED)
-    assert len(pc.points) == np.count_nonzero((d > 0) & (d < 5000)) and pc.has_colors()
+    assert len(pc.points) == np.count_nonzero((d > 0) & (d < 5 * 5000)) and pc.has_colors()  # TUM scale
 
 
 def test_cloud_errors_are_clear(session: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -122,6 +122,7 @@ def test_mesh_without_groundtruth_uses_odometry(session: Path, tmp_path: Path, c
     copy = tmp_path / "nogt"
     shutil.copytree(session, copy)
     (copy / "groundtruth.txt").unlink()
+    (copy / "trajectory.txt").unlink()
     out = tmp_path / "m.ply"
     assert main(["mesh", str(copy), "-o", str(out), "--voxel", "0.04"]) == 0
     assert "poses from our odometry" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def test_policy_update_over_the_downlink_and_privacy_commands(rig):
     r = dl.handle(sign_command(key, "test-dev", "policy update", {"policy": POLICY}))
     assert r["ok"] and r["result"]["policy_version"] == "field-7", r
     path = r["result"]["policy_file"]
-    assert service.config.redact.policy == path and service.stages["redact"].status()["policy_version"] == "field-7"
+    # the fleet layer (issue 12): the wearer's redact.policy is never replaced by the fleet
+    assert service.config.redact.fleet_policy == path and service.config.redact.policy == ""
+    assert service.stages["redact"].status()["policy_version"] == "field-7"
     assert controller.execute(["privacy", "show"], session).data["policy_version"] == "field-7"
     assert controller.execute(["privacy", "reload"], session).data["policy_version"] == "field-7"
 

@@ -131,6 +131,9 @@ def policy_file(tmp_path: Path, body: str) -> Path:
 
 
 def test_policy_actions_and_applies_to(stage: RedactStage, tmp_path: Path) -> None:
+    """The policy mechanics, on a stage whose privacy floor the installer lowered (tests/test_redact_floor.py:
+    with the floor enforced, colour-only, depth-only, pixelate and min_score 0.999 face rules are refused)."""
+    stage.layers.floor_state = "lowered"
     try:
         stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\naction = "fill"\napplies_to = "color"\n'))
         stage.tracker.reset()
@@ -162,7 +165,9 @@ def test_policy_actions_and_applies_to(stage: RedactStage, tmp_path: Path) -> No
         with pytest.raises(PolicyError, match=r"rules\[0\]\.action"):
             stage.reload_policy(policy_file(tmp_path, '[[rules]]\nclass = "face"\naction = "smudge"\n'))
         assert stage.policy.version == "test-7"  # a bad file changes nothing
+        assert stage.policy.floor == "lowered"
     finally:
+        stage.layers.floor_state = "enforced"
         stage.reload_policy(None)
     assert stage.policy.version == "default-2"
 

@@ -59,9 +59,10 @@ def test_replay_round_trip(tmp_path):
         got.append(f)
     assert len(got) == len(frames)
     for a, b in zip(frames, got, strict=True):
-        assert np.array_equal(a.color, b.color) and np.array_equal(a.depth, b.depth)
+        # depth is stored at TUM's 5000/m: the same metres (mm × 5 exactly)
+        assert np.array_equal(a.color, b.color) and np.array_equal(a.depth.astype(np.uint32) * 5, b.depth)
         assert np.allclose(a.pose, b.attachments["truth"]["pose"], atol=1e-5)
-    assert got[0].intrinsics == frames[0].intrinsics and got[0].depth_scale == 1000.0
+    assert got[0].intrinsics == frames[0].intrinsics and got[0].depth_scale == 5000.0
     assert src.fps == pytest.approx(30.0, rel=0.01)
 
 

@@ -61,9 +61,11 @@ def test_torn_tail_dropped(tmp_path) -> None:
     assert len(s) == 5 and s.read(s.pending_after(0, 10)[-1])[0] == _payload(99)
 
 
-def test_corrupt_byte_in_record_drops_from_there(tmp_path) -> None:
+def test_corrupt_byte_resyncs_and_counts_the_lost_record(tmp_path) -> None:
+    """A byte flipped inside record 4 costs record 4 only: recovery resyncs on record 5's header, and
+    the loss is counted (once: a second recovery does not count it again)."""
     s = Spool(tmp_path, quota_bytes=10**7, fsync="always")
-    for i in range(5):
+    for i in range(40):
         s.append(_payload(i), sp.PRIO_FRAME, 1)
     s.close()
     seg = sorted(tmp_path.glob("seg-*.log"))[-1]
@@ -71,7 +73,52 @@ def test_corrupt_byte_in_record_drops_from_there(tmp_path) -> None:
     data[3 * (1000 + 24) + 500] ^= 0xFF  # inside record 4's payload
     seg.write_bytes(bytes(data))
     s = Spool(tmp_path, quota_bytes=10**7)
-    assert len(s) == 3
+    assert len(s) == 39
+    assert s.stats()["evictions"] == {"corrupt": 1} and s.counters["records_lost_corrupt"] == 1
+    assert [s.read(r)[0] for r in s.pending_after(0, 100)] == [_payload(i) for i in range(40) if i != 3]
+    s.close()
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert len(s) == 39 and s.stats()["evictions"] == {}
+    s.close()
+
+
+def test_corrupt_header_resyncs(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="always")
+    for i in range(10):
+        s.append(_payload(i), sp.PRIO_FRAME, 1)
+    s.close()
+    seg = sorted(tmp_path.glob("seg-*.log"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[5 * (1000 + 24) + 5] ^= 0x40  # the length field of record 6
+    seg.write_bytes(bytes(data))
+    s = Spool(tmp_path, quota_bytes=10**7)
+    assert len(s) == 9 and s.counters["records_lost_corrupt"] == 1
+    s.close()
+
+
+def test_rotated_segment_without_live_records_is_deleted(tmp_path) -> None:
+    """Records acked while their segment was active: the segment goes at rotation, not at compaction."""
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="off", segment_bytes=5_000)
+    for i in range(200):
+        rid = s.append(_payload(i), sp.PRIO_FRAME, 1)
+        s.read(rid)
+        s.ack(rid)
+        assert len(list(tmp_path.glob("seg-*.log"))) <= 1
+    assert s.stats()["segments"] <= 1 and s.stats().get("compactions", 0) == 0
+    s.close()
+
+
+def test_confirm_ranges_and_reject(tmp_path) -> None:
+    s = Spool(tmp_path, quota_bytes=10**7, fsync="off")
+    ids = [s.append(_payload(i), sp.PRIO_FRAME, 1) for i in range(10)]
+    assert s.confirm([(ids[0], ids[3]), (ids[5], ids[5]), (10**9, 10**9 + 5)]) == ids[:4] + [ids[5]]
+    assert s.confirm([(ids[0], ids[3])]) == []  # idempotent
+    assert s.reject(ids[6], "bad_crc") and not s.reject(ids[6], "bad_crc")
+    assert s.stats()["evictions"] == {"rejected_bad_crc": 1}
+    s.close()
+    s = Spool(tmp_path, quota_bytes=10**7)  # confirmations are in the ack log: restart-safe
+    assert s.pending_after(0, 100) == [ids[4]] + ids[7:]
+    s.close()
 
 
 def test_priority_eviction_counted(tmp_path) -> None:

@@ -1,10 +1,14 @@
 """The configured spool quota bounds the files on disk (an SD card must not fill up), not only live data."""
 
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from capture.frame import FrameWithheld
 from capture.synthetic import SyntheticSource
 from uplink.config import UplinkConfig
+from uplink.spool import PRIO_FRAME, PRIO_KEYFRAME, Spool
 from uplink.stage import build_stage, live_quota
 
 
@@ -27,3 +31,39 @@ def test_spool_files_stay_within_the_disk_budget(tmp_path: Path) -> None:
     assert evicted > 0
     assert peak <= budget_mb * 1024 * 1024
     assert live_quota(1 << 30) < (1 << 30) * 0.7
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A real 4 MiB filesystem (tmpfs; needs root) that the spool can fill."""
+    mnt = tmp_path / "card"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_small_card_evicts_by_priority_instead_of_failing_writes(small_tmpfs: Path) -> None:
+    """Quota 1 GiB on a 4 MiB card: the filesystem is the budget. Plain frames are evicted (counted as
+    `disk_frame`), keyframes and control records survive, and no write ever fails."""
+    s = Spool(small_tmpfs, quota_bytes=1 << 30, fsync="always", segment_bytes=128 << 10, reserve_bytes=256 << 10)
+    keep = []
+    for i in range(400):  # 400 × 20 KB = 8 MB on a 4 MiB card
+        prio = PRIO_KEYFRAME if i % 10 == 0 else PRIO_FRAME
+        rid = s.append(bytes([i % 256]) * 20_000, prio, 1)
+        assert rid is not None
+        if prio == PRIO_KEYFRAME:
+            keep.append(rid)
+    st = s.stats()
+    s.close()
+    assert st.get("write_errors", 0) == 0
+    assert st["evictions"].get("disk_frame", 0) > 100 and "disk_keyframe" not in st["evictions"]
+    assert set(st["evictions"]) == {"disk_frame"}
+    s2 = Spool(small_tmpfs, quota_bytes=1 << 30)
+    assert set(keep) <= set(s2.pending_after(0, 10**6))
+    assert len(s2) == 400 - st["evictions"]["disk_frame"]
+    s2.close()

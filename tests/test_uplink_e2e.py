@@ -47,11 +47,13 @@ def test_stream_to_ingest_session_folder(tmp_path, broker) -> None:
     assert stats["frame"] == 40 and stats["cloud"] == 1
     ses = out / "dev1" / "s1"
     d = cv2.imread(str(ses / "depth" / "00000007.png"), cv2.IMREAD_UNCHANGED)
-    assert d.dtype == np.uint16 and np.array_equal(d, frames[7].depth)  # lossless end to end
+    # lossless end to end, at TUM's 5000 units/m (the device sent millimetres: ×5 exactly)
+    assert d.dtype == np.uint16 and np.array_equal(d, frames[7].depth.astype(np.uint32) * 5)
     assert len((ses / "rgb.txt").read_text().splitlines()) == 42
-    assert len((ses / "groundtruth.txt").read_text().splitlines()) == 42
+    assert len((ses / "trajectory.txt").read_text().splitlines()) == 42  # device estimates
+    assert not (ses / "groundtruth.txt").exists()  # the ingest has no ground truth
     cam = json.loads((ses / "camera.json").read_text())
-    assert cam["width"] == 160 and cam["fx"] == 130.0 and cam["depth_scale"] == 1000.0
+    assert cam["width"] == 160 and cam["fx"] == 130.0 and cam["depth_scale"] == 5000.0
     assert (ses / "clouds" / "00000010.ply").read_bytes().startswith(b"ply\n")
     assert len((ses / "manifests.jsonl").read_text().splitlines()) == 40
     report = (ses / "report.html").read_text()

@@ -102,7 +102,7 @@ def test_ingest_sigkill_and_restart(tmp_path, broker) -> None:
     cmd = [sys.executable, "-m", "device.cli", "ingest", "--broker", broker.url, "--out", str(out)]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     # the first run creates the persistent session; wait until it is subscribed by seeing frames land
-    stage = build_stage(uplink_cfg(tmp_path, broker.url), "dev1", "s1")
+    stage = build_stage(uplink_cfg(tmp_path, broker.url, confirm_timeout=1.0), "dev1", "s1")
     stage.start()
     n = 200
     events = out / "dev1" / "s1" / "events.jsonl"
@@ -115,15 +115,22 @@ def test_ingest_sigkill_and_restart(tmp_path, broker) -> None:
     try:
         wait_for_frames(out, 40, 20)
         assert committed_seqs(out), first.stderr.read1(4000) if first.poll() is not None else "no frames"
-        first.send_signal(signal.SIGKILL)
+        first.send_signal(signal.SIGKILL)  # right after it received frames: some stored, not confirmed
         first.wait(10)
         feed.join()
-        assert stage.drain(30)  # the broker queues for the ingest's persistent session meanwhile
+        assert not stage.drain(1.0)  # nobody confirms: the device keeps what is unconfirmed
+        assert stage.status()["records_unconfirmed"] + stage.status()["records_unsent"] > 0
     finally:
         first.kill()
-    second = subprocess.run(cmd + ["--idle-exit", "3"], capture_output=True, text=True, env=env, timeout=90)
+    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        # the broker queued for the persistent session; what was neither is resent after confirm_timeout
+        assert stage.drain(60), stage.undelivered()
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
     stage.close()
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.returncode == 0, err[-2000:]
     _exact(out, n)
     assert (out / "dev1" / "s1" / "report.html").exists()
 

@@ -23,7 +23,7 @@ def test_report_counts_timeline_thumbnails(tmp_path) -> None:
     summary = json.loads(re.search(r'<script type="application/json" id="summary">(.*?)</script>', html).group(1))
     assert summary["frames"] == 27 and summary["missing_in_range"] == 3 and summary["keyframes"] == 2  # 0 and 10 (20 is missing)
     assert summary["regions"] == 27
-    assert html.count("<svg") == 4  # fps, latency, drops, bytes
+    assert html.count("<svg") >= 5  # fps, latency, gaps, bytes, trajectory (health and stages need telemetry)
     assert len(re.findall(r'src="data:image/jpeg;base64,', html)) == 2 * 8  # 8 thumbnails + their depth
     # self-contained: nothing fetched from anywhere (the SVG namespace is an identifier, not a fetch)
     assert not re.search(r'(src|href)="(?!data:)', html)
@@ -54,4 +54,4 @@ def test_clock_jump_and_odd_manifests_do_not_break_the_report(tmp_path) -> None:
     html = (tmp_path / "dev1" / "s1" / "report.html").read_text()
     summary = json.loads(re.search(r'<script type="application/json" id="summary">(.*?)</script>', html).group(1))
     assert summary["frames"] == 4 and summary["regions"] == 2 + 2  # frames 0, 1 have one each; frame 3 two dicts
-    assert len((tmp_path / "dev1" / "s1" / "groundtruth.txt").read_text().splitlines()) == 2 + 4
+    assert len((tmp_path / "dev1" / "s1" / "trajectory.txt").read_text().splitlines()) == 2 + 4

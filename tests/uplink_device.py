@@ -29,7 +29,9 @@ def main() -> int:
             time.sleep(delay)
         stage.apply(make_frame(first + i))
         print(f"accepted {first + i}", flush=True)
-    ok = stage.drain(60)
+    ok = stage.drain(float(__import__("os").environ.get("DRAIN", "60")))
+    if not ok:
+        print(stage.undelivered(), stage.status()["sender"], file=sys.stderr)
     stage.close()
     print(f"drained {ok}", flush=True)
     return 0 if ok else 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
+import time
 
 import paho.mqtt.client as mqtt
 
@@ -63,3 +65,35 @@ def pump(client: mqtt.Client | None, wake: socket.socket, timeout: float) -> int
     if rc == mqtt.MQTT_ERR_SUCCESS:
         rc = client.loop_misc()
     return rc
+
+
+class LinkTrouble:
+    """`last_error` for status, and a WARNING log line per distinct reason, rate-limited: a new reason
+    is logged at once (at most one line per `min_gap` s), a repeating one once per `repeat` s."""
+
+    def __init__(self, logger: logging.Logger, min_gap: float = 5.0, repeat: float = 60.0) -> None:
+        self.log, self.min_gap, self.repeat = logger, min_gap, repeat
+        self.last_error = ""
+        self.since: float | None = None  # monotonic time the link went bad (None = fine)
+        self._said: dict[str, float] = {}
+        self._t_last = -1e9
+        self.suppressed = 0
+
+    def report(self, reason: str) -> None:
+        now = time.monotonic()
+        self.last_error = reason
+        if self.since is None:
+            self.since = now
+        key = reason.split(":", 1)[0] if reason.startswith("connect to") else reason
+        said = self._said.get(key)
+        if (said is None and now - self._t_last >= self.min_gap) or (said is not None and now - said >= self.repeat):
+            self._said[key] = self._t_last = now
+            self.log.warning("uplink: %s", reason)
+        else:
+            self.suppressed += 1
+
+    def ok(self) -> None:
+        if self.since is not None and self.last_error:
+            self.log.info("uplink: link up again after %.0f s (%s)", time.monotonic() - self.since, self.last_error)
+        self.since = None
+        self.last_error = ""

@@ -5,6 +5,13 @@ publishing, PUBACK handling and reconnecting all happen in this one thread: no l
 
 - A fresh paho client per connection, clean start: nothing is kept in paho's memory across a
   disconnect; after a reconnect the spool is replayed from its oldest record (the ingest dedupes).
+- `delivery = "ingest"` (default): a PUBACK only frees the window; a record leaves the spool when the
+  ingest's ack (crowdcap/v1/<device>/ack) confirms it, and is resent when that is overdue
+  (uplink/delivery.py). `delivery = "broker"`: it leaves at its last PUBACK (backends without acks).
+- Several broker URLs (cluster nodes): stay on the one that works; on a failed connect or a dropped
+  link try the next one; back off once the whole list failed.
+- Connection failures and refusals are logged at WARNING with the reason (rate-limited) and kept in
+  `last_error` for status.
 - MQTT 5 first; if the broker refuses it (or hangs up before CONNACK), 3.1.1 from then on.
 - At most `inflight` chunks await PUBACK (and never more than the broker's Receive Maximum), so a
   backlog replay cannot flood the broker. A record is acked in the spool once every chunk is PUBACKed.
@@ -26,10 +33,11 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from uplink import wire
+from uplink import plain, wire
 from uplink.budget import TokenBucket
-from uplink.config import UplinkConfig, parse_broker
-from uplink.mqtt_client import KIND_TOPIC, new_client, pump, topic
+from uplink.config import UplinkConfig, parse_brokers
+from uplink.delivery import Confirmations
+from uplink.mqtt_client import KIND_TOPIC, LinkTrouble, new_client, pump, topic
 from uplink.spool import PRIO_NAMES, Spool
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,7 @@ class _Outgoing:
     chunks: list[bytes]
     retain: bool
     topic: str
+    size: int = 0
     next_index: int = 0
     unacked: set[int] = field(default_factory=set)  # chunk indexes published, not yet PUBACKed
 
@@ -50,10 +59,20 @@ class _Outgoing:
 class Sender:
     """Ships `spool` to `cfg.broker`. `start()` / `stop()`; thread-safe `wake()`, `stats()`, `drained()`."""
 
+    signer = None  # set by the stage: data -> Ed25519 signature over each message id (wire v1.1)
+
     def __init__(self, cfg: UplinkConfig, device_id: str, spool: Spool, *, will_payload: bytes,
                  status_payload: Callable[[], bytes | None] | None = None) -> None:
-        _, self.host, self.port, self.tls = parse_broker(cfg.broker)
+        self.urls = parse_brokers(cfg.broker)
+        if not self.urls:
+            raise ValueError("broker: no broker URL")
+        self._node = 0
         self.cfg = cfg
+        self.trouble = LinkTrouble(log)
+        # at most half the spool may be sent-but-unconfirmed (not evictable): the rest can make room
+        self.track = (Confirmations(spool, cfg.confirm_timeout, min(int(cfg.confirm_window_mb * 2**20), spool.quota // 2))
+                      if cfg.delivery == "ingest" else None)
+        self._resend: list[int] = []
         self.device_id = device_id
         self.spool = spool
         self.will_payload = will_payload
@@ -61,7 +80,6 @@ class Sender:
         self.on_command: Callable[[bytes], None] | None = None
         self.bucket = TokenBucket(cfg.bandwidth)
         self.counters: Counter[str] = Counter()
-        self.last_error = ""
         self._proto = mqtt.MQTTv311 if cfg.protocol == "mqtt311" else mqtt.MQTTv5
         self._proto_confirmed = cfg.protocol != "auto"
         self._wake_r, self._wake_w = socket.socketpair()
@@ -89,6 +107,29 @@ class Sender:
         self._idle = threading.Condition()
 
     # ---- public, any thread ------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.urls[self._node][1]
+
+    @property
+    def port(self) -> int:
+        return self.urls[self._node][2]
+
+    @property
+    def tls(self) -> bool:
+        return self.urls[self._node][3]
+
+    @property
+    def last_error(self) -> str:
+        return self.trouble.last_error
+
+    @last_error.setter
+    def last_error(self, reason: str) -> None:
+        if reason:
+            self.trouble.report(reason)
+        else:
+            self.trouble.ok()
 
     def start(self) -> None:
         if self._thread is None:
@@ -129,10 +170,34 @@ class Sender:
         return len(self._mids)
 
     def stats(self) -> dict:
-        return {"connected": self._connected, "inflight_chunks": len(self._mids), "window": self._window,
+        down = self.trouble.since
+        return {"connected": self._connected, "link": "up" if self._connected else ("down" if down else "connecting"),
+                "link_down_s": None if down is None or self._connected else round(time.monotonic() - down, 1),
+                "broker_node": f"{self.urls[self._node][0]}://{self.host}:{self.port}", "nodes": len(self.urls),
+                "delivery": self.cfg.delivery, "inflight_chunks": len(self._mids), "window": self._window,
                 "max_payload": self._max_payload, "last_error": self.last_error,
                 "protocol": "mqtt5" if self._proto == mqtt.MQTTv5 else "mqtt311",
-                "bytes_per_s": round(self.bytes_per_s, 1), **dict(self.counters)}
+                "bytes_per_s": round(self.bytes_per_s, 1), **dict(self.counters),
+                **(self.track.stats() if self.track is not None else {})}
+
+    def undelivered_reason(self) -> str:
+        """Why records are still in the spool (for `run`'s exit 3), in words an operator can act on."""
+        left = len(self.spool)
+        if not left and not self._mids:
+            return ""
+        if not self._connected:
+            err = self.last_error or "still connecting"
+            what = "the broker refused" if "refused" in err else "no connection to the broker"
+            return f"{left} record(s) not delivered: {what} ({err})"
+        unconfirmed = self.track.unconfirmed() if self.track is not None else 0
+        if unconfirmed:
+            st = self.track.stats()
+            last = st["last_confirm_age_s"]
+            return (f"{left} record(s) not confirmed: no confirmations arriving from the ingest ({unconfirmed} sent "
+                    f"and acknowledged by the broker, oldest {st['oldest_unconfirmed_age_s']:.0f} s ago; last "
+                    f"confirmation {'never' if last is None else f'{last:.0f} s ago'}; is `crowdcap ingest` running "
+                    f"and speaking acks? else set uplink.delivery = \"broker\")")
+        return f"{left} record(s) not yet sent ({len(self._mids)} chunk(s) awaiting the broker's PUBACK)"
 
     def wait_idle(self, timeout: float) -> bool:
         """True once the spool is empty and nothing is in flight (everything PUBACKed)."""
@@ -152,8 +217,13 @@ class Sender:
         while not self._stop.is_set():
             if not self._try_connect():
                 attempt += 1
-                delay = random.uniform(0, min(self.cfg.backoff_max, self.cfg.backoff_min * 2 ** min(attempt, 20)))
                 self.counters["connect_failures"] += 1
+                self._next_node()
+                if self._node != 0:  # more nodes to try before backing off
+                    self._stop.wait(0.05)
+                    continue
+                cycles = attempt // len(self.urls)
+                delay = random.uniform(0, min(self.cfg.backoff_max, self.cfg.backoff_min * 2 ** min(cycles, 20)))
                 self._stop.wait(max(delay, self.cfg.backoff_min / 2))
                 continue
             attempt = 0
@@ -164,7 +234,15 @@ class Sender:
                 self.counters["sender_errors"] += 1
             self._teardown()
             if not self._stop.is_set():
+                if not self.last_error:
+                    self.last_error = f"lost the connection to {self.host}:{self.port}"
+                self._next_node()  # the node we were on may be the one that died
                 self._stop.wait(random.uniform(0, self.cfg.backoff_min))
+
+    def _next_node(self) -> None:
+        if len(self.urls) > 1:
+            self._node = (self._node + 1) % len(self.urls)
+            self.counters["node_switches"] += 1
 
     def _try_connect(self) -> bool:
         """`_connect`, but an unexpected error (a CA or key file that does not parse, ...) is a failed
@@ -180,6 +258,7 @@ class Sender:
 
     def _new_client(self) -> mqtt.Client:
         c = new_client(self.cfg, self.cfg.client_id or f"crowdcap-{self.device_id}", self._proto, self.tls)
+        self._connack_name = ""
         c.will_set(topic(self.device_id, "status"), self.will_payload, qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -196,8 +275,8 @@ class Sender:
             else:
                 c.connect(self.host, self.port, self.cfg.keepalive)
         except (OSError, ssl.SSLError, ValueError) as e:
-            log.debug("uplink connect to %s:%s failed: %s", self.host, self.port, e)
-            self.last_error = f"connect to {self.host}:{self.port}: {e}"
+            tls = "TLS handshake failed: " if isinstance(e, ssl.SSLError) else ""
+            self.last_error = f"connect to {self.host}:{self.port}: {tls}{e}"
             self._client = None
             return False
         # An MQTT 3.1.1-only broker may just hang on an MQTT 5 CONNECT: give the first try less time.
@@ -206,8 +285,9 @@ class Sender:
             if self._pump(0.1) != mqtt.MQTT_ERR_SUCCESS:
                 break
         if self._connack != 0:
-            self.last_error = (f"broker refused the connection (CONNACK {self._connack})" if self._connack
-                               else "no CONNACK from the broker")
+            self.last_error = (f"broker {self.host}:{self.port} refused the connection: {self._connack_name} "
+                               f"(CONNACK {self._connack})" if self._connack
+                               else f"no CONNACK from the broker {self.host}:{self.port}")
             self._fallback_protocol()
             self._teardown()
             return False
@@ -219,6 +299,8 @@ class Sender:
         self._last_progress = time.monotonic()
         self._cursor = 0
         c.subscribe(topic(self.device_id, "cmd"), qos=1)
+        if self.track is not None:
+            c.subscribe(topic(self.device_id, "ack"), qos=1)
         if self.status_payload is not None and (p := self.status_payload()) is not None:
             c.publish(topic(self.device_id, "status"), p, qos=1, retain=True)
         return True
@@ -253,6 +335,11 @@ class Sender:
         self._out.clear()
         self._mids.clear()
         self._cursor = 0
+        self._resend.clear()
+        if self.track is not None:
+            for rid in self.track.sent_ids():
+                self.spool.release(rid)
+            self.track.forget_all()  # everything still in the spool is replayed on the next connection
         with self._idle:
             self._idle.notify_all()
 
@@ -260,9 +347,12 @@ class Sender:
         return pump(self._client, self._wake_r, timeout)
 
     def _serve(self) -> None:
-        last_sync = time.monotonic()
+        last_sync = last_due = time.monotonic()
         sync_every = self.cfg.fsync_interval_ms / 1000.0
         while not self._stop.is_set():
+            if self.track is not None and time.monotonic() - last_due >= 0.25:
+                last_due = time.monotonic()
+                self._resend.extend(self.track.due(last_due))
             self._send_direct()
             wait = self._fill_window()
             rc = self._pump(min(wait, sync_every, 0.5))
@@ -293,6 +383,8 @@ class Sender:
         if self._mids and self._acks_this_connection == 0:
             self._strikes += 1
             if self._strikes >= 3 and self._max_payload > 4096:
+                self.last_error = (f"the broker dropped the link on publishes of {self._max_payload} bytes without "
+                                   "acknowledging any (packet too large?): halving the chunk size")
                 self._max_payload = max(4096, self._max_payload // 2)
                 self._strikes = 0
                 self.counters["payload_limit_halved"] += 1
@@ -335,28 +427,48 @@ class Sender:
         for out in self._out.values():
             if out.next_index < len(out.chunks):
                 return out
-        while True:
+        while self._resend:  # broker-acknowledged long ago, never confirmed: same message id again
+            out = self._outgoing(self._resend.pop(0))
+            if out is not None:
+                return out
+        while self.track is None or self.track.may_send_more():
             ids = self.spool.pending_after(self._cursor, 1)
             if not ids:
                 return None
-            rid = ids[0]
-            self._cursor = rid
-            got = self.spool.read(rid)
-            if got is None:
-                continue  # evicted meanwhile
-            data, rec = got
-            parts = wire.chunks(data, self.spool.epoch + rid.to_bytes(8, "big"), self._max_payload)
-            if rec.recovered or rid < self._live_from:
+            self._cursor = ids[0]
+            out = self._outgoing(ids[0])
+            if out is not None:
+                return out
+        self.counters["confirm_window_waits"] += 1
+        return None
+
+    def _outgoing(self, rid: int) -> _Outgoing | None:
+        if rid in self._out:
+            return None
+        got = self.spool.read(rid)
+        if got is None:
+            return None  # confirmed or evicted meanwhile
+        data, rec = got
+        mid = self.spool.epoch + rid.to_bytes(8, "big")
+        historical = rec.recovered or rid < self._live_from
+        if rec.kind in (wire.STATUS, wire.TELEMETRY) and data[:1] == b"{":  # plain JSON: one payload, no chunk
+            parts = [plain.for_sending(data, mid, historical, self.signer)]
+        else:
+            parts = wire.chunks(data, mid, self._max_payload, self.signer)
+            if historical:
                 parts[0] = wire.set_chunk0_flags(parts[0], wire.peek_chunk0_flags(parts[0]) | wire.FLAG_HISTORICAL)
-                self.counters["historical_sent"] += 1
-            out = _Outgoing(rid, parts, bool(rec.flags & 1), topic(self.device_id, KIND_TOPIC.get(rec.kind, "event")))
-            self._out[rid] = out
-            return out
+        if historical:
+            self.counters["historical_sent"] += 1
+        out = _Outgoing(rid, parts, bool(rec.flags & 1), topic(self.device_id, KIND_TOPIC.get(rec.kind, "event")),
+                        size=len(data))
+        self._out[rid] = out
+        return out
 
     # ---- paho callbacks (run inside _pump, in this thread) -----------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self._connack = 0 if not reason_code.is_failure else int(reason_code.value)
+        self._connack_name = reason_code.getName() if reason_code.is_failure else ""
         recv_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         # keep two of the broker's Receive Maximum slots for status messages sent outside the window
         self._window = min(self.cfg.inflight, max(1, recv_max - 2)) if recv_max else self.cfg.inflight
@@ -368,6 +480,8 @@ class Sender:
             self._max_payload = max(wire.CHUNK_HEADER_SIZE + 256, max_packet - 300)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if self._connected and reason_code is not None and reason_code.is_failure and reason_code.value != 0x80:
+            self.last_error = f"broker {self.host}:{self.port} closed the connection: {reason_code.getName()}"
         self._connected = False
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
@@ -392,6 +506,7 @@ class Sender:
             rec = self.spool.record(rid)
             name = PRIO_NAMES.get(rec.priority, "?") if rec else "?"
             self.spool.evictions[f"broker_refused_{name}_{reason_code.getName().replace(' ', '_')}"] += 1
+            self.last_error = f"broker refused a {name} record: {reason_code.getName()} (dropped, counted)"
             self.spool.ack(rid)
             del self._out[rid]
             self._mids = {m: e for m, e in self._mids.items() if e[0] != rid}
@@ -401,7 +516,10 @@ class Sender:
         self._last_progress = time.monotonic()
         out.unacked.discard(index)
         if not out.unacked and out.next_index == len(out.chunks):
-            self.spool.ack(rid)
+            if self.track is None:
+                self.spool.ack(rid)
+            else:  # the broker has it; the ingest's ack makes it leave the spool. Until then it is
+                self.track.sent(rid, out.size)  # not evicted (it may well be delivered): the window bounds that
             del self._out[rid]
             self.counters["records_sent"] += 1
             self._notify_idle()
@@ -411,6 +529,13 @@ class Sender:
             self._idle.notify_all()
 
     def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        if self.track is not None and msg.topic == topic(self.device_id, "ack"):
+            done, rejected = self.track.on_ack(bytes(msg.payload))
+            for rid in done + rejected:
+                self._out.pop(rid, None)  # a resend under way is moot now
+            if done or rejected:
+                self._notify_idle()
+            return
         if msg.topic == topic(self.device_id, "cmd") and self.on_command is not None:
             self.counters["commands_received"] += 1
             try:

@@ -9,12 +9,17 @@ Record on disk: header (magic, length, id, priority, kind, flags, CRC32C of head
 A record leaves only by `ack` or by eviction; both are written to the segment's `.ack` sidecar (an
 append-only list of CRC-framed ids), so a restart knows what is gone. A lost ack (crash before it hit
 the disk) means the record is sent again: the ingest dedupes. A segment file is deleted when none of
-its records is live. Recovery drops a torn tail (bad length/CRC) and anything after it in that segment.
+its records is live and it is not the active one (also at rotation): after a healthy run the spool
+holds at most one segment. Recovery drops a torn tail (after the last valid record) and resyncs past a
+corrupt record on the next valid record header; the records lost in between are counted
+(`evictions["corrupt"]`) and written to the ack log (reason 2) so a restart does not count them again.
 
-The quota counts live record bytes. When an append does not fit, records of lower or equal priority
-are evicted, lowest priority first, oldest first (never one in flight); if that is not enough the new
-record itself is refused. Every eviction is counted by reason. Segments with many dead records are
-compacted (live records copied forward with their ids) so disk use stays near the quota.
+The budget for live record bytes is the smaller of the quota and what the filesystem can still hold:
+(spool files + statvfs free − `reserve_bytes` − two segments) / 1.5 (room for dead bytes before
+compaction). When an append does not fit, records of lower or equal priority are evicted, lowest
+priority first, oldest first (never one in flight); if that is not enough the new record itself is
+refused. Every eviction is counted by reason (`quota_<prio>`, or `disk_<prio>` when the filesystem was
+the limit). Segments with many dead records are compacted (live records copied forward with their ids).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +78,14 @@ class _Segment:
 
 class Spool:
     def __init__(self, directory: str | os.PathLike, quota_bytes: int = 1 << 30, fsync: str = "interval",
-                 fsync_interval_ms: float = 200.0, segment_bytes: int | None = None) -> None:
+                 fsync_interval_ms: float = 200.0, segment_bytes: int | None = None,
+                 reserve_bytes: int = 0) -> None:
         if fsync not in ("always", "interval", "off"):
             raise ValueError(f"fsync: expected always, interval or off, got {fsync!r}")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.quota = int(quota_bytes)
+        self.reserve = int(reserve_bytes)  # free space the spool leaves on its filesystem
         self.fsync = fsync
         self.fsync_interval = fsync_interval_ms / 1000.0
         self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, self.quota // 16))
@@ -132,13 +140,14 @@ class Spool:
         # An acked record whose bytes were lost (torn tail) must not get its id reused: the old ack
         # would make the new record look delivered, and the ingest would take it for a duplicate.
         self._next_id = max(self._next_id, max(gone, default=0) + 1)
+        suspects: dict[int, set[int]] = {}  # segment -> ids that may sit in a corrupt span
         for n in numbers:
             path = self._seg_path(n)
             fd = os.open(path, os.O_RDWR | os.O_APPEND)
             size = os.fstat(fd).st_size
             seg = _Segment(n, path, fd, size)
             self._segments[n] = seg
-            valid_end = self._scan(seg, gone)
+            valid_end = self._scan(seg, gone, suspects.setdefault(n, set()))
             if valid_end < size:
                 self.counters["torn_bytes_dropped"] += size - valid_end
                 os.ftruncate(fd, valid_end)
@@ -146,13 +155,21 @@ class Spool:
                 log.warning("spool: dropped %d bytes of torn/corrupt tail in %s", size - valid_end, path.name)
         for seg in list(self._segments.values()):
             seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            lost = sorted(i for i in suspects.get(seg.number, ()) if i not in self._records and i not in gone)
+            # (a negative id stands for a damaged record whose id cannot be told)
+            if lost:  # counted once: the ack log remembers them (reason 2) for the next recovery
+                os.write(seg.ack_fd, b"".join(fmt.ack_entry(i, 2) for i in lost if i > 0))
+                self.evictions["corrupt"] += len(lost)
+                self.counters["records_lost_corrupt"] += len(lost)
+                log.warning("spool: %d record(s) lost to corruption in %s (resynced after it)", len(lost),
+                            seg.path.name)
             if seg.live == 0:
                 self._delete_segment(seg)
         self._ids = sorted(self._records)
         self.counters["recovered_records"] = len(self._records)
 
-    def _scan(self, seg: _Segment, gone: set[int]) -> int:
-        found, valid_end = fmt.scan(seg.path)
+    def _scan(self, seg: _Segment, gone: set[int], suspects: set[int]) -> int:
+        found, valid_end, holes = fmt.scan(seg.path)
         now = time.monotonic()
         for rid, prio, kind, flags, length, offset in found:
             self._next_id = max(self._next_id, rid + 1)
@@ -161,6 +178,16 @@ class Spool:
                 seg.live += 1
                 seg.live_bytes += length
                 self.live_bytes += length
+        for start, end in holes:
+            # ids are ascending within a segment: the ones between the neighbours of a hole were in it
+            before = [r[0] for r in found if r[5] < start]
+            after = [r[0] for r in found if r[5] >= end]
+            lo, hi = (before[-1] if before else (after[0] - 1 if after else 0)), (after[0] if after else 0)
+            ids = set(range(lo + 1, hi))
+            if not ids:  # cannot tell which: count the damaged span as one record
+                ids = {-(seg.number * 1_000_000 + start)}
+            suspects |= ids
+            self.counters["corrupt_bytes_skipped"] += end - start
         return valid_end
 
     # ---- writing ------------------------------------------------------------------------------
@@ -189,7 +216,8 @@ class Spool:
             raise SpoolError(f"record of {size} bytes exceeds the {fmt.MAX_RECORD} byte limit")
         with self._lock:
             if not self._make_room(size, priority):
-                self.evictions[f"quota_refused_{PRIO_NAMES.get(priority, priority)}"] += 1
+                why = self._live_limit()[1]
+                self.evictions[f"{why}_refused_{PRIO_NAMES.get(priority, priority)}"] += 1
                 return None
             rid = self._next_id
             self._next_id += 1
@@ -213,7 +241,10 @@ class Spool:
                recovered: bool) -> None:
         seg = self._active
         if seg is None or seg.size >= self.segment_bytes:
+            old = seg
             seg = self._active = self._open_segment()
+            if old is not None and old.live == 0 and old.number in self._segments:
+                self._delete_segment(old)  # rotated away with nothing live: no reason to keep it
         parts = fmt.record_parts(rid, priority, kind, flags, payload)
         try:
             written = os.writev(seg.fd, parts)
@@ -271,11 +302,25 @@ class Spool:
         finally:
             os.close(fd)
 
+    def disk_bytes(self) -> int:
+        return sum(s.size for s in self._segments.values())
+
+    def _live_limit(self) -> tuple[int, str]:
+        """(live-byte budget, eviction reason prefix): the quota, or less when the filesystem is short."""
+        try:
+            st = os.statvfs(self.dir)
+        except OSError:
+            return self.quota, "quota"
+        room = self.disk_bytes() + st.f_bavail * st.f_frsize - self.reserve - 2 * self.segment_bytes
+        disk = int(room / 1.5)
+        return (disk, "disk") if disk < self.quota else (self.quota, "quota")
+
     def _make_room(self, size: int, priority: int) -> bool:
-        if self.live_bytes + size <= self.quota:
+        limit, why = self._live_limit()
+        if self.live_bytes + size <= limit:
             return True
         victims: list[Record] = []
-        need = self.live_bytes + size - self.quota
+        need = self.live_bytes + size - limit
         for prio in sorted(p for p in {r.priority for r in self._records.values()} if p <= priority):
             for rid in self._ids:
                 r = self._records.get(rid)
@@ -290,7 +335,7 @@ class Spool:
         if need > 0:
             return False
         for r in victims:
-            self.evictions[f"quota_{PRIO_NAMES.get(r.priority, r.priority)}"] += 1
+            self.evictions[f"{why}_{PRIO_NAMES.get(r.priority, r.priority)}"] += 1
             self._drop(r.id, reason=1)
         return True
 
@@ -335,6 +380,33 @@ class Spool:
                 self._drop(rid, reason=0)
                 self.counters["acked"] += 1
 
+    def confirm(self, ranges: list[tuple[int, int]]) -> list[int]:
+        """The backend made these inclusive id ranges durable: the live ones leave the spool (written
+        to the ack log, so a restart neither loses nor resends them). Returns the ids that left."""
+        done: list[int] = []
+        with self._lock:
+            for first, last in ranges:
+                i = bisect.bisect_left(self._ids, first)
+                while i < len(self._ids) and self._ids[i] <= last:
+                    rid = self._ids[i]
+                    i += 1
+                    if rid in self._records:
+                        self._inflight.discard(rid)
+                        self._drop(rid, reason=0)
+                        done.append(rid)
+            self.counters["confirmed"] += len(done)
+        return done
+
+    def reject(self, rid: int, reason: str) -> bool:
+        """The backend will never accept this record: it leaves, counted as `rejected_<reason>`."""
+        with self._lock:
+            self._inflight.discard(rid)
+            if rid not in self._records:
+                return False
+            self.evictions[f"rejected_{reason}"] += 1
+            self._drop(rid, reason=1)
+            return True
+
     def _uncache(self, rid: int) -> None:
         data = self._cache.pop(rid, None)
         if data is not None:
@@ -369,8 +441,8 @@ class Spool:
         os.replace(mark.with_suffix(".tmp"), mark)
 
     def _maybe_compact(self) -> None:
-        disk = sum(s.size for s in self._segments.values())
-        if disk <= self.quota * 1.5 + self.segment_bytes:
+        disk = self.disk_bytes()
+        if disk <= min(self.quota, self._live_limit()[0]) * 1.5 + self.segment_bytes:
             return
         old = [s for s in self._segments.values() if s is not self._active]
         if not old:
@@ -387,6 +459,44 @@ class Spool:
         self._delete_segment(seg)
         self.counters["compactions"] += 1
 
+    # ---- take-backs (the wearer changed their mind: device/privacy_console.py) ------------------
+
+    def rewrite(self, kinds: set[int], since: float,
+                transform: Callable[[bytes, Record], bytes | None]) -> dict[str, int]:
+        """Re-redact or drop live records of `kinds` appended since `since` (monotonic) before they
+        leave. `transform(payload, record)` returns new bytes (stored under a new id, the old record
+        dropped), None (dropped, ack log reason 3) or the same object (kept). It runs outside the lock
+        (JPEG work); a record read by the sender meanwhile (in flight) is left alone and counted — the
+        backend's take-back message covers it. Returns counts."""
+        with self._lock:
+            chosen = [r for r in self._records.values() if r.kind in kinds and r.t_added >= since]
+        counts = {"rewritten": 0, "dropped": 0, "kept": 0, "in_flight": 0}
+        for rec in sorted(chosen, key=lambda r: r.id):
+            with self._lock:
+                if rec.id not in self._records or rec.id in self._inflight:
+                    counts["in_flight" if rec.id in self._inflight else "kept"] += 1
+                    continue
+                data = self._cache.get(rec.id) or os.pread(self._segments[rec.segment].fd, rec.size, rec.offset)
+            new = transform(data, rec)
+            if new is data:
+                counts["kept"] += 1
+                continue
+            with self._lock:
+                if rec.id not in self._records or rec.id in self._inflight:  # sent meanwhile
+                    counts["in_flight"] += 1
+                    continue
+                if new is not None:
+                    rid = self._next_id
+                    self._next_id += 1
+                    self._write(rid, new, rec.priority, rec.kind, rec.flags, rec.t_added, rec.recovered)
+                    self._ids.append(rid)
+                self._drop(rec.id, reason=3)
+                self._sync_locked()  # the take-back is durable before the command says it is done
+                key = "rewritten" if new is not None else "dropped"
+                counts[key] += 1
+                self.counters[f"taken_back_{key}"] += 1
+        return counts
+
     # ---- state --------------------------------------------------------------------------------
 
     def record(self, rid: int) -> Record | None:
@@ -401,7 +511,7 @@ class Spool:
             oldest = min((r.t_added for r in self._records.values()), default=None)
             return {
                 "records": len(self._records), "bytes": self.live_bytes,
-                "disk_bytes": sum(s.size for s in self._segments.values()), "segments": len(self._segments),
+                "disk_bytes": self.disk_bytes(), "segments": len(self._segments),
                 "quota_bytes": self.quota,
                 "oldest_unsent_age_s": 0.0 if oldest is None else round(time.monotonic() - oldest, 3),
                 "evictions": dict(self.evictions), "evicted_total": sum(self.evictions.values()),

@@ -8,14 +8,22 @@ Layout (big-endian; the full contract with field tables is docs/wire-format.md):
 
 Decoding never trusts a length: every size is checked against the bytes present and against limits
 (`Limits`) before anything is allocated or decompressed. Every failure is `WireError(reason)` with a
-short machine-readable `reason` the ingest counts by.
+short machine-readable `reason` the ingest counts by. JSON sections deeper than `Limits.max_json_depth`
+are refused (`json_too_deep`) before the parser could recurse.
+
+Signed chunks (wire v1.1): a chunk with `CHUNK_SIGNED` in its flags carries a message followed by a
+64-byte Ed25519 signature over `signed_bytes(message_id, message)` (message id, envelope header with
+the historical bit masked — it is set at send time — device id, session id; the header holds the body
+CRC). `chunks(..., signer=)` appends it; `split_signature` takes it off again at the receiver.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +59,11 @@ HEADER_SIZE = _HEADER.size
 CHUNK_HEADER_SIZE = _CHUNK.size
 _FLAGS_OFFSET = 6  # byte offset of the flags field in the envelope header
 
+# chunk flags
+CHUNK_SIGNED = 0x01  # the reassembled payload is message | 64-byte Ed25519 signature (wire v1.1)
+SIGNATURE_SIZE = 64
+_SIG_DOMAIN = b"crowdcap-sig/1\0"
+
 
 class WireError(ValueError):
     """A payload is not a valid crowdcap v1 message; `reason` is a short counter key."""
@@ -69,6 +82,7 @@ class Limits:
     max_pixels: int = 4096 * 4096
     max_points: int = 4_000_000
     max_json: int = 1024 * 1024
+    max_json_depth: int = 32
 
 
 DEFAULT_LIMITS = Limits()
@@ -102,16 +116,45 @@ class Message:
             return None
         if len(data) > limits.max_json:
             raise WireError("json_too_large", f"section {tag}: {len(data)} bytes")
-        try:
-            return json.loads(data)
+        try:  # the C parser refuses a hostile [[[[... at ~1000 levels (RecursionError) at once
+            obj = json.loads(data)
+        except RecursionError:
+            raise WireError("json_too_deep", f"section {tag}: nested deeper than {limits.max_json_depth}") from None
         except (ValueError, UnicodeDecodeError) as e:
-            raise WireError("bad_json", f"section {tag}: {e}") from None
+            raise WireError("bad_json", f"section {tag}: {str(e)[:200]}") from None
+        if data.count(b"[") + data.count(b"{") > limits.max_json_depth and \
+                json_depth(data, limits.max_json_depth) > limits.max_json_depth:
+            raise WireError("json_too_deep", f"section {tag}: nested deeper than {limits.max_json_depth}")
+        return obj
 
     def meta(self, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
         m = self.json_section(SEC_META, limits)
         if not isinstance(m, dict):
             raise WireError("bad_meta", "meta section missing or not an object")
         return m
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def json_depth(data: bytes, stop_above: int | None = None) -> int:
+    """The deepest nesting of [ and { in JSON text (strings skipped), measured without recursion, so a
+    hostile `[[[[...` is refused before the parser could overflow its stack. With `stop_above`, returns
+    as soon as the depth exceeds it (a hostile 400 KB section costs one block, not the whole scan)."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if len(brackets) <= 2 * DEFAULT_LIMITS.max_json_depth:
+        return len(brackets) // 2  # an upper bound, good enough below the limit
+    b = np.frombuffer(brackets, dtype=np.uint8)
+    depth = deepest = 0
+    for start in range(0, len(b), 8192):
+        block = b[start:start + 8192]
+        level = depth + np.cumsum(np.where((block == 0x5B) | (block == 0x7B), 1, -1), dtype=np.int64)
+        deepest = max(deepest, int(level.max()))
+        depth = int(level[-1])
+        if stop_above is not None and deepest > stop_above:
+            break
+    return deepest
 
 
 def crc32c(data: bytes | memoryview) -> int:
@@ -199,6 +242,11 @@ class Chunk:
     count: int
     total: int
     data: bytes
+    flags: int = 0
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.flags & CHUNK_SIGNED)
 
 
 def chunk_count(total: int, max_payload: int) -> int:
@@ -208,15 +256,44 @@ def chunk_count(total: int, max_payload: int) -> int:
     return max(1, math.ceil(total / per))
 
 
-def chunks(message: bytes, message_id: bytes, max_payload: int) -> list[bytes]:
-    """Split `message` into MQTT payloads of at most `max_payload` bytes, each with a chunk header."""
+def signed_bytes(message_id: bytes, message: bytes | memoryview) -> bytes:
+    """What a device signs: domain tag, message id, the envelope header (with the historical bit
+    masked: the sender sets it at send time) — which holds type, seq, time, lengths and the body
+    CRC — then device id and session id. The body is covered through its CRC32C."""
+    if len(message) < HEADER_SIZE:
+        raise WireError("truncated", f"{len(message)} bytes < header")
+    dlen, slen = message[26], message[27]
+    head = bytearray(message[:HEADER_SIZE + dlen + slen])
+    head[_FLAGS_OFFSET + 1] &= ~FLAG_HISTORICAL & 0xFF
+    return b"".join((_SIG_DOMAIN, message_id, head))
+
+
+def chunks(message: bytes, message_id: bytes, max_payload: int,
+           signer: Callable[[bytes], bytes] | None = None) -> list[bytes]:
+    """Split `message` into MQTT payloads of at most `max_payload` bytes, each with a chunk header.
+    With `signer` (data -> 64-byte Ed25519 signature) the message carries its signature (wire v1.1)."""
     if len(message_id) != 16:
         raise ValueError("message_id: expected 16 bytes")
+    flags = 0
+    if signer is not None:
+        sig = signer(signed_bytes(message_id, message))
+        if len(sig) != SIGNATURE_SIZE:
+            raise ValueError(f"signer: expected a {SIGNATURE_SIZE}-byte signature, got {len(sig)}")
+        message, flags = b"".join((message, sig)), CHUNK_SIGNED
     per = max_payload - CHUNK_HEADER_SIZE
     count = chunk_count(len(message), max_payload)
     view = memoryview(message)  # one copy per chunk (header + slice), not two
-    return [b"".join((_CHUNK.pack(CHUNK_MAGIC, VERSION, 0, 0, message_id, i, count, len(message)),
+    return [b"".join((_CHUNK.pack(CHUNK_MAGIC, VERSION, flags, 0, message_id, i, count, len(message)),
                       view[i * per:(i + 1) * per])) for i in range(count)]
+
+
+def split_signature(data: bytes, signed: bool) -> tuple[bytes, bytes | None]:
+    """(message, signature or None) of a reassembled payload whose chunks had `CHUNK_SIGNED` or not."""
+    if not signed:
+        return data, None
+    if len(data) < HEADER_SIZE + SIGNATURE_SIZE:
+        raise WireError("truncated", f"signed payload of {len(data)} bytes")
+    return data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
 
 
 def set_chunk0_flags(chunk0: bytes, flags: int) -> bytes:
@@ -231,18 +308,19 @@ def peek_chunk0_flags(chunk0: bytes) -> int:
     return struct.unpack_from(">H", chunk0, CHUNK_HEADER_SIZE + _FLAGS_OFFSET)[0]
 
 
-def single_chunk(message: bytes) -> bytes:
+def single_chunk(message: bytes, signer: Callable[[bytes], bytes] | None = None) -> bytes:
     """A small message as one MQTT payload (status, last will) under a fresh random message id."""
     import os
 
-    return chunks(message, os.urandom(16), len(message) + CHUNK_HEADER_SIZE)[0]
+    extra = SIGNATURE_SIZE if signer is not None else 0
+    return chunks(message, os.urandom(16), len(message) + extra + CHUNK_HEADER_SIZE, signer)[0]
 
 
 def parse_chunk(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Chunk:
     """The chunk header checked for sanity (count, index, total within limits and consistent)."""
     if len(payload) < CHUNK_HEADER_SIZE:
         raise WireError("truncated", f"chunk of {len(payload)} bytes")
-    magic, version, _flags, _res, mid, index, count, total = _CHUNK.unpack_from(payload)
+    magic, version, flags, _res, mid, index, count, total = _CHUNK.unpack_from(payload)
     if magic != CHUNK_MAGIC:
         raise WireError("bad_magic", "chunk")
     if version != VERSION:
@@ -256,7 +334,7 @@ def parse_chunk(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Chunk:
     data = payload[CHUNK_HEADER_SIZE:]
     if not data or len(data) > total or count > total:
         raise WireError("bad_chunk_size", f"{len(data)} bytes of {total}")
-    return Chunk(mid, index, count, total, data)
+    return Chunk(mid, index, count, total, data, flags)
 
 
 # ---- typed section helpers ---------------------------------------------------------------------

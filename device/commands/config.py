@@ -22,38 +22,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    cfg = config.load(args.file)
-    missing = missing_files(cfg)
-    if missing:  # the service would stop at start on each of these: say so now, all at once
-        raise config.ConfigError(f"{args.file}: " + "; ".join(missing))
+    """Every check `run` makes at start; all problems at once, one per line (exit 2), or 'ok'."""
+    import sys
+
+    from device.configcheck import check_file
+
+    problems = check_file(args.file)
+    if problems:  # the service would stop at start on each of these: say so now, all at once
+        print(f"crowdcap: error: {args.file}: {len(problems)} problem{'s' if len(problems) > 1 else ''}",
+              file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
     print(f"{args.file}: ok")
     return 0
 
 
 def missing_files(cfg: config.Config) -> list[str]:
-    """Files and folders the config names that are not there (relative paths: from the current
-    folder, as the service resolves them from its working directory)."""
-    from pathlib import Path
+    """Files and folders the config names that are not there (kept for callers; see device.configcheck)."""
+    from device.configcheck import missing_files as check
 
-    wanted: list[tuple[str, str, bool]] = [("redact.policy", cfg.redact.policy, False)]
-    wanted += [(f"redact.models[{i}]", card, False) for i, card in enumerate(cfg.redact.models)]
-    if cfg.capture.source.startswith("replay:"):
-        wanted.append(("capture.source", cfg.capture.source.removeprefix("replay:"), True))
-    wanted += [(f"uplink.{k}", getattr(cfg.uplink, k), False) for k in ("tls_ca", "tls_cert", "tls_key")]
-    out = []
-    for key, value, is_dir in wanted:
-        if not value:
-            continue
-        path = Path(value)
-        if is_dir and not path.is_dir():
-            out.append(f"{key}: {value}: no such folder")
-        elif not is_dir and not path.is_file():
-            out.append(f"{key}: {value}: no such file")
-    return out
+    return check(cfg)
 
 
 def run_show(args: argparse.Namespace) -> int:
-    print(json.dumps(config.show(config.load(args.file)), indent=2))
+    cfg = config.load(args.file)
+    shown = config.show(cfg)
+    if cfg.redact.enabled:  # floor ∪ fleet ∪ wearer, each rule with the layer it came from
+        from redact.layers import PolicyLayers, describe
+
+        shown["effective_policy"] = describe(PolicyLayers.from_config(cfg.redact).load())[0]
+    print(json.dumps(shown, indent=2))
     return 0
 
 

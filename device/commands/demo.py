@@ -27,18 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, broker=None, spool=None, drain_timeout=None)
 
 
-def _progress(service: Any, t_end: float, seconds: float) -> None:
+def _progress(progress: Any, service: Any, t_end: float, seconds: float) -> None:
     s = service.status()
-    red = s["details"].get("redact", {})
     up = s["details"].get("uplink", {})
     left = max(0.0, t_end - time.monotonic())
-    line = (f"\r[{seconds - left:5.1f}/{seconds:.0f}s] captured {s['frames_captured']:5d}  "
-            f"redacted {s['stages'].get('redact', {}).get('frames_out', 0):5d}  "
-            f"faces {red.get('regions_total', red.get('regions', 0))!s:>5}  "
-            f"withheld {sum(s['stages'].get('redact', {}).get('withheld', {}).values()):3d}  "
-            f"spooled {s['stages'].get('uplink', {}).get('frames_out', 0):5d}  "
-            f"records sent {up.get('sent', 0)!s:>5}  fps {s['stages']['capture']['fps']:5.1f}")
-    print(line, end="", file=sys.stderr, flush=True)
+    progress.update(seconds - left, captured=s["frames_captured"],
+                    redacted=s["stages"].get("redact", {}).get("frames_out", 0),
+                    withheld=sum(s["stages"].get("redact", {}).get("withheld", {}).values()),
+                    dropped=s["frames_dropped"], spooled=s["stages"].get("uplink", {}).get("frames_out", 0),
+                    sent=up.get("sent", 0), fps=s["stages"]["capture"]["fps"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,16 +70,21 @@ def run(args: argparse.Namespace) -> int:
     fps = cfg.capture.fps
     service = Service(cfg, max_frames=int(args.seconds * fps) + 1)
     service.install_signal_handlers()
+    from device.progress import Progress
+
     t0 = time.monotonic()
+    progress = Progress("demo", args.seconds)
     try:
         service.start()
         t_end = t0 + args.seconds
-        service.wait(until=t_end + 5.0, tick=lambda s: _progress(s, t_end, args.seconds))
+        service.wait(until=t_end + 5.0, tick=lambda s: _progress(progress, s, t_end, args.seconds))
         service.stop(timeout=5.0)
-        print("\ndelivering the rest of the spool…", file=sys.stderr)
+        progress.close(min(args.seconds, time.monotonic() - t0))
+        print("delivering the rest of the spool…", file=sys.stderr)
         delivered = service.drain(cfg.pipeline.drain_timeout)
         status = service.status()
     finally:
+        progress.close()
         service.close()
     wall = time.monotonic() - t0
     spooled = status["stages"].get("uplink", {}).get("frames_out", 0)
@@ -138,23 +140,26 @@ def _summary(status: dict[str, Any], ingest: dict[str, Any], wall: float, delive
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    from device.progress import words
+
     rows = [
         ("session", f"{s['device_id']}/{s['session_id']}"),
         ("frames captured", s["frames_captured"]),
         ("dropped before redaction", s["frames_dropped_before_redaction"]),
-        ("redacted / withheld", f"{s['frames_redacted']} / {s['frames_withheld']} {s['withheld_by_reason'] or ''}"),
-        ("faces redacted", s["faces_redacted"]),
+        ("redacted / withheld", f"{s['frames_redacted']} / {s['frames_withheld']}"
+                                + (f" ({words(s['withheld_by_reason'])})" if s["withheld_by_reason"] else "")),
+        ("faces redacted", words(s["faces_redacted"])),
         ("redactions per class", ", ".join(f"{k} {v}" for k, v in sorted(s["redactions_by_class"].items())) or "none"),
-        ("keyframes", s["keyframes"]),
+        ("keyframes", words(s["keyframes"])),
         ("spooled / ingested", f"{s['frames_spooled']} / {s['frames_ingested']} "
                                f"({s['duplicates_at_ingest']} duplicates dropped by the ingest)"),
         ("throughput", f"{s['fps']} frames/s over {s['seconds']} s"),
         ("latency capture→spool", f"p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms"),
         ("per stage p50/p99 ms", ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in s["stage_latency_ms"].items())),
-        ("all delivered", s["all_delivered"]),
+        ("all delivered", words(s["all_delivered"])),
         ("session folder", s["session_dir"]),
         ("report", s["report"]),
-        ("mesh", s["mesh"]),
+        ("mesh", s["mesh"] or "not made (--no-mesh, depth off, or nothing fused)"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n── crowdcap demo summary " + "─" * 40)

@@ -1,7 +1,10 @@
 """`crowdcap mesh SESSION_DIR -o out.glb`: fuse a recorded session (TUM layout) into a coloured mesh.
 
-Poses come from groundtruth.txt when present (our recordings and ingested sessions write it), else
-from our odometry. Keyframes are frames that moved enough since the last one; progress goes to stderr.
+Poses (--poses auto): groundtruth.txt (real ground truth) when present, else trajectory.txt (the
+device's estimates: our recordings and ingested sessions write it), else our odometry. Keyframes: the
+device's own (keyframes.txt) when the session has them and the poses are the device's, else frames that
+moved enough since the last one (the device's defaults: 0.1 m / 8°). A .glb is Y-up (docs/frames.md).
+Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("session", help="TUM-layout folder: rgb.txt, depth.txt, [groundtruth.txt], [camera.json]")
     p.add_argument("-o", "--output", required=True, help="output mesh: .glb, .ply or .obj")
-    p.add_argument("--poses", choices=["auto", "groundtruth", "odometry"], default="auto",
-                   help="where poses come from (auto: groundtruth.txt if present, else odometry)")
+    p.add_argument("--poses", choices=["auto", "groundtruth", "trajectory", "odometry"], default="auto",
+                   help="where poses come from (auto: groundtruth.txt, else trajectory.txt, else odometry)")
     p.add_argument("--voxel", type=float, default=0.02, help="TSDF voxel size in metres (default 0.02)")
-    p.add_argument("--depth-trunc", type=float, default=5.0, help="ignore depth beyond this (m, default 5)")
+    p.add_argument("--depth-trunc", type=float, default=8.0, help="ignore depth beyond this (m, default 8)")
     p.add_argument("--downscale", type=int, default=2, help="integrate at 1/N resolution (default 2)")
     p.add_argument("--max-frames", type=int, default=None, help="read at most this many frames")
-    p.add_argument("--keyframe-translation", type=float, default=0.05, help="m between keyframes (default 0.05)")
-    p.add_argument("--keyframe-rotation", type=float, default=5.0, help="degrees between keyframes (default 5)")
+    p.add_argument("--keyframes", choices=["auto", "device", "motion"], default="auto",
+                   help="auto: the device's (keyframes.txt) when present and poses are the device's; motion: "
+                        "chosen here by --keyframe-translation / --keyframe-rotation")
+    p.add_argument("--keyframe-translation", type=float, default=0.10, help="m between keyframes (default 0.1)")
+    p.add_argument("--keyframe-rotation", type=float, default=8.0, help="degrees between keyframes (default 8)")
     p.set_defaults(func=run)
 
 
@@ -46,9 +52,30 @@ def run(args: argparse.Namespace) -> int:
         src = open_session(args.session, args.max_frames)
     except ValueError as e:
         raise CliError(str(e)) from None
-    use_truth = args.poses == "groundtruth" or (args.poses == "auto" and src.groundtruth is not None)
-    if args.poses == "groundtruth" and src.groundtruth is None:
-        raise CliError(f"{args.session}: no groundtruth.txt (use --poses odometry)")
+    from capture import tum
+
+    session = Path(args.session)
+    source = args.poses
+    if source == "auto":
+        source = ("groundtruth" if src.groundtruth is not None
+                  else "trajectory" if (session / "trajectory.txt").is_file() else "odometry")
+    if source == "groundtruth" and src.groundtruth is None:
+        raise CliError(f"{args.session}: no groundtruth.txt (use --poses trajectory or odometry)")
+    if source == "trajectory" and not (session / "trajectory.txt").is_file():
+        raise CliError(f"{args.session}: no trajectory.txt (use --poses odometry)")
+    use_truth = source == "groundtruth"
+    stamped = None  # (timestamps, poses) read from a file
+    try:
+        if source == "trajectory":
+            stamped = tum.read_groundtruth(session / "trajectory.txt")
+        device_keys = None
+        kf_file = session / "keyframes.txt"
+        if args.keyframes == "device" and not kf_file.is_file():
+            raise CliError(f"{args.session}: no keyframes.txt (the device's keyframes); use --keyframes motion")
+        if args.keyframes == "device" or (args.keyframes == "auto" and kf_file.is_file() and source != "odometry"):
+            device_keys = tum.read_groundtruth(kf_file)[0]
+    except ValueError as e:
+        raise CliError(str(e)) from None
     odometry: Odometry | None = None
     keyframes, last, n_read, skipped = [], None, 0, 0
     t0 = time.monotonic()
@@ -59,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         while (f := src.read()) is not None:
             n_read += 1
-            if use_truth:
-                pose = f.attachments.get("truth", {}).get("pose")
+            if device_keys is not None and (len(device_keys) == 0 or np.min(np.abs(device_keys - f.t_utc))
+                                            > tum.ASSOCIATION_MAX_DT):
+                continue  # not one of the device's keyframes
+            if use_truth or stamped is not None:
+                pose = f.attachments.get("truth", {}).get("pose") if use_truth else _pose_at(stamped, f.t_utc)
                 if pose is None:
                     skipped += 1
                     continue
@@ -72,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                     skipped += 1
                     continue
                 pose = result.pose
-            if last is not None:
+            if last is not None and device_keys is None:
                 rel = invert(last) @ pose
                 if (np.linalg.norm(rel[:3, 3]) < args.keyframe_translation
                         and rotation_angle_deg(rel[:3, :3]) < args.keyframe_rotation):
@@ -86,10 +116,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     finally:
         src.close()
+    source_names = {"groundtruth": "groundtruth.txt", "trajectory": "trajectory.txt (device estimates)",
+                    "odometry": "our odometry"}
     if not keyframes:
         raise CliError(f"{args.session}: no posed frames to fuse ({n_read} read, {skipped} without a pose)")
     say(f"{n_read} frames read, {skipped} without a pose; fusing {len(keyframes)} keyframes "
-        f"(poses from {'groundtruth.txt' if use_truth else 'our odometry'})")
+        f"(poses from {source_names[source]}, keyframes "
+        f"{'of the device (keyframes.txt)' if device_keys is not None else 'chosen by motion'})")
     mesh = fuse_keyframes(keyframes, voxel_size=args.voxel, depth_trunc=args.depth_trunc,
                           progress=lambda k: say(f"integrated {k}/{len(keyframes)}") if k % 20 == 0 else None)
     try:
@@ -99,3 +132,16 @@ def run(args: argparse.Namespace) -> int:
     say(f"{args.output}: {len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles "
         f"in {time.monotonic() - t0:.1f} s")
     return 0
+
+
+def _pose_at(stamped, t: float):  # type: ignore[no-untyped-def]
+    """The pose stamped nearest `t` (within TUM's 20 ms association window), else None."""
+    import numpy as np
+
+    from capture.tum import ASSOCIATION_MAX_DT
+
+    stamps, poses = stamped
+    if len(stamps) == 0:
+        return None
+    j = int(np.argmin(np.abs(stamps - t)))
+    return poses[j] if abs(stamps[j] - t) <= ASSOCIATION_MAX_DT else None

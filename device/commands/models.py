@@ -1,9 +1,10 @@
 """`crowdcap models list|verify [CARD...]`: show or check redaction model cards.
 
 Without CARD, the shipped cards (faces, text detector and recogniser, persons; --config's [redact]
-models replace the shipped face card) are used. `verify`
-hashes each model file against its card and loads it: a wrong hash, a missing or corrupt file is
-an error naming the file (exit 2).
+models replace the shipped face card) are used. `verify` hashes each model file against its card, loads
+it and, for a detector with reference frames, runs it on them (it must find the known faces:
+`redact/proof.py`): a wrong hash, a missing or corrupt file, a model that sees nothing is an error
+naming the file (exit 2).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def _verify(card: object) -> str:
     from redact.cards import CardError
     from redact.detector import Detector
+    from redact.proof import prove
     from redact.runtime import ModelLoadError
 
     try:
@@ -83,8 +85,9 @@ def _verify(card: object) -> str:
             from redact.recognizer import TextRecognizer
 
             TextRecognizer(card, threads=1)  # type: ignore[arg-type]
-        else:
-            Detector(card, threads=1)  # type: ignore[arg-type]
+            return ""
+        det = Detector(card, threads=1)  # type: ignore[arg-type]
     except (CardError, ModelLoadError) as e:
         return str(e)
-    return ""
+    proof = prove(det)  # a model that loads but finds none of the reference faces is not ok
+    return "" if proof["ok"] else str(proof["detail"])

@@ -1,7 +1,10 @@
 """`crowdcap record --source ... --out DIR --seconds N`: record redacted frames in the TUM layout.
 
 Frames are written only after redaction (raw frames never touch disk), with poses from the depth
-stage when it runs, so the folder replays with `--source replay:DIR` and opens in any TUM tool.
+stage when it runs (trajectory.txt, keyframes.txt), each frame's redaction manifest (manifests.jsonl),
+so the folder replays with `--source replay:DIR` and opens in any TUM tool. A `--no-redact` recording
+is marked: an `UNREDACTED` file in the folder and a warning before and after. A replay at `--pace fast`
+is recorded whole (backpressure, no drops).
 """
 
 from __future__ import annotations
@@ -33,17 +36,35 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out}: folder is not empty (choose a new folder; recordings are never overwritten)")
     if not math.isfinite(args.seconds) or args.seconds <= 0:  # nan would record until killed
         raise CliError(f"--seconds: expected a positive number, got {args.seconds}")
+    from device.progress import Progress, words
+
     cfg = load_config(args)
+    loud = "WARNING: --no-redact: this recording is NOT redacted (raw images and depth); marked UNREDACTED"
+    if not cfg.redact.enabled:
+        print(loud, file=sys.stderr)
     service = Service(cfg, max_frames=args.max_frames, record_dir=out)
     service.install_signal_handlers()
+    t0 = time.monotonic()
+    progress = Progress("record", args.seconds)
+
+    def tick(s: Service) -> None:
+        snap = s.pipeline.snapshot()
+        progress.update(time.monotonic() - t0, captured=snap["frames_captured"],
+                        written=s.stages["record"].writer.frames,  # type: ignore[attr-defined]
+                        dropped=snap["frames_dropped"])
+
     try:
         service.start()
-        service.wait(until=time.monotonic() + args.seconds)
+        service.wait(until=t0 + args.seconds, tick=tick)
         service.stop(timeout=5.0)
         snap = service.pipeline.snapshot()
     finally:
+        progress.close(min(args.seconds, time.monotonic() - t0))
         service.close()
     written = service.stages["record"].writer.frames  # type: ignore[attr-defined]
-    print(f"recorded {written} frames to {out} (captured {snap['frames_captured']}, "
-          f"dropped {snap['frames_dropped']})", file=sys.stderr)
+    withheld = {k: v for k, v in snap.get("stages", {}).get("redact", {}).get("withheld", {}).items() if v}
+    print(f"recorded {written} frames to {out} (captured {snap['frames_captured']}, dropped before redaction "
+          f"{snap['frames_dropped']}, withheld {words(withheld)})", file=sys.stderr)
+    if not cfg.redact.enabled:
+        print(loud, file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
-"""`crowdcap redact INPUT... --out DIR [--policy FILE] [--json]`: redact files offline.
+"""`crowdcap redact INPUT... --out DIR [--policy FILE] [--json] [--config FILE] [--state-dir DIR]`: redact
+files offline. With --state-dir (or --config), the wearer's private objects and volumes apply too.
 
 INPUT is a colour image (jpg/png), a TUM-layout folder (rgb.txt + depth.txt), or an RGB-D pair
 `COLOR+DEPTH` (16-bit depth PNG). Outputs go to DIR (never in place): images keep their name,
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], metavar="CARD", help="model card TOML (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.add_argument("--config", default=None, help="config TOML: its [privacy] section and device.state_dir")
+    p.add_argument("--state-dir", default=None,
+                   help="device state folder: its private objects and volumes apply too (crowdcap privacy)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = RedactConfig(policy=args.policy, models=list(args.model), threads=args.threads, budget_ms=10000.0,
                        detect_width=4096, detect_height=4096, tile_width=0, tile_height=0,
                        text_width=4096, text_height=4096, text_every=1, person_every=1)
-    stage = build_stage(cfg)
+    stage = build_stage(cfg, private=_private_layer(args))
     if stage.load_error:
         raise CliError(stage.load_error)
     used: set[str] = set()
@@ -103,6 +107,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"{arg} -> {output}: {len(regions)} region(s) redacted in {ms} ms")
     stage.close()
     return 1 if failures else 0
+
+
+def _private_layer(args: argparse.Namespace) -> Any:
+    """The wearer's private objects/volumes from --state-dir (or the config's device.state_dir)."""
+    if args.config is None and args.state_dir is None:
+        return None
+    from device import config as config_mod
+    from redact.private.common import PrivateError
+    from redact.private.layer import PrivateLayer
+
+    cfg = config_mod.override(config_mod.load(args.config), **{"device.state_dir": args.state_dir})
+    if not cfg.privacy.enabled:
+        return None
+    try:
+        return PrivateLayer.load(cfg.device.state_dir, cfg.privacy)
+    except PrivateError as e:
+        raise CliError(str(e)) from None
 
 
 def _unique(stem: str, used: set[str]) -> str:
@@ -141,6 +162,8 @@ def _redact_still(stage: Any, path: Path, depth_path: Path | None, out: Path, na
     frame = RGBDFrame("cli", "redact", 0, t_mono, t_utc, color, depth, 1000.0, intr)
     stage.tracker.reset()  # unrelated stills: nothing carries over
     stage.forms.reset()
+    if stage.private is not None:
+        stage.private.reset()
     try:
         result = stage.apply(frame)
     except FrameWithheld as e:
@@ -167,6 +190,8 @@ def _redact_folder(stage: Any, path: Path, dest: Path) -> tuple[Path, list[Any],
         raise CliError(f"{dest}: exists and is not empty; choose another --out")
     stage.tracker.reset()
     stage.forms.reset()
+    if stage.private is not None:
+        stage.private.reset()
     writer = TumWriter(dest)
     regions: list[Any] = []
     withheld = 0

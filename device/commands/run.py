@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default=None, help="mqtt://HOST:PORT or mqtts://HOST:PORT (overrides uplink.broker)")
     p.add_argument("--spool", default=None, help="spool folder (overrides uplink.spool_dir)")
     p.add_argument("--max-frames", type=int, default=None,
-                   help="capture N frames, then exit 0 once all accepted frames are delivered")
+                   help="capture N frames, then exit 0 once the ingest has confirmed every accepted frame (3 if not within --drain-timeout)")
     p.add_argument("--drain-timeout", type=float, default=None,
                    help="seconds to wait for delivery before exiting non-zero (overrides pipeline.drain_timeout)")
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)  # touched once running (tests)
@@ -92,8 +92,10 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         elif args.max_frames is not None and not service.stop_requested:
             t0 = time.monotonic()
             if not service.drain(cfg.pipeline.drain_timeout):
-                print(f"crowdcap: error: not everything was delivered within {cfg.pipeline.drain_timeout:.0f} s "
-                      f"(it stays in the spool and is sent next time)", file=sys.stderr)
+                why = getattr(service.stages.get("uplink"), "undelivered", lambda: "")()
+                confirmed = "ingest-confirmed" if cfg.uplink.delivery == "ingest" else "delivered to the broker"
+                print(f"crowdcap: error: not everything was {confirmed} within {cfg.pipeline.drain_timeout:.0f} s"
+                      f"{': ' + why if why else ''} (it stays in the spool and is sent next time)", file=sys.stderr)
                 return 3
             log.info("delivered in %.1f s", time.monotonic() - t0)
     finally:
@@ -101,7 +103,24 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
             ops.close()
         service.close()
     # console `restart` / downlink `reboot-service`: a distinct exit code so systemd restarts the unit
-    return EXIT_RESTART if service.restart_requested else 0
+    if service.restart_requested:
+        return EXIT_RESTART
+    return _honest_exit(service, cfg)
+
+
+def _honest_exit(service: object, cfg: config_mod.Config) -> int:
+    """Non-zero, with the reason, when no frame was read or redaction withheld every one (device/exits.py)."""
+    from device.exits import verdict
+
+    pipeline = getattr(service, "pipeline", None)
+    if pipeline is None:
+        return 0
+    stage = getattr(service, "stages", {}).get("redact")
+    status = stage.status() if cfg.redact.enabled and hasattr(stage, "status") else None
+    code, why = verdict(pipeline.snapshot(), status, cfg.capture.source)
+    if code:
+        print(f"crowdcap: error: {why}", file=sys.stderr)
+    return code
 
 
 EXIT_RESTART = 75

@@ -23,9 +23,14 @@ class Event:
 
 
 class LineEditor:
-    def __init__(self, max_line: int = MAX_LINE, *, echo: bool = True) -> None:
+    def __init__(self, max_line: int = MAX_LINE, *, echo: bool = True,
+                 secret_prefixes: tuple[bytes, ...] = (b"login ",)) -> None:
         self.max_line = max_line
         self.echo = echo
+        # what follows one of these at the start of a line (a PIN) echoes as '*'; `masked` masks a
+        # whole line (the answer to a PIN prompt)
+        self.secret_prefixes = secret_prefixes
+        self.masked = False
         self._buf = bytearray()
         self._overflow = False
         self._escape = 0  # 0 = normal, 1 = saw ESC, 2 = inside CSI
@@ -80,8 +85,12 @@ class LineEditor:
                 self._overflow = True
                 self._buf.clear()
             else:
+                secret = self.masked or any(self._buf.lower().startswith(p) for p in self.secret_prefixes)
                 self._buf.append(b)
-                echo.append(b)
+                if not secret:
+                    echo.append(b)
+                elif (b & 0xC0) != 0x80:  # one '*' per character, not per UTF-8 byte
+                    echo += b"*"
         return events, bytes(echo) if self.echo else b""
 
     def _finish(self) -> Event:

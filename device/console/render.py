@@ -10,7 +10,8 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [summary_line(status)]
     for name, st in (status.get("stages") or {}).items():
         if isinstance(st, dict):
-            extra = "".join(f"  {k} {dict(st[k])}" for k in ("withheld", "errors") if st.get(k))
+            extra = "".join(f"  {k} " + ", ".join(f"{r.replace('_', ' ')} {n}" for r, n in dict(st[k]).items())
+                            for k in ("withheld", "errors") if st.get(k))
             lines.append(f"  {name:<10} {st.get('fps', 0):6.1f} fps  p99 {st.get('latency_ms_p99', 0):7.1f} ms"
                          f"  in {st.get('frames_in', 0)}  out {st.get('frames_out', 0)}"
                          f"  q {st.get('queue_depth', 0)}{extra}")
@@ -68,6 +69,11 @@ def summary_line(status: dict[str, Any]) -> str:
             parts.append("no broker (spool only)")
         else:
             parts.append("broker up" if uplink.get("connected") else "broker down")
+            if uplink.get("records_unconfirmed"):
+                parts.append(f"unconfirmed {uplink['records_unconfirmed']} "
+                             f"(oldest {uplink.get('oldest_unconfirmed_age_s') or 0:.0f} s)")
+            if uplink.get("last_error") and not uplink.get("connected"):
+                parts.append(f"link: {str(uplink['last_error'])[:80]}")
     health = status.get("health") or {}
     if health.get("temperature_c") is not None:
         parts.append(f"{health['temperature_c']:.0f}°C")

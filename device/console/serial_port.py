@@ -8,6 +8,7 @@ the console (writes time out and are dropped, counted in `dropped_writes`).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -83,7 +84,7 @@ class SerialConsole:
                 return
             try:
                 port.write(data)
-            except serial.SerialTimeoutException:
+            except (serial.SerialTimeoutException, queue.Full):  # queue.Full: pyserial's loop:// when full
                 self.dropped_writes += 1  # nobody is reading: drop rather than block
                 quiet_until = time.monotonic() + 2.0
 

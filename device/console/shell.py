@@ -1,4 +1,6 @@
-"""The console shell: bytes in (from a serial port or a test), text or one-line JSON replies out.
+"""The console shell: bytes in (from a serial port or a test), one-line JSON replies out (Tasmota's
+convention), or text: `--text` after a command, or `format text` for the rest of the session
+(`format json` back). `login` alone prompts for the PIN and echoes '*' (so does `login PIN`).
 
 It never raises on input and never blocks on a slow peer: the transport's write drops output it cannot
 send. A flood of lines is rate-limited (excess lines are dropped and the drop is reported once).
@@ -17,7 +19,8 @@ from device.console.lineeditor import MAX_LINE, LineEditor
 from device.control import Controller, Reply, Session
 
 _LINE_END = re.compile(rb"([\r\n\x00\x03])")
-BANNER = "crowdcap console: 'help' lists commands, --json after any command prints one JSON line"
+BANNER = ("crowdcap console: 'help' lists commands; replies are JSON lines: add --text to a command for text, "
+          "or 'format text' for the session")
 
 
 class Backend(Protocol):
@@ -52,6 +55,8 @@ class Shell:
         self.dropped_lines = 0
         self._unreported_drops = 0
         self.commands_run = 0
+        self.json_replies = True  # Tasmota: replies are JSON; `format text` / --text for people
+        self._pin_prompt = False
 
     def start(self) -> None:
         self._write(f"\r\n{BANNER}\r\n".encode())
@@ -95,15 +100,46 @@ class Shell:
         return True
 
     def _run_line(self, text: str) -> None:
+        if self._pin_prompt:  # the answer to `login`'s PIN prompt (echoed as '*')
+            self._pin_prompt = False
+            self.editor.masked = False
+            text = text.strip()
+            if not text:
+                self._emit_text("login cancelled")
+                return
+            self._execute(["login", text], self.json_replies)
+            return
         try:
             argv = shlex.split(text)
         except ValueError as e:
             self._emit_text(f"error: cannot parse line: {e}")
             return
-        as_json = "--json" in argv
-        argv = [a for a in argv if a != "--json"]
+        as_json = False if "--text" in argv else True if "--json" in argv else self.json_replies
+        argv = [a for a in argv if a not in ("--json", "--text")]
         if not argv:
             return
+        if argv[0].lower() == "format":
+            self._format(argv[1:], as_json)
+            return
+        if [a.lower() for a in argv] == ["login"]:
+            self._pin_prompt = True
+            self.editor.masked = True
+            self._write(b"PIN: ")
+            return
+        self._execute(argv, as_json)
+
+    def _format(self, args: list[str], as_json: bool) -> None:
+        if args and args[0].lower() in ("json", "text"):
+            self.json_replies = args[0].lower() == "json"
+        elif args:
+            self._emit_text('{"ok":false,"cmd":"format","error":"usage: format [json|text]"}' if as_json
+                            else "error: usage: format [json|text]")
+            return
+        mode = "json" if self.json_replies else "text"
+        self._emit_text(json.dumps({"ok": True, "cmd": "format", "format": mode}, separators=(",", ":"))
+                        if as_json else f"replies: {mode}")  # this line's own format (as asked)
+
+    def _execute(self, argv: list[str], as_json: bool) -> None:
         self.commands_run += 1
         try:
             reply = self.backend.execute(argv)
@@ -122,6 +158,8 @@ class Shell:
         self._write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace") + b"\r\n")
 
     def _prompt(self) -> None:
+        if self._pin_prompt:
+            return  # "PIN: " is the prompt
         self._write(b"crowdcap# " if self.logged_in else b"crowdcap> ")
 
 

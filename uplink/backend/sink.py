@@ -1,7 +1,7 @@
 """The ingest's exactly-once sink: one TUM-layout folder per device and session.
 
     OUT/<device>/<session>/rgb/<seq>.jpg  depth/<seq>.png (16-bit)  clouds/<seq>.ply
-                           rgb.txt depth.txt groundtruth.txt manifests.jsonl camera.json report.html
+                           rgb.txt depth.txt trajectory.txt keyframes.txt manifests.jsonl camera.json report.html
                            frames.jsonl   <- the commit log (one line per frame; the source of truth)
                            events.jsonl telemetry.jsonl   OUT/<device>/status.json (latest)
 
@@ -9,16 +9,19 @@ A frame is committed by one line appended to frames.jsonl, after its files are w
 (device, session, seq): a marker `.seen/f<seq>` is created with O_EXCL just before the commit line,
 so two workers sharing OUT never both commit a frame. At startup a torn last line is cut and markers
 without a commit line are removed (their frame is committed again when redelivered). The text files
-(rgb.txt, depth.txt, groundtruth.txt, manifests.jsonl) are regenerated from frames.jsonl, sorted by
-time, whenever the session is finalized.
+(rgb.txt, depth.txt, trajectory.txt, keyframes.txt, manifests.jsonl) are regenerated from frames.jsonl, sorted by
+time, whenever the session is finalized. Depth PNGs are at TUM's 5000 units/m (camera.json says so and
+is Open3D-readable); the device's poses are estimates, so they go to trajectory.txt, never groundtruth.txt.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,10 @@ import cv2
 import numpy as np
 
 from uplink import messages, wire
+from uplink.backend import takeback
 from uplink.wire import Message, WireError
+
+log = logging.getLogger("crowdcap.ingest.sink")
 
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -127,6 +133,8 @@ class Session:
         self.seen_clouds: set[int] = set()
         self.seen_json: dict[str, set[int]] = {letter: set() for letter, _ in _JSON_LOGS.values()}
         self.dirty = True
+        self.last_used = time.monotonic()
+        self.existed = (root / "frames.jsonl").exists()
         self._recover()
 
     def seen(self, kind: str) -> set[int]:
@@ -180,6 +188,7 @@ class Sink:
         self.counters: Counter[str] = Counter()
         self._sessions: dict[tuple[str, str], Session] = {}
         self._lock = threading.Lock()
+        self.opened_session: tuple[str, str, bool] | None = None  # the latest session opened (for a log line)
 
     def session(self, device_id: str, session_id: str) -> Session:
         key = (safe_ident(device_id), safe_ident(session_id))
@@ -187,11 +196,46 @@ class Sink:
             s = self._sessions.get(key)
             if s is None:
                 s = self._sessions[key] = Session(self.out / key[0] / key[1])
+                self.opened_session = (key[0], key[1], s.existed)
+            s.last_used = time.monotonic()
             return s
+
+    def take_opened(self) -> tuple[str, str, bool]:
+        with self._lock:
+            opened, self.opened_session = self.opened_session, None
+        return opened or ("", "", False)
 
     def sessions(self) -> list[Session]:
         with self._lock:
             return list(self._sessions.values())
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._sessions)
+
+    def evict_idle(self, idle: float, max_sessions: int) -> list[tuple[str, str]]:
+        """Finalize and forget sessions idle for `idle` seconds, and the least recently used beyond
+        `max_sessions` (20,000 devices must not mean 20,000 sessions in memory). A forgotten session
+        is reloaded from its folder (commit log, markers) if its device speaks again."""
+        now = time.monotonic()
+        with self._lock:
+            by_age = sorted(self._sessions.items(), key=lambda kv: kv[1].last_used)
+            over = max(0, len(by_age) - max_sessions)
+            # never one touched in the last few seconds: a worker may be between claim and commit
+            gone = [(k, s) for i, (k, s) in enumerate(by_age)
+                    if (now - s.last_used >= idle or i < over) and now - s.last_used >= 5.0]
+        out = []
+        for key, s in gone:
+            if s.dirty:
+                try:
+                    self.finalize(s)
+                except Exception:  # noqa: BLE001 - regenerated from frames.jsonl the next time
+                    pass
+            with self._lock:
+                if self._sessions.get(key) is s and time.monotonic() - s.last_used >= 5.0:
+                    del self._sessions[key]
+                    out.append(key)
+        return out
 
     def write(self, msg: Message, arrival: float, size: int) -> str:
         """Store one verified message; returns what happened ('frame', 'duplicate', ...).
@@ -225,17 +269,26 @@ class Sink:
         f = messages.decode_frame(msg)  # raises WireError before anything is written
         name = f"{msg.seq:08d}"
         _atomic_write(s.root / "rgb" / f"{name}.jpg", f.jpeg)
-        ok, png = cv2.imencode(".png", f.depth)
+        from capture.tum import TUM_DEPTH_SCALE, camera_doc, to_tum_depth
+
+        scale = f.meta.get("depth_scale")
+        if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale > 0:
+            raise WireError("bad_depth", f"depth_scale: expected a positive number, got {scale!r}")
+        ok, png = cv2.imencode(".png", to_tum_depth(f.depth, float(scale)))
         if not ok:
             raise WireError("bad_depth", "PNG encoding failed")
         _atomic_write(s.root / "depth" / f"{name}.png", png.tobytes())
         cam = s.root / "camera.json"
         if not cam.exists():
+            from capture.frame import Intrinsics
+
             intr = f.meta.get("intrinsics") or {}
-            _atomic_write(cam, json.dumps({
-                "width": f.width, "height": f.height, "fx": intr.get("fx"), "fy": intr.get("fy"),
-                "cx": intr.get("cx"), "cy": intr.get("cy"), "depth_scale": f.meta.get("depth_scale"),
-                "distortion": intr.get("distortion", [])}, indent=2).encode())
+            try:
+                camera = Intrinsics(f.width, f.height, float(intr["fx"]), float(intr["fy"]), float(intr["cx"]),
+                                    float(intr["cy"]), tuple(intr.get("distortion") or ()))
+            except (KeyError, TypeError, ValueError) as e:
+                raise WireError("bad_meta", f"intrinsics: {e}") from None
+            _atomic_write(cam, json.dumps(camera_doc(camera, TUM_DEPTH_SCALE), indent=2).encode())
         if not self._claim(s, "f", msg.seq):
             return "duplicate"
         t = msg.t_capture_ns / 1e9
@@ -251,6 +304,7 @@ class Sink:
             self._unclaim(s, "f", msg.seq)
             raise
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
         return "frame"
 
     def _cloud(self, msg: Message) -> str:
@@ -262,6 +316,7 @@ class Sink:
         if not self._claim(s, "c", msg.seq):
             return "duplicate"
         s.dirty = True
+        takeback.after_write(s.root, msg.seq, msg.t_capture_ns / 1e9)
         return "cloud"
 
     def _json(self, msg: Message, arrival: float) -> str:
@@ -283,6 +338,12 @@ class Sink:
         except BaseException:
             self._unclaim(s, letter, msg.seq)
             raise
+        if msg.type == wire.EVENT and isinstance(payload, dict) and payload.get("type") == "takeback":
+            try:  # the wearer took frames back: delete / re-redact them (uplink/backend/takeback.py)
+                takeback.apply(dev, payload)
+            except ValueError as e:
+                log.warning("take-back refused: %s", e)
+            s.dirty = True
         return msg.kind
 
     def finalize(self, session: Session, report: bool = True) -> None:
@@ -290,7 +351,9 @@ class Sink:
         frames = read_frames(session.root)
         lines = {"rgb.txt": ["# color images", "# timestamp filename"],
                  "depth.txt": ["# depth maps", "# timestamp filename"],
-                 "groundtruth.txt": ["# ground truth trajectory (from device poses)", "# timestamp tx ty tz qx qy qz qw"]}
+                 "trajectory.txt": ["# estimated trajectory (device odometry; not ground truth)",
+                                    "# timestamp tx ty tz qx qy qz qw"],
+                 "keyframes.txt": ["# the device's keyframes (estimated poses)", "# timestamp tx ty tz qx qy qz qw"]}
         manifests = []
         for fr in frames:
             lines["rgb.txt"].append(f"{fr['t']:.6f} {fr['rgb']}")
@@ -298,8 +361,10 @@ class Sink:
             p = _pose(fr.get("pose"))
             if p is not None:
                 q = quaternion(p[:3, :3])
-                lines["groundtruth.txt"].append(
-                    f"{fr['t']:.6f} {p[0, 3]:.6f} {p[1, 3]:.6f} {p[2, 3]:.6f} " + " ".join(f"{v:.6f}" for v in q))
+                line = f"{fr['t']:.6f} {p[0, 3]:.6f} {p[1, 3]:.6f} {p[2, 3]:.6f} " + " ".join(f"{v:.6f}" for v in q)
+                lines["trajectory.txt"].append(line)
+                if fr.get("keyframe"):
+                    lines["keyframes.txt"].append(line)
             manifests.append(json.dumps({"seq": fr["seq"], "t": fr["t"], "manifest": fr.get("manifest")},
                                         default=wire._json_default))
         for name, ls in lines.items():
@@ -339,4 +404,5 @@ def read_frames(root: Path) -> list[dict]:
         except ValueError:
             continue
     out.sort(key=lambda f: (f.get("t", 0), f.get("seq", 0)))
-    return out
+    gone = takeback.deleted(root)
+    return [f for f in out if f.get("seq") not in gone] if gone else out

@@ -1,0 +1,40 @@
+"""The `[privacy]` config section: how the wearer's own private objects, volumes and places are applied.
+
+What is private (the objects, volumes and zones themselves) lives in the device's state folder
+(`crowdcap privacy ...`), not in the config: these settings say how hard to look and how to fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from capture.config import setting
+
+
+@dataclass
+class PrivacyConfig:
+    enabled: bool = setting(True, help="apply the private objects, volumes and zones kept in device.state_dir")
+    object_features: Literal["sift", "orb"] = setting(
+        "sift", help="local features for private objects (sift: finds tilted/far views; orb: cheaper, misses more)")
+    object_scale: float = setting(1.0, min=0.25, max=1.0, help="frame scale for object matching (lower = faster, "
+                                  "misses small objects)")
+    object_min_inliers: int = setting(12, min=6, max=200, help="homography inliers needed to call a match")
+    object_action: Literal["fill", "blur", "pixelate"] = setting("fill", help="what a matched object becomes")
+    object_hold_frames: int = setting(5, min=0, max=300, help="frames a match is held (growing) after it was seen")
+    volume_action: Literal["fill", "blur", "pixelate"] = setting("fill", help="what a volume's content becomes")
+    volume_margin: float = setting(0.05, min=0.0, max=2.0, help="metres added to every side of a volume")
+    volume_margin_growth: float = setting(0.03, min=0.0, max=1.0,
+                                          help="metres added per frame while the pose is only predicted")
+    volume_hold_frames: int = setting(10, min=0, max=300,
+                                      help="frames a predicted pose is trusted (growing margin); then withheld")
+    volume_near_m: float = setting(4.0, min=0.0, max=1000.0,
+                                   help="withhold when the pose is lost within this distance of a volume")
+    unlocalised: Literal["resemblance", "withhold"] = setting(
+        "resemblance", help="before relocalising in a place with volumes: withhold frames that look like the "
+                            "place (resemblance) or every frame (withhold)")
+    zone_no_fix: Literal["strict", "ignore"] = setting(
+        "strict", help="GPS zones without a fix: strict = act as inside (the stricter side); ignore = outside")
+    wifi_command: str = setting("", help="command printing the visible Wi-Fi networks (nmcli -t -f SSID,BSSID "
+                                "dev wifi); empty = none")
+    wifi_file: str = setting("", help="file listing visible Wi-Fi networks as SSID,BSSID lines; empty = none")
