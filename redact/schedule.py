@@ -145,6 +145,7 @@ class FormSchedule:
         self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
         self._pass_texts: dict[int, str] = {}
+        self._lines_read = 0  # text lines the recogniser read (each once while it stays in view)
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
         self._ms: Counter[str] = Counter()
@@ -337,6 +338,7 @@ class FormSchedule:
                     raise
                 read = []
                 self._deferred["rec"] += 1
+            self._lines_read += len(read)
             for i, (s, conf) in zip(todo, read, strict=False):
                 out[i] = s if conf >= rec.threshold else ""
         self._pass_texts.update(out)  # kept for the next pass (memory only; never logged or sent)
@@ -349,6 +351,6 @@ class FormSchedule:
             return {"regions_by_class": dict(self._by_class), "forms": {
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
-                "passes": dict(self._passes), "deferred": dict(self._deferred),
+                "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
                 "models": self.models.ids(), "load_error": self.error}}
