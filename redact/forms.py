@@ -72,7 +72,9 @@ PLATE_PATTERN = (
     r"|[0-9A-Z]{1,3}-[0-9A-Z]{2,3}-[0-9A-Z]{1,2}"
     r"|(?=[^A-Z]*[A-Z])(?=[^0-9]*[0-9])[A-Z0-9]{2,4}[- ]?[A-Z0-9]{3,4})$")
 BUILTIN_FORMS = {
-    "plate": Form(name="plate", source="text", match=re.compile(PLATE_PATTERN), aspect=(1.5, 8.0), cls="plate"),
+    # Case-blind: recognisers confuse case on worn or partly hidden plates ("Mab1" for "MAB1...").
+    "plate": Form(name="plate", source="text", match=re.compile(PLATE_PATTERN, re.IGNORECASE), aspect=(1.5, 8.0),
+                  cls="plate"),
 }
 
 
