@@ -13,10 +13,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "read_toml", "setting"]
+__all__ = ["ConfigError", "InputError", "read_toml", "setting"]
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Something the user gave (a file, a field, a line, a flag) is wrong; the message names it.
+
+    The CLI prints these as errors (exit 2) and every other ValueError as an internal error (a bug):
+    each reader's own error class (TOML config, TUM layout, wire bytes, tags, forms, ...) derives
+    from this one."""
+
+
+class ConfigError(InputError):
     """A config value is wrong; the message starts with the dotted key."""
 
 

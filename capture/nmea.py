@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from capture.configcore import InputError
 from capture.frame import RGBDFrame
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class GpsFix:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-class NmeaError(ValueError):
+class NmeaError(InputError):
     """Why one sentence was refused (counted by the parser, never raised out of `feed`)."""
 
     def __init__(self, reason: str) -> None:

@@ -25,13 +25,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from capture.configcore import InputError
 from capture.frame import TUM_DEFAULT_DEPTH_SCALE, TUM_DEFAULT_INTRINSICS, Intrinsics, RGBDFrame
 
 ASSOCIATION_MAX_DT = 0.02  # seconds: TUM's own associate.py default
 TUM_DEPTH_SCALE = 5000.0  # units per metre in TUM RGB-D depth PNGs (and in everything we write)
 
 
-class LayoutError(ValueError):
+class LayoutError(InputError):
     """A TUM-layout folder or camera.json is unusable; the message names the file."""
 
 

@@ -129,15 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_input_error(e: ValueError) -> bool:
     """Errors our readers raise about the user's input (each names the file, field or line)."""
-    from capture.tum import LayoutError
+    from capture.configcore import InputError
 
-    if isinstance(e, LayoutError):
-        return True
-    try:
-        from uplink.wire import WireError
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(e, WireError)
+    return isinstance(e, InputError)
 
 
 def _silence_stdout() -> None:

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from capture.configcore import InputError
+
 DETECTORS = ("text", "person", "screen")
 INSIDE_GROW = 0.1  # a box is inside a container when its centre is in the container grown by 10 %
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -78,7 +80,7 @@ BUILTIN_FORMS = {
 }
 
 
-class FormError(ValueError):
+class FormError(InputError):
     """An invalid [[forms]] entry; the message names the form and field."""
 
 

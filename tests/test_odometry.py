@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -24,11 +22,9 @@ def frames():  # type: ignore[no-untyped-def]
 
 def test_synthetic_trajectory_within_2cm(frames) -> None:  # type: ignore[no-untyped-def]
     odo = Odometry(frames[0].intrinsics, frames[0].depth_scale, initial_pose=frames[0].attachments["truth"]["pose"])
-    est, times = [], []
+    est = []
     for f in frames:
-        t = time.perf_counter()
         r = odo.track(f.color, f.depth)
-        times.append(time.perf_counter() - t)
         assert r.ok, (f.seq, r.reason)
         est.append(r.pose)
     truth = np.array([f.attachments["truth"]["pose"] for f in frames])
@@ -37,7 +33,7 @@ def test_synthetic_trajectory_within_2cm(frames) -> None:  # type: ignore[no-unt
     assert np.linalg.norm(est[-1][:3, 3] - truth[-1][:3, 3]) < 0.05
     assert rpe(np.array(est), truth)["trans_rmse_m"] < 0.01
     assert 2 <= odo.status()["keyframes"] < len(frames) / 3
-    assert np.median(times) < 0.015  # the budget is 15 ms per frame; generous for a loaded CI box
+    # Speed (≤ 15 ms/frame) is measured by `python -m bench depth`, never asserted here.
 
 
 def test_wrong_motion_model_is_detected(frames) -> None:  # type: ignore[no-untyped-def]

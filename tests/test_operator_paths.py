@@ -283,7 +283,10 @@ def test_config_check_reports_the_files_the_service_would_miss(tmp_path, capsys)
     policy.write_text("")
     (tmp_path / "card.toml").write_text("")
     (tmp_path / "rec").mkdir()
-    assert main(["config", "check", str(p)]) == 0  # existence only: their contents are checked at start
+    # the files exist now; their contents are checked too (an empty model card is not a card)
+    assert main(["config", "check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "redact.models[0]:" in err and "no such file" not in err
 
 
 @pytest.mark.parametrize("argv", [["run", "--debug"], ["run", "--log-level", "INFO"],

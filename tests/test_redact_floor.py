@@ -49,7 +49,7 @@ def test_policy_file_cannot_weaken_the_floor(tmp_path: Path, case: str) -> None:
         assert str(path) in str(e.value) and "floor rule face" in str(e.value)
     else:
         stage = redact.build_stage(RedactConfig(policy=str(path)))
-        assert [(r.cls, s) for r, s in zip(stage.policy.rules, stage.policy.sources, strict=True)] == [("face", "floor")]
+        assert [(r.cls, s) for r, s in zip(stage.policy.rules, stage.policy.sources, strict=True)] == [("face", "floor"), ("plate", "built-in")]
         r = count_leaks(stage, N)
         assert r["faces"] > 10 and r["leaks"] == 0 and r["depth_leaks"] == 0, r
 
@@ -81,10 +81,10 @@ def test_layers_union_and_sources(tmp_path: Path) -> None:
     rules = {r.cls: (r, s) for r, s in zip(p.rules, p.sources, strict=True)}
     face, src = rules["face"]
     assert (face.action, face.margin, face.applies_to, src) == ("fill", 0.6, "both", "floor+fleet+wearer")
-    assert rules["plate"][0].applies_to == "both" and rules["plate"][1] == "fleet+wearer"  # nobody removes the other's
+    assert rules["plate"][0].applies_to == "both" and rules["plate"][1] == "built-in+fleet+wearer"  # nobody removes the other's
     assert rules["text"][1] == "wearer"
     assert p.version == "home-2" and p.on_fault == "obscure"
-    assert dict(p.layers) == {"built-in": "default-1", "fleet": "fleet-3", "wearer": "home-2"}
+    assert dict(p.layers) == {"built-in": "default-2", "fleet": "fleet-3", "wearer": "home-2"}
     assert p.to_dict()["rules"][0]["source"] == "floor+fleet+wearer"
     # A weaker wearer rule than the fleet's is merged stricter, and a below-floor one is an error.
     with pytest.raises(PolicyError, match=r"rules\[0\]\.action: 'pixelate'"):
@@ -173,6 +173,6 @@ def test_config_show_lists_the_effective_policy_with_sources(tmp_path: Path, cap
     assert main(["config", "show", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     shown = json.loads(out[out.index("{"):])["effective_policy"]
-    assert shown["layers"] == {"built-in": "default-1", "fleet": "fleet-9", "wearer": "home-2"}
-    assert {r["class"]: r["source"] for r in shown["rules"]} == {"face": "floor+wearer", "text": "fleet", "plate": "wearer"}
+    assert shown["layers"] == {"built-in": "default-2", "fleet": "fleet-9", "wearer": "home-2"}
+    assert {r["class"]: r["source"] for r in shown["rules"]} == {"face": "floor+wearer", "text": "fleet", "plate": "built-in+wearer"}
     assert shown["floor"] == "enforced" and shown["rules"][0]["margin"] == 0.5

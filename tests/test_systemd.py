@@ -105,7 +105,9 @@ def test_exec_start_parses_with_the_real_cli(unit, overrides):
         raise AssertionError(f"{unit}: ExecStart {argv[1:]} is rejected by crowdcap's parser") from e
     assert callable(getattr(args, "func", None)), argv
     if unit == "crowdcap-ingest.service":
-        assert args.broker.startswith("mqtt") and args.out.startswith("/var/lib/crowdcap-ingest/")
+        brokers = args.broker if isinstance(args.broker, list) else [args.broker]
+        assert brokers and all(b.startswith("mqtt") for b in brokers)
+        assert args.out.startswith("/var/lib/crowdcap-ingest/")
 
 
 def test_device_unit_keeps_cameras_and_serial_ports_reachable():

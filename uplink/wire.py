@@ -30,6 +30,8 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
+from capture.configcore import InputError
+
 MAGIC = b"CCAP"
 CHUNK_MAGIC = b"CCCH"
 VERSION = 1
@@ -65,7 +67,7 @@ SIGNATURE_SIZE = 64
 _SIG_DOMAIN = b"crowdcap-sig/1\0"
 
 
-class WireError(ValueError):
+class WireError(InputError):
     """A payload is not a valid crowdcap v1 message; `reason` is a short counter key."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

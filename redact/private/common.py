@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from capture.configcore import InputError
 from redact.actions import ACTIONS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -23,7 +24,7 @@ ACTIONS_PRIVATE = ("fill", "blur", "pixelate")
 APPLIES_TO = ("color", "depth", "both")
 
 
-class PrivateError(ValueError):
+class PrivateError(InputError):
     """Bad input for a private object, volume or zone; the message names the thing and the field."""
 
 

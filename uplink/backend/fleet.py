@@ -33,13 +33,14 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from capture.configcore import InputError
 from device.downlink import COMMANDS, sign_command
 
 MAX_TTL_S = 3600.0
 _DEVICE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class FleetError(ValueError):
+class FleetError(InputError):
     """A user-facing error (bad key file, bad update, bad device id)."""
 
 

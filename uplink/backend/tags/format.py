@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from capture.configcore import InputError
+
 LABELS = ("private", "not_private")
 BUILTIN_CLASSES = ("face", "person", "plate", "text", "screen")
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -29,7 +31,7 @@ MAX_LINE = 64 * 1024
 MAX_ERRORS_SHOWN = 20
 
 
-class TagError(ValueError):
+class TagError(InputError):
     """A tags file that cannot be used; the message names the file, line and field."""
 
 
