@@ -109,17 +109,17 @@ def text_objects() -> list[Quad]:
         tex, labels = made[0], made[1]
         out.append(LabeledQuad(np.array(o, float), np.array(r, float), np.array(d, float), tex, face, labels=labels))
 
-    sign = _sign("EXIT", (40, 140, 40), (255, 255, 255))
-    add([-1.4, -1.05, 6.98], [0.7, 0, 0], [0, 0.7 * sign[0].shape[0] / sign[0].shape[1], 0], sign)
+    sign = _sign("EXIT 12", (40, 140, 40), (255, 255, 255))
+    add([-0.9, -1.05, 6.98], [0.9, 0, 0], [0, 0.9 * sign[0].shape[0] / sign[0].shape[1], 0], sign)
     sign2 = _sign("Room 204", (240, 240, 235), (20, 20, 80))
     add([2.98, -0.7, 3.6], [0, 0, 0.8], [0, 0.8 * sign2[0].shape[0] / sign2[0].shape[1], 0], sign2)
     # A document on a desk, leaning back 40° towards the ceiling, low at the left.
     tilt = np.deg2rad(40)
     add([-1.2, 0.55, 2.2], [0.5, 0, 0], [0, 0.66 * np.cos(tilt), 0.66 * np.sin(tilt)], _document())
-    # A monitor on a high shelf, showing mail.
-    add([0.25, -0.95, 3.5], [0.7, 0, 0], [0, 0.44, 0], _screen())
+    # A monitor on a high shelf at the right, showing mail.
+    add([0.8, -0.95, 3.5], [0.75, 0, 0], [0, 0.47, 0], _screen())
     runner, labels, face = _runner()
-    add([-0.1, 0.15, 2.0], [0.75, 0, 0], [0, 0.75, 0], (runner, labels), face)
+    add([0.15, 0.12, 2.5], [0.65, 0, 0], [0, 0.65, 0], (runner, labels), face)
     # A car's rear (a plain panel) with an EU plate, and a US plate on the front of the left floor box.
     body = np.full((60, 80, 3), (40, 40, 120), np.uint8)
     add([-0.9, 0.9, 3.5], [0.8, 0, 0], [0, 0.6, 0], (body, []))
