@@ -27,7 +27,8 @@ def _open_camera(spec: str, width: int, height: int, fps: float, pace: str, seed
     if kind == "synthetic":
         from capture.synthetic import SyntheticSource
 
-        return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames)
+        # synthetic:private adds the wearer's private things (a registered photo) to the room (the demo)
+        return SyntheticSource(width, height, fps, seed, pace, device_id, session_id, n_frames, props=arg == "private")
     if kind == "replay":
         if not arg:
             raise ValueError("source: replay needs a folder: replay:DIR")

@@ -4,7 +4,7 @@
 scikit-image: nothing is downloaded). `object_view(background, texture, rng)` renders the object as
 a planar picture at a new 3D pose, distance and lighting onto a frame, with its ground-truth outline:
 the held-out views `bench privacy` and the tests score matching on. `add_props(quads)` puts a
-registered "family photo" on the synthetic room's left wall for the demo walk.
+registered "family photo" on the synthetic room's back wall for the demo walk.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def object_view(background: np.ndarray, texture: np.ndarray, rng: np.random.Gene
 
 
 def add_props(quads: list, quad_type: type) -> None:
-    """A framed family photo (registered as `family-photo` in the demo) on the room's left wall."""
+    """A framed family photo (registered as `family-photo` in the demo) on the room's back wall, right
+    of centre and above the people's heads, so it occludes nobody."""
     tex = exemplar("family-photo")
-    # left wall is x = -3.0, facing +x; 0.9 m wide picture at eye height, ~3.2 m ahead
-    width = 0.9
+    width = 1.2
     height = width * tex.shape[0] / tex.shape[1]
-    quads.append(quad_type(np.array([-2.99, -0.55, 2.6]), np.array([0, 0, width]), np.array([0, height, 0]), tex))
+    quads.append(quad_type(np.array([0.7, -1.0, 6.98]), np.array([width, 0, 0]), np.array([0, height, 0]), tex))

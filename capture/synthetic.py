@@ -42,7 +42,8 @@ class SyntheticSource:
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  pace: str = "realtime", device_id: str = "synthetic", session_id: str = "s0",
-                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, text_objects: bool = True) -> None:
+                 n_frames: int | None = None, noise: bool = True, cycle: int = 0, props: bool = False,
+                 text_objects: bool = True) -> None:
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace: expected 'realtime' or 'fast', got {pace!r}")
         if fps <= 0:
@@ -58,6 +59,7 @@ class SyntheticSource:
         self.n_frames = n_frames
         self.noise = noise
         self.cycle = cycle
+        self.props = props  # the wearer's private things in the room (capture/scene_private.py): the demo walk
         self.text_objects = text_objects  # signs, document, screen, bib, plates (capture/scene_text.py)
         self._renderer: Renderer | None = None
         self._index = 0
@@ -70,7 +72,13 @@ class SyntheticSource:
 
     def open(self) -> None:
         if self._renderer is None:
-            self._renderer = Renderer(build_scene(self.seed, self.text_objects), self.intrinsics)
+            quads = build_scene(self.seed, self.text_objects)
+            if self.props:
+                from capture.scene import Quad
+                from capture.scene_private import add_props
+
+                add_props(quads, Quad)
+            self._renderer = Renderer(quads, self.intrinsics)
         self._t0 = time.monotonic()
 
     def close(self) -> None:

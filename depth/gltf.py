@@ -25,10 +25,12 @@ OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0])  # 180° about X: y down / z ahead �
 
 
 def write_glb(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-              normals: np.ndarray | None = None, *, axes: str = "opencv") -> None:
+              normals: np.ndarray | None = None, *, axes: str = "opencv", uvs: np.ndarray | None = None,
+              texture_png: bytes | None = None) -> None:
     """vertices N×3 (m), triangles M×3 indices, colors N×3 in [0, 1] float or uint8, normals N×3.
 
-    axes: "opencv" (our world frame; converted to glTF's Y-up) or "gltf" (written as given)."""
+    axes: "opencv" (our world frame; converted to glTF's Y-up) or "gltf" (written as given).
+    uvs N×2 (glTF convention: origin top-left) with texture_png: a base-colour texture, embedded."""
     if axes not in ("opencv", "gltf"):
         raise ValueError(f"glb: axes: expected 'opencv' or 'gltf', got {axes!r}")
     if axes == "opencv":
@@ -65,14 +67,31 @@ def write_glb(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, col
         c8 = c if c.dtype == np.uint8 else np.clip(np.rint(c * 255), 0, 255).astype(np.uint8)
         rgba = np.concatenate((c8, np.full((len(v), 1), 255, np.uint8)), axis=1)
         attributes["COLOR_0"] = add(rgba, _UBYTE, "VEC4", _ARRAY_BUFFER, len(v), normalized=True)
+    primitive: dict = {"attributes": attributes, "indices": indices, "mode": 4}
+    extra: dict = {}
+    if uvs is not None and texture_png is not None:
+        uv = np.ascontiguousarray(uvs, dtype="<f4")
+        if uv.shape != (len(v), 2):
+            raise ValueError(f"glb: expected {len(v)}×2 uvs, got {uv.shape}")
+        attributes["TEXCOORD_0"] = add(uv, _FLOAT, "VEC2", _ARRAY_BUFFER, len(v))
+        while len(blob) % 4:
+            blob.append(0)
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(texture_png)})
+        blob.extend(texture_png)
+        primitive["material"] = 0
+        extra = {"images": [{"bufferView": len(views) - 1, "mimeType": "image/png"}],
+                 "samplers": [{"magFilter": 9729, "minFilter": 9729, "wrapS": 33071, "wrapT": 33071}],
+                 "textures": [{"source": 0, "sampler": 0}],
+                 "materials": [{"name": "keyframes (redacted)", "doubleSided": True, "pbrMetallicRoughness": {
+                     "baseColorTexture": {"index": 0}, "metallicFactor": 0.0, "roughnessFactor": 1.0}}]}
     while len(blob) % 4:
         blob.append(0)
     doc = {
         "asset": {"version": "2.0", "generator": "crowdcap depth.gltf",
                   "extras": {"frame": "world: first camera, turned to glTF axes (Y up, metres); docs/frames.md"}},
         "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-        "meshes": [{"primitives": [{"attributes": attributes, "indices": indices, "mode": 4}]}],
-        "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors,
+        "meshes": [{"primitives": [primitive]}],
+        "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors, **extra,
     }
     js = json.dumps(doc, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 4)

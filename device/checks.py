@@ -88,7 +88,7 @@ def pem(ucfg: Any) -> list[str]:
                 raise ValueError("no certificate")
         except TypeError:
             out.append(f"uplink.{key}: {path}: the private key is encrypted; the service cannot use it unattended")
-        except ValueError as e:
-            what = "an unencrypted PEM private key" if key == "tls_key" else "PEM certificate(s)"
-            out.append(f"uplink.{key}: {path}: expected {what} ({str(e).splitlines()[0][:120]})")
+        except ValueError:
+            what = "an unencrypted PEM private key" if key == "tls_key" else "a PEM certificate"
+            out.append(f"uplink.{key}: {path}: not {what}")
     return out

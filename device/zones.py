@@ -2,7 +2,7 @@
 
 `ZoneGate(source, state_dir, cfg)` wraps the source the pipeline reads. Before each read the pipeline
 asks `hold()`: inside a `pause` zone it is True and the camera is not read at all (the session marks
-a gap: counted in status, with its zone's name hash and length). Inside a `withhold` zone frames are
+a gap: counted in status, with its zone's name hash and length, and sent as a `zone_gap` event). Inside a `withhold` zone frames are
 read and tagged; the redaction stage drops them (`zone_withheld`). GPS comes from the source's NMEA
 receiver (polled here too, so a paused device still notices it left), Wi-Fi from the
 `capture.wifi` seam, time from the clock. No fix + `privacy.zone_no_fix = "strict"`: inside.
@@ -45,6 +45,7 @@ class ZoneGate:
         self.gaps: list[dict[str, Any]] = []
         self.counters = {"gaps": 0, "paused_checks": 0, "frames_withheld_tagged": 0}
         self._withhold: list[str] = []
+        self.publish: Any = None  # the uplink's publish(kind, payload): each gap is told to the backend
         self._reload()
 
     # -- Source protocol -------------------------------------------------------------------------
@@ -55,6 +56,10 @@ class ZoneGate:
     @property
     def depth_scale(self) -> float:
         return self.source.depth_scale
+
+    @property
+    def offline(self) -> bool:  # a replay at pace fast: the pipeline waits for room instead of dropping
+        return bool(getattr(self.source, "offline", False))
 
     @property
     def fps(self) -> float:
@@ -134,9 +139,15 @@ class ZoneGate:
     def _resume(self) -> None:
         if self._paused_by is not None:
             self.counters["gaps"] += 1
-            self.gaps.append({"zone": self._paused_by, "start": round(self._gap_start, 3),
-                              "seconds": round(time.time() - self._gap_start, 3)})
+            gap = {"zone": self._paused_by, "start": round(self._gap_start, 3),
+                   "seconds": round(time.time() - self._gap_start, 3)}
+            self.gaps.append(gap)
             del self.gaps[:-20]
+            if self.publish is not None:  # the session marks the gap (an event, spooled and confirmed)
+                try:
+                    self.publish("event", {"type": "zone_gap", **gap})
+                except Exception as e:  # noqa: BLE001 - the gap is still counted in status
+                    log.warning("zone gap not published: %s", e)
             log.info("capture resumed after %.1f s in private zone %s", time.time() - self._gap_start,
                      self._paused_by)
             self._paused_by = None
@@ -157,4 +168,6 @@ def attach_zones(source: Any, state_dir: Path, cfg: PrivacyConfig, stages: list[
         layer = getattr(stage, "private", None)
         if layer is not None:
             layer.zone_status = gate.zone_status
+        if getattr(stage, "name", "") == "uplink" and callable(getattr(stage, "publish", None)):
+            gate.publish = stage.publish
     return gate

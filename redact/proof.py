@@ -5,8 +5,8 @@ changed, a fault that starts after some frames). Shape checks cannot catch that;
 known face can.
 
 * `prove(detector)` — at start, before the first frame is accepted: the detector must find every
-  known object of each of its classes that has reference frames (`redact.reference`), at its card's
-  own threshold. A detector that fails is not loaded (every frame is withheld `no_model`, status
+  known object of each of its classes that has reference frames (`redact.reference`), and its
+  canary patch, at its card's own threshold. A detector that fails is not loaded (every frame is withheld `no_model`, status
   says why). A class that must be proven (`MUST_PROVE`: faces) without reference frames fails too;
   other classes without references are loaded and listed as `unproven` in status.
 * `Canary` — while running: every `redact.canary_every` frames (default: every frame; ~1.5 ms for
@@ -71,6 +71,9 @@ def prove(det: Detector) -> dict[str, Any]:
                 found[cls] = f"{total - missed}/{total}"
                 if missed:
                     failures.append(f"found {total - missed} of {total} known {cls}s in the reference frames")
+                patch = reference.canary(cls)  # it must pass the canary too (and its shape is warmed up)
+                if not missed and patch is not None and _misses(det, patch, dl.options):
+                    failures.append(f"does not find the {cls} canary patch")
     except Exception as e:  # a model that raises, times out or returns garbage has not proven anything
         failures.append(f"failed on the reference frames ({type(e).__name__}: {e})")
     ms = round((time.perf_counter() - t0) * 1000.0, 1)

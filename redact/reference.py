@@ -8,7 +8,9 @@ through the detector on a schedule while it works:
              canary=lambda: Reference("text", "canary", patch, ((...),)))
 
 Faces ship here: scikit-image's public-domain `astronaut` photo (a real face; nothing is downloaded)
-at three sizes (faces ~30, ~60 and ~115 px high) on a textured background, and a 96×96 canary patch.
+at three sizes (faces ~30, ~60 and ~115 px high) on a textured background, and a 96×96 canary patch;
+persons: the same photo's head and shoulders; text: two rendered signs (no canary for these two: the
+forms' schedule runs them every few frames and proves them at load).
 Images are BGR uint8; boxes are in image pixels. Frames are built once per process.
 """
 
@@ -129,6 +131,31 @@ def face_canary() -> Reference:
 
 
 register("face", face_frames, face_canary)
+
+
+def person_frames() -> list[Reference]:
+    """The astronaut's head and shoulders (a real photo) as a person, at one size."""
+    canvas = _background(448, 256, seed=21)
+    canvas[16:240, 20:216] = cv2.resize(_head(), (196, 224), interpolation=cv2.INTER_AREA)
+    return [Reference("person", "astronaut-person", canvas, ((20.0, 16.0, 216.0, 240.0),))]
+
+
+def text_frames() -> list[Reference]:
+    """Two signs: dark lines on light boards, two fonts and sizes."""
+    canvas = _background(448, 256, seed=22)
+    boxes = []
+    for (x0, y0, x1, y1), text, font, scale, org in (
+            ((20, 30, 300, 90), "EXIT 42", cv2.FONT_HERSHEY_SIMPLEX, 1.5, (30, 78)),
+            ((60, 150, 420, 230), "Main Street 7", cv2.FONT_HERSHEY_DUPLEX, 1.2, (70, 205))):
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (245, 245, 245), -1)
+        cv2.putText(canvas, text, org, font, scale, (15, 15, 15), 3 if scale > 1.3 else 2)
+        (w, h), base = cv2.getTextSize(text, font, scale, 3 if scale > 1.3 else 2)
+        boxes.append((float(org[0]), float(org[1] - h), float(org[0] + w), float(org[1] + base)))
+    return [Reference("text", "signs", canvas, tuple(boxes))]
+
+
+register("person", person_frames)
+register("text", text_frames)
 
 
 def covered(truth: tuple[float, float, float, float], boxes: np.ndarray, min_overlap: float = 0.3) -> bool:

@@ -98,6 +98,12 @@ class Models:
             cls = TextRecognizer if name == "rec" else Detector
             model = cls(card, self.cfg.threads, self.cfg.cache_dir)
             self._warm(name, model)
+            if cls is Detector:  # it must find the known objects of the reference frames (redact/proof.py)
+                from redact.proof import prove
+
+                proof = prove(model)
+                if not proof["ok"]:
+                    raise ModelLoadError(proof["detail"])
             self._loaded[name] = model
         return self._loaded[name]
 

@@ -53,7 +53,9 @@ def decode_json_message(payload: bytes) -> tuple[str, dict[str, Any]]:
         body = json.loads(payload)
         return body["type"], body
 
-    msg = wire.decode(wire.parse_chunk(payload).data)
+    chunk = wire.parse_chunk(payload)
+    message, _signature = wire.split_signature(chunk.data, chunk.signed)  # wire v1.1: signed by the device
+    msg = wire.decode(message)
     return msg.kind, msg.meta()
 
 

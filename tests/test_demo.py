@@ -23,6 +23,9 @@ def test_demo_writes_a_complete_session(tmp_path):
     # under CPU load a frame may miss the detector's budget: it is then withheld (fail closed), never leaked
     assert set(summary["withheld_by_reason"]) <= {"model_timeout"}
     assert summary["faces_redacted"] > 0
+    # the walk includes the wearer's registered photo and 3D volume: redacted, counted by name hash only
+    assert summary["wearer_private"]["matches_by_name_hash"], summary["wearer_private"]
+    assert "family-photo" not in json.dumps(summary["wearer_private"])
     assert summary["frames_ingested"] == summary["frames_spooled"] > 0
     session = Path(summary["session_dir"])
     rgb = [ln for ln in (session / "rgb.txt").read_text().splitlines() if not ln.startswith("#")]

@@ -56,6 +56,7 @@ def test_add_list_remove_through_cli(photos: Path, tmp_path: Path, capsys: pytes
     assert main(["privacy", "--state-dir", str(state), "remove", REGISTERED]) == 2
 
 
+@pytest.mark.slow
 def test_held_out_views_are_found_and_their_quad_redacted(photos: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     assert main(["privacy", "--state-dir", str(state), "add-object", REGISTERED, str(photos / "family-photo.png")]) == 0
@@ -90,6 +91,7 @@ def test_held_out_views_are_found_and_their_quad_redacted(photos: Path, tmp_path
     assert found / views >= 0.7, f"recall {found}/{views}"
 
 
+@pytest.mark.slow
 def test_offline_redact_applies_the_state_dir(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
     assert main(["privacy", "--state-dir", str(state), "add-object", REGISTERED, str(photos / "family-photo.png")]) == 0
@@ -108,3 +110,22 @@ def test_offline_redact_applies_the_state_dir(photos: Path, tmp_path: Path, caps
     assert main(["redact", str(tmp_path / "shot.png"), "--out", str(tmp_path / "out2"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "private_object" not in [r["class"] for r in row["regions"]]
+
+
+def test_interval_matches_every_nth_frame_and_holds_in_between() -> None:
+    """`privacy.object_interval`: a matching pass every 3rd frame; the frames between get the last
+    match moved and grown (manifest source "propagated"), never nothing while the object is held."""
+    layer_cfg = PrivacyConfig(object_interval=3, object_hold_frames=0)
+    from redact.private.objects import ObjectMatcher, PrivateObject
+
+    matcher = ObjectMatcher([PrivateObject(REGISTERED, "both", [exemplar(REGISTERED)])], "sift",
+                            hold_frames=layer_cfg.object_interval - 1, interval=layer_cfg.object_interval)
+    background, _, _ = SyntheticSource(pace="fast").render(5)
+    img, quad = object_view(background, exemplar(REGISTERED), np.random.default_rng(11))
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    held = []
+    for _ in range(7):
+        hits = matcher.match(gray)
+        assert len(hits) == 1
+        held.append(hits[0].held)
+    assert matcher.passes == 3 and held == [0, 1, 2, 0, 1, 2, 0]

@@ -104,10 +104,15 @@ def test_no_content_of_a_volume_leaves_from_any_viewpoint_across_a_restart(world
 
     # session 2, a fresh process' worth of state: starts elsewhere on the walk, relocalises, redacts
     stage2 = _stage(state)
-    s2 = _run(stage2, DepthStage(DepthConfig(cloud_max_points=4000)), world, range(310, 420, 2), "s2")
+    depth2 = DepthStage(DepthConfig(cloud_max_points=4000))
+    s2 = _run(stage2, depth2, world, range(310, 420, 2), "s2")
     assert s2["leaked_pixels"] == 0 and s2["leaked_points"] == 0, s2
     assert s2["content_frames"] >= 30, s2
     assert stage2.status()["private"]["pose"]["relocalised"] >= 1
+    # the second session's mesh, placed in the world by its first frame's true pose (its odometry origin)
+    first = _frame(src, box_quads, 310, "s2")[0].attachments["truth"]["pose"]
+    verts2 = np.asarray(depth2.fuse().vertices) @ first[:3, :3].T + first[:3, 3]
+    assert len(verts2) > 1000 and not _inside_box(verts2).any()
     stage2.close()
 
 
@@ -159,3 +164,68 @@ def test_a_new_session_relocalises_from_colour_alone_or_withholds_when_told(worl
     strict = PrivateLayer.load(state, PrivacyConfig(unlocalised="withhold"))
     with pytest.raises(FrameWithheld, match="private_pose_lost"):
         strict.apply(other, other.color, other.depth)
+
+
+def test_add_volume_from_a_recorded_session(world: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`crowdcap privacy add-volume SESSION`: a box in a recorded session's coordinates (its poses, as an
+    ingest session's groundtruth.txt has them); a later session relocalises and the content is gone."""
+    import json
+
+    from capture.tum import TumWriter
+    from device.cli import main
+
+    src, box_quads = world
+    rec = tmp_path / "session"
+    writer = TumWriter(rec)
+    for i in range(0, 60, 3):
+        frame, _ = _frame(src, box_quads, i, "rec")
+        writer.append(frame.replace(pose=frame.attachments["truth"]["pose"], redaction={"regions": []}))
+    writer.close()
+    state = tmp_path / "state"
+    centre = [str(v) for v in (BOX_LO + BOX_HI) / 2]
+    size = [str(v) for v in BOX_HI - BOX_LO + 0.1]
+    assert main(["privacy", "--state-dir", str(state), "--json", "add-volume", str(rec), "--name", "toybox",
+                 "--centre", *centre, "--box", *size]) == 0
+    added = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert added["keyframes"] >= 2 and added["name"] == "toybox"
+    assert main(["privacy", "--state-dir", str(state), "add-volume", str(tmp_path / "nope"), "--name", "x",
+                 "--centre", "0", "0", "1", "--box", "1", "1", "1"]) == 2
+    assert main(["privacy", "--state-dir", str(state), "add-volume", str(rec), "--name", "y",
+                 "--centre", "0", "0", "1", "--box", "1", "-1", "1"]) == 2
+    layer = PrivateLayer.load(state, PrivacyConfig())
+    leaked = content_frames = 0
+    for i in range(200, 260, 4):
+        frame, content = _frame(src, box_quads, i, "later")
+        try:
+            color, depth, _ = layer.apply(frame, frame.color, frame.depth)
+        except FrameWithheld:
+            continue
+        content_frames += bool(content.any())
+        leaked += int(np.count_nonzero(content & (color.any(axis=2) | (depth > 0))))
+    assert leaked == 0 and content_frames >= 5 and layer.status()["pose"]["relocalised"] >= 1
+
+
+def test_a_frame_that_looks_like_the_place_but_cannot_be_placed_is_withheld(world: tuple, tmp_path: Path) -> None:
+    """The place's stored map no longer fits the world (here: its 3D points shuffled, as after a
+    rearranged room): frames match its descriptors but PnP finds no pose — withheld, never passed."""
+    from redact.private.places import Place, places_dir
+
+    state = tmp_path / "state"
+    src, box_quads = world
+    layer = PrivateLayer.load(state, PrivacyConfig())
+    layer.request_mark("desk", [1.0, 1.0, 1.0], 1.5)
+    for i in range(0, 40, 4):
+        frame, _ = _frame(src, box_quads, i, "s1")
+        layer.apply(frame, frame.color, frame.depth)
+    layer.close()
+    path = next(places_dir(state).glob("*.npz"))
+    place = Place.load(path)
+    rng = np.random.default_rng(0)
+    for kf in place.keyframes:
+        kf.world = kf.world[rng.permutation(len(kf.world))]
+    place.save(places_dir(state))
+    layer2 = PrivateLayer.load(state, PrivacyConfig())
+    frame, _ = _frame(src, box_quads, 2, "s2")
+    with pytest.raises(FrameWithheld, match="private_pose_lost"):
+        layer2.apply(frame, frame.color, frame.depth)
+    assert layer2.status()["withheld"]["private_pose_lost"] == 1

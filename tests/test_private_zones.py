@@ -82,6 +82,17 @@ def test_pause_zone_by_gps_is_not_captured(capsys: pytest.CaptureFixture[str]) -
         zones = service.status()["zones"]
         h = ZoneStore(state).list()[0]["name_hash"]
         assert zones["entries"] == {h: 1} and zones["exits"] == {h: 1} and zones["gaps"] == 1
+        from uplink import wire
+
+        uplink = service.stages["uplink"]
+        events = []
+        for rid in uplink.spool.pending_after(0, 10000):
+            got = uplink.spool.read(rid)
+            assert got is not None
+            uplink.spool.release(rid)
+            if got[1].kind == wire.EVENT:
+                events.append(wire.decode(got[0]).meta())
+        assert [e["type"] for e in events] == ["zone_gap"] and events[0]["zone"] == h and events[0]["seconds"] > 0
         text = json.dumps(service.status())
         assert "48.11" not in text and "11.51" not in text and '"home"' not in text  # never coordinates or names
     finally:
@@ -118,5 +129,38 @@ def test_wifi_zone_from_a_file() -> None:
         assert source.source._index == 0
         seen.write_text("Cafe:01\\:02\\:03\\:04\\:05\\:06\n")
         wait_for(lambda: source.source._index > 5, 5, "capture after leaving")
+    finally:
+        service.close()
+
+
+def test_console_marks_a_volume_in_front_of_the_wearer_and_lists_it() -> None:
+    """`privacy mark-volume` on a running service with real redaction: anchored on the next frame, then
+    every later frame redacts it; `privacy list` / `privacy` show it by name and name hash."""
+    from device import config as config_mod
+    from device.control import Controller, Session
+    from device.runtime import Service
+
+    root = short_dir()
+    cfg_path = root / "crowdcap.toml"
+    cfg_path.write_text(f'[device]\nid = "test-dev"\nstate_dir = "{root / "state"}"\n\n'
+                        f'[uplink]\nspool_dir = "{root / "spool"}"\n\n[depth]\nenabled = false\n')
+    source = SyntheticSource(320, 240, fps=15.0, pace="realtime", noise=False)
+    service = Service(config_mod.load(cfg_path), cfg_path, source=source)
+    ctl = Controller(service)
+    trusted = Session(origin="control", authorized=True)
+    service.start()
+    try:
+        assert not ctl.execute(["privacy", "mark-volume", "desk", "--box", "1", "x", "1"], trusted).ok
+        reply = ctl.execute(["privacy", "mark-volume", "desk", "--box", "0.8", "0.8", "0.8", "--at", "2"], trusted)
+        assert reply.ok, reply.data
+        h = reply.data["marked"]["name_hash"]
+        stage = service.stages["redact"]
+        wait_for(lambda: stage.status()["private"]["matches"].get(h, 0) >= 3, 20, "volume redacted in later frames")
+        listed = ctl.execute(["privacy", "list"], trusted)
+        assert [v["name"] for v in listed.data["volumes"]] == ["desk"] and listed.data["volumes"][0]["name_hash"] == h
+        shown = ctl.execute(["privacy"], trusted)
+        assert shown.ok and shown.data["wearer"]["volumes"][0]["name_hash"] == h
+        assert ctl.execute(["privacy", "remove", "desk"], trusted).ok
+        assert ctl.execute(["privacy", "list"], trusted).data["volumes"] == []
     finally:
         service.close()

@@ -88,7 +88,7 @@ def test_a_model_that_goes_silent_is_caught_by_the_canary(tmp_path: Path, every:
 
 
 def test_canary_recovers_when_the_model_sees_again(tmp_path: Path) -> None:
-    stage = build_stage(RedactConfig())
+    stage = build_stage(RedactConfig(budget_ms=10000.0))  # first frames warm up every model: no timeouts
     session = silent_after(stage, write_blind(tmp_path), k=0)
     from capture.frame import FrameWithheld
     from capture.synthetic import SyntheticSource
@@ -121,3 +121,11 @@ def test_other_classes_register_reference_frames(tmp_path: Path) -> None:
     finally:
         reference._frames.pop("plate", None)
         reference._cache.pop(("plate", "frames"), None)
+
+
+def test_shipped_text_and_person_detectors_prove_themselves() -> None:
+    from redact.cards import shipped_card
+
+    for stem, cls, want in (("ppocr_det", "text", "2/2"), ("ssdlite_person", "person", "1/1")):
+        p = prove(Detector(load_card(shipped_card(stem)), threads=1))
+        assert p["ok"] and p["found"] == {cls: want}, p

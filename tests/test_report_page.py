@@ -101,12 +101,12 @@ def test_renders_in_headless_chromium_without_console_errors(report, tmp_path: P
     shot = tmp_path / "report.png"
     proc = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
-         "--v=0", "--window-size=1400,2400", f"--screenshot={shot}", (root / "report.html").as_uri()],
+         "--v=0", "--window-size=1400,4200", f"--screenshot={shot}", (root / "report.html").as_uri()],
         capture_output=True, text=True, timeout=120)
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert proc.returncode == 0 and not console, proc.stderr[-2000:]
     img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
-    assert img is not None and img.shape[:2] == (2400, 1400)
+    assert img is not None and img.shape[:2] == (4200, 1400)  # the whole page, preview and thumbnails too
     ink = (img < 200).any(axis=2)
     assert ink.mean() > 0.02 and img.std() > 20  # text, axes, thumbnails: not a blank page
     colourful = (img.max(axis=2).astype(int) - img.min(axis=2)) > 60

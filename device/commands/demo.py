@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--seconds: expected a positive number")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    private_walk = args.source is None  # the default walk includes the wearer's own private things
     if args.source is None:
-        args.source = "synthetic"
+        args.source = "synthetic:private"
     if args.state_dir is None:
         args.state_dir = str(out / "state")
     args.spool = str(out / "spool")
@@ -58,6 +59,14 @@ def run(args: argparse.Namespace) -> int:
     broker_url, stop_broker = start_broker()
     args.broker = broker_url
     cfg = load_config(args)
+    walk: dict[str, Any] = {}
+    if private_walk and cfg.privacy.enabled and cfg.redact.enabled:
+        from device import config as config_mod
+        from device.demo_privacy import prepare
+
+        walk = prepare(out, Path(cfg.device.state_dir), cfg.capture.width, cfg.capture.height, cfg.capture.seed)
+        # the demo keeps up on 2 cores: objects matched every 3rd frame (held in between)
+        cfg = config_mod.override(cfg, **{"privacy.wifi_file": str(walk["wifi_file"]), "privacy.object_interval": 3})
     sessions = out / "sessions"
     ingest = Ingest(broker_url, sessions)
     ingest_thread = threading.Thread(target=ingest.run, name="ingest", daemon=True)
@@ -77,7 +86,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         service.start()
         t_end = t0 + args.seconds
-        service.wait(until=t_end + 5.0, tick=lambda s: _progress(progress, s, t_end, args.seconds))
+
+        def tick(s: Any) -> None:
+            _progress(progress, s, t_end, args.seconds)
+            if walk:
+                from device.demo_privacy import walk as walk_on
+
+                walk_on(walk["wifi_file"], time.monotonic() - t0, args.seconds)
+
+        service.wait(until=t_end + 5.0, tick=tick)
         service.stop(timeout=5.0)
         progress.close(min(args.seconds, time.monotonic() - t0))
         print("delivering the rest of the spool…", file=sys.stderr)
@@ -124,6 +141,9 @@ def _summary(status: dict[str, Any], ingest: dict[str, Any], wall: float, delive
         "faces_redacted": (redact["regions_by_class"].get("face", 0) if "regions_by_class" in redact
                            else redact.get("regions_total", redact.get("regions"))),
         "redactions_by_class": redact.get("regions_by_class", {}),
+        "wearer_private": {"matches_by_name_hash": (redact.get("private") or {}).get("matches", {}),
+                           "withheld": (redact.get("private") or {}).get("withheld", {}),
+                           "zones": status.get("zones")},
         "keyframes": status["details"].get("depth", {}).get("keyframes"),
         "frames_spooled": stages.get("uplink", {}).get("frames_out", 0),
         "frames_ingested": ingest.get("frame", 0),
@@ -150,6 +170,8 @@ def _print_summary(s: dict[str, Any]) -> None:
                                 + (f" ({words(s['withheld_by_reason'])})" if s["withheld_by_reason"] else "")),
         ("faces redacted", words(s["faces_redacted"])),
         ("redactions per class", ", ".join(f"{k} {v}" for k, v in sorted(s["redactions_by_class"].items())) or "none"),
+        ("wearer's private things", f"regions by name hash {s['wearer_private']['matches_by_name_hash']}, "
+                                    f"zone gaps {(s['wearer_private']['zones'] or {}).get('gaps', 0)}"),
         ("keyframes", words(s["keyframes"])),
         ("spooled / ingested", f"{s['frames_spooled']} / {s['frames_ingested']} "
                                f"({s['duplicates_at_ingest']} duplicates dropped by the ingest)"),

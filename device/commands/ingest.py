@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", action="append", default=None,
                    help="mqtt://HOST:PORT or mqtts://HOST:PORT (repeat for the nodes of a cluster)")
     p.add_argument("--out", default=None, help="output folder: OUT/<device>/<session>/")
+    p.add_argument("--mcap", action="store_true", default=None,
+                   help="also write an MCAP per session as frames arrive (ingest.mcap)")
     p.add_argument("--share-group", default=None,
                    help="MQTT 5 shared subscription group: several workers (sharing OUT) split the load")
     p.add_argument("--registry", default=None, help="device registry TOML: only registered, signed devices are stored")
@@ -45,7 +47,7 @@ def load_config(args: argparse.Namespace):  # noqa: ANN201
         table = dict(data.get("ingest", {})) if isinstance(data.get("ingest", {}), dict) else data["ingest"]
     elif not args.broker or not args.out:
         raise CliError("ingest: give --config FILE, or --broker URL and --out DIR")
-    overrides = {"brokers": args.broker, "out": args.out, "share_group": args.share_group,
+    overrides = {"brokers": args.broker, "out": args.out, "share_group": args.share_group, "mcap": args.mcap,
                  "registry": args.registry, "metrics_port": args.metrics_port}
     if isinstance(table, dict):
         table.update({k: v for k, v in overrides.items() if v is not None})

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keyframes", choices=["auto", "device", "motion"], default="auto",
                    help="auto: the device's (keyframes.txt) when present and poses are the device's; motion: "
                         "chosen here by --keyframe-translation / --keyframe-rotation")
+    p.add_argument("--texture", type=int, nargs="?", const=1024, default=None, metavar="SIZE",
+                   help="bake a UV texture atlas (SIZE×SIZE, default 1024) from the keyframes' redacted colour "
+                        "into the .glb (instead of vertex colours)")
     p.add_argument("--keyframe-translation", type=float, default=0.10, help="m between keyframes (default 0.1)")
     p.add_argument("--keyframe-rotation", type=float, default=8.0, help="degrees between keyframes (default 8)")
     p.set_defaults(func=run)
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if Path(args.output).suffix.lower() not in (".glb", ".ply", ".obj"):
         raise CliError(f"-o {args.output}: expected a .glb, .ply or .obj file name")
+    if args.texture is not None and (Path(args.output).suffix.lower() != ".glb" or not 64 <= args.texture <= 8192):
+        raise CliError("--texture: a textured mesh is written as .glb, with SIZE 64-8192")
     if args.voxel <= 0 or args.depth_trunc <= 0 or args.downscale < 1:
         raise CliError("--voxel and --depth-trunc must be positive, --downscale at least 1")
     try:
@@ -126,7 +131,16 @@ def run(args: argparse.Namespace) -> int:
     mesh = fuse_keyframes(keyframes, voxel_size=args.voxel, depth_trunc=args.depth_trunc,
                           progress=lambda k: say(f"integrated {k}/{len(keyframes)}") if k % 20 == 0 else None)
     try:
-        save_mesh(mesh, args.output)
+        if args.texture is not None and len(mesh.triangles):
+            from depth.texture import save_textured_glb, texture_mesh
+
+            say(f"baking a {args.texture}×{args.texture} texture from {len(keyframes)} keyframes…")
+            textured = texture_mesh(mesh, keyframes, tex_size=args.texture)
+            save_textured_glb(args.output, textured)
+            say(f"texture: {textured.atlas} atlas, {len(textured.triangles)} triangles, seconds "
+                + ", ".join(f"{k} {v:.1f}" for k, v in textured.seconds.items()))
+        else:
+            save_mesh(mesh, args.output)
     except ValueError as e:
         raise CliError(str(e)) from None
     say(f"{args.output}: {len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles "

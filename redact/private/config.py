@@ -17,8 +17,10 @@ class PrivacyConfig:
     enabled: bool = setting(True, help="apply the private objects, volumes and zones kept in device.state_dir")
     object_features: Literal["sift", "orb"] = setting(
         "sift", help="local features for private objects (sift: finds tilted/far views; orb: cheaper, misses more)")
-    object_scale: float = setting(1.0, min=0.25, max=1.0, help="frame scale for object matching (lower = faster, "
-                                  "misses small objects)")
+    object_scale: float = setting(0.75, min=0.25, max=1.0, help="frame scale for object matching (lower = faster, "
+                                  "misses small objects; see bench privacy)")
+    object_interval: int = setting(1, min=1, max=30, help="match objects every N frames; in between, matches are "
+                                   "held, moving and growing (manifest source: propagated)")
     object_min_inliers: int = setting(12, min=6, max=200, help="homography inliers needed to call a match")
     object_action: Literal["fill", "blur", "pixelate"] = setting("fill", help="what a matched object becomes")
     object_hold_frames: int = setting(5, min=0, max=300, help="frames a match is held (growing) after it was seen")

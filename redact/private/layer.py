@@ -77,7 +77,8 @@ class PrivateLayer:
             return
         objects = ObjectStore(self.state_dir).load()
         self.objects = ObjectMatcher(objects, cfg.object_features, min_inliers=cfg.object_min_inliers,
-                                     hold_frames=cfg.object_hold_frames, frame_scale=cfg.object_scale)
+                                     hold_frames=max(cfg.object_hold_frames, cfg.object_interval - 1),
+                                     frame_scale=cfg.object_scale, interval=cfg.object_interval)
         self.volumes = VolumeStore(self.state_dir).load()
         if self.volumes and self.pose is None:
             self.pose = PoseKeeper(load_places(self.state_dir), places_dir(self.state_dir))

@@ -161,7 +161,7 @@ class ObjectMatcher:
 
     def __init__(self, objects: list[PrivateObject], features: str = "sift", *, min_inliers: int = 12,
                  ratio: float = 0.8, margin: float = 0.08, hold_frames: int = 5, margin_growth: float = 0.05,
-                 frame_features: int = 1500, frame_scale: float = 1.0) -> None:
+                 frame_features: int = 1500, frame_scale: float = 1.0, interval: int = 1) -> None:
         if features not in ("orb", "sift"):
             raise PrivateError(f"privacy.object_features: expected orb or sift, got {features!r}")
         self.features = features
@@ -171,6 +171,9 @@ class ObjectMatcher:
         self.hold_frames = hold_frames
         self.margin_growth = margin_growth
         self.frame_scale = frame_scale
+        self.interval = max(1, interval)
+        self._tick = 0
+        self.passes = 0
         if features == "orb":
             self._frame_det = _orb(2 * frame_features)
             self._ex_det = _orb(2000)
@@ -210,6 +213,10 @@ class ObjectMatcher:
         """Every registered object found (or held) in this grey frame."""
         if not self.objects:
             return []
+        self._tick += 1
+        if self.interval > 1 and (self._tick - 1) % self.interval and self._held:
+            return self._hold(set())  # not this frame: what was seen moves on and grows
+        self.passes += 1
         height, width = gray.shape
         s = self.frame_scale
         small = gray if s == 1.0 else cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
@@ -228,9 +235,13 @@ class ObjectMatcher:
         seen = {h.name for h in hits}
         for hit in hits:
             old = self._held.get(hit.name)
-            vel = np.zeros(2) if old is None else hit.quad.mean(0) - old.hit.quad.mean(0)
+            vel = np.zeros(2) if old is None else (hit.quad.mean(0) - old.hit.quad.mean(0)) / (old.hit.held + 1)
             self._held[hit.name] = _Held(hit, vel)
             self.counts[hit.name_hash] = self.counts.get(hit.name_hash, 0) + 1
+        return hits + self._hold(seen)
+
+    def _hold(self, seen: set[str]) -> list[ObjectHit]:
+        hits = []
         for name, held in list(self._held.items()):
             if name in seen:
                 continue

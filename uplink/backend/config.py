@@ -16,6 +16,8 @@ class IngestConfig:
     brokers: list[str] = setting(["mqtt://127.0.0.1:1883"], help="broker URLs (mqtt:// or mqtts://), tried in turn: "
                                  "the nodes of one cluster")
     out: str = setting("ingest-out", help="output folder: OUT/<device>/<session>/ (workers of one group share it)")
+    mcap: bool = setting(False, help="also write OUT/<device>/<session>/mcap/*.mcap as frames arrive (Foxglove; "
+                         "append-only, readable after a crash)")
     share_group: str = setting("", help="MQTT 5 shared subscription group: workers of a group split the stream "
                                "(empty = one worker with a persistent session)")
     client_id: str = setting("", help="MQTT client id; empty = derived from the output folder (persistent) or "

@@ -55,7 +55,9 @@ class _Inbox:
 def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
     """(kind, JSON) of a single-chunk JSON wire message, or of plain JSON (a last will); None if neither."""
     try:
-        msg = wire.decode(wire.parse_chunk(payload).data)
+        chunk = wire.parse_chunk(payload)
+        message, _signature = wire.split_signature(chunk.data, chunk.signed)  # wire v1.1
+        msg = wire.decode(message)
         return msg.kind, msg.meta()
     except (wire.WireError, ValueError, KeyError):
         pass

@@ -70,6 +70,10 @@ class Ingest:
             raise ValueError(f"share_group: may not contain / + or #, got {self.share_group!r}")
         self.limits = limits
         self.sink = Sink(self.out)
+        if getattr(cfg, "mcap", False):  # an MCAP per session, appended as frames are committed
+            from uplink.backend.mcap_live import LiveMcap
+
+            self.sink.live = LiveMcap()
         self.confirmer = Confirmer(self.sink)
         self.reassembler = Reassembler(self.out / ".partials", limits, timeout=cfg.partial_timeout,
                                        max_bytes=int(cfg.partial_max_mb * 1024**2), max_partials=cfg.partial_max,
@@ -316,6 +320,8 @@ class Ingest:
             self.confirmer.stop()  # the last confirmations go out before the link closes
             conn.close()
             self._finalize()
+            if self.sink.live is not None:
+                self.sink.live.close()  # summary + footer: the files open directly
         return self.stats()
 
     def _evict(self) -> None:

@@ -189,6 +189,7 @@ class Sink:
         self._sessions: dict[tuple[str, str], Session] = {}
         self._lock = threading.Lock()
         self.opened_session: tuple[str, str, bool] | None = None  # the latest session opened (for a log line)
+        self.live: Any = None  # uplink.backend.mcap_live.LiveMcap when the ingest writes an MCAP as it goes
 
     def session(self, device_id: str, session_id: str) -> Session:
         key = (safe_ident(device_id), safe_ident(session_id))
@@ -304,7 +305,9 @@ class Sink:
             self._unclaim(s, "f", msg.seq)
             raise
         s.dirty = True
-        takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
+        taken = takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
+        if self.live is not None and taken is None:  # after the commit; a taken-back frame never goes in
+            self.live.frame(s.root, f, t)
         return "frame"
 
     def _cloud(self, msg: Message) -> str:
@@ -341,6 +344,8 @@ class Sink:
         if msg.type == wire.EVENT and isinstance(payload, dict) and payload.get("type") == "takeback":
             try:  # the wearer took frames back: delete / re-redact them (uplink/backend/takeback.py)
                 takeback.apply(dev, payload)
+                if self.live is not None:  # an append-only MCAP cannot forget frames: drop it (re-export)
+                    self.live.discard(dev)
             except ValueError as e:
                 log.warning("take-back refused: %s", e)
             s.dirty = True
