@@ -67,7 +67,7 @@ def _yaw(deg: float) -> np.ndarray:
     return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
 
 
-def build_scene(seed: int) -> list[Quad]:
+def build_scene(seed: int, text: bool = True) -> list[Quad]:
     """The room, two boxes and five people, deterministic by `seed`. World axes: x right, y down, z ahead."""
     rng = np.random.default_rng(seed)
     q: list[Quad] = []
@@ -95,9 +95,10 @@ def build_scene(seed: int) -> list[Quad]:
         height = width * tex.shape[0] / tex.shape[1]
         centre = np.array([x, y, z])
         add(list(centre - right / 2 - np.array([0, height / 2, 0])), list(right), [0, height, 0], tex, face)
-    from capture.scene_text import text_objects  # signs, a document, a screen, a bib, plates (with truth)
+    if text:
+        from capture.scene_text import text_objects  # signs, a document, a screen, a bib, plates (with truth)
 
-    q.extend(text_objects())
+        q.extend(text_objects())
     return q
 
 

@@ -89,7 +89,7 @@ def _runner() -> tuple[np.ndarray, list[tuple[str, Rect]], Rect]:
     b = boxes[0]
     bib_rect = ((x0 + b[0] * 170) / 512, (y0 + b[1] * 120) / 512, (x0 + b[2] * 170) / 512, (y0 + b[3] * 120) / 512)
     face = (165 / 512, 55 / 512, 245 / 512, 160 / 512)
-    return photo, [("custom:bib", bib_rect), ("text", bib_rect), ("person", (0.0, 0.05, 1.0, 1.0))], face
+    return photo, [("custom:bib", bib_rect), ("text", bib_rect), ("person", (0.0, 0.06, 0.78, 1.0))], face
 
 
 def _plate(text: str, eu: bool) -> tuple[np.ndarray, list[tuple[str, Rect]]]:

@@ -46,7 +46,7 @@ class SyntheticSource:
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  pace: str = "realtime", device_id: str = "synthetic", session_id: str = "s0",
                  n_frames: int | None = None, noise: bool = True, cycle: int = 0, props: bool = False,
-                 palindrome: bool = False, prerender: bool = False) -> None:
+                 palindrome: bool = False, prerender: bool = False, text_objects: bool = True) -> None:
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace: expected 'realtime' or 'fast', got {pace!r}")
         if fps <= 0:
@@ -65,6 +65,7 @@ class SyntheticSource:
         self.palindrome = palindrome and cycle > 1
         self.prerender = prerender and cycle > 0
         self.props = props  # the wearer's private things in the room (capture/scene_private.py): the demo walk
+        self.text_objects = text_objects  # signs, document, screen, bib, plates (capture/scene_text.py)
         self._renderer: Renderer | None = None
         self._index = 0
         self._t0 = 0.0
@@ -76,7 +77,7 @@ class SyntheticSource:
 
     def open(self) -> None:
         if self._renderer is None:
-            quads = build_scene(self.seed)
+            quads = build_scene(self.seed, self.text_objects)
             if self.props:
                 from capture.scene import Quad
                 from capture.scene_private import add_props

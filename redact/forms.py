@@ -5,6 +5,7 @@
     from = "text"                     # a detector (text | person | screen) or another form's name
     match = '^[0-9]{1,6}$'            # regex (Python `re.search`) on the recognised text (text forms)
     inside = "person"                 # only where the box's centre lies in a box of this detector/form
+                                      # (person: the person model's boxes and bodies below detected faces)
     aspect = [2.0, 6.0]               # width/height of the box, inclusive range
     min_lines = 3                     # a block of ≥ 3 text lines → the whole block's box (text forms)
 
@@ -14,7 +15,8 @@ form `plate` (class "plate": text in a plate-shaped box matching an EU or US pat
 default policy redacts besides faces.
 
 Recognised text is read only for boxes that reach a `match` filter, is matched in memory, and is
-never returned: results are boxes and scores only. Errors name the file, `forms[i].field` and value.
+never returned: results are boxes and scores only. A line the reader could not read in time counts
+as a match (it stays private until it is read and shown not to match). Errors name the file, `forms[i].field` and value.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ PLATE_PATTERN = (
     r"|[0-9A-Z]{1,3}-[0-9A-Z]{2,3}-[0-9A-Z]{1,2}"
     r"|(?=[^A-Z]*[A-Z])(?=[^0-9]*[0-9])[A-Z0-9]{2,4}[- ]?[A-Z0-9]{3,4})$")
 BUILTIN_FORMS = {
-    "plate": Form(name="plate", source="text", match=re.compile(PLATE_PATTERN), aspect=(1.5, 8.0), cls="plate"),
+    # Case-blind: recognisers confuse case on worn or partly hidden plates ("Mab1" for "MAB1...").
+    "plate": Form(name="plate", source="text", match=re.compile(PLATE_PATTERN, re.IGNORECASE), aspect=(1.5, 8.0),
+                  cls="plate"),
 }
 
 
@@ -207,7 +211,7 @@ class Found:
     members: list[list[int]] = field(default_factory=list)
 
 
-Reader = Callable[[list[int]], dict[int, str]]
+Reader = Callable[[list[int]], dict[int, str]]  # text of the lines it could read ("" = unreadable)
 
 
 def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[str, Found]:
@@ -229,7 +233,10 @@ def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[st
             if want:
                 texts.update(read(want))
             for k in np.nonzero(keep)[0]:
-                s = " ".join(texts.get(m, "") for m in members[k]).strip()
+                parts = [texts.get(m) for m in members[k]]
+                if any(p is None for p in parts):
+                    continue  # not read (yet): treated as a match — private until read otherwise
+                s = " ".join(p for p in parts if p).strip()
                 keep[k] = bool(s) and f.match.search(s) is not None
         b = b[keep]
         members = [m for m, k in zip(members, keep, strict=True) if k]

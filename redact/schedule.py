@@ -12,6 +12,8 @@ Per class, a frame's coverage is `detected` (its detector ran on this frame), `h
 `limit` frames ago: `max(every, hold_frames)`) or nothing: then the frame is withheld
 (`no_coverage`, fail closed). A pass that does not fit in what is left of the frame's budget is
 deferred (counted) while its class is still held; a pass stopped at the deadline counts the same.
+A pass that restores a lapsed class (the first one, or after a stall) gets a time limit of its own
+(`max(budget_ms, 1 s)`): that frame is late once rather than withheld on every try under load.
 The manifest gets `classes` (coverage and age per class) and `detector_ms_by` (ms per detector).
 """
 
@@ -41,6 +43,8 @@ log = logging.getLogger("crowdcap.redact")
 MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
+CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
+READ_PER_PASS = 6  # new text lines read per pass (one recogniser batch)
 
 
 @dataclass
@@ -65,6 +69,16 @@ class Hold:
             self.boxes, self.age = self.boxes[stale], self.age[stale]
         self.boxes = np.concatenate([self.boxes, fresh])
         self.age = np.concatenate([self.age, np.zeros(len(fresh), np.int64)])
+
+
+def bodies(faces: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Body boxes N×5 extrapolated from face regions: 1.6 face widths either side, 6 face heights down."""
+    w = faces[:, 2] - faces[:, 0]
+    h = faces[:, 3] - faces[:, 1]
+    cx = (faces[:, 0] + faces[:, 2]) / 2
+    out = np.stack([np.clip(cx - 1.6 * w, 0, width), faces[:, 1], np.clip(cx + 1.6 * w, 0, width),
+                    np.clip(faces[:, 3] + 6 * h, 0, height), np.full(len(faces), 0.5)], axis=1)
+    return out
 
 
 class Models:
@@ -136,6 +150,8 @@ class FormSchedule:
         self.holds: dict[str, Hold] = {}
         self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
+        self._pass_texts: dict[int, str] = {}
+        self._lines_read = 0  # text lines the recogniser read (each once while it stays in view)
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
         self._ms: Counter[str] = Counter()
@@ -171,8 +187,11 @@ class FormSchedule:
             self.age[d] += 1
         for name, hold in self.holds.items():
             hold.step(dx, dy, self.limit[self.roots[name]])
+        self._texts[0][:, 0::2] += dx  # lines read on the last pass move with the camera too
+        self._texts[0][:, 1::2] += dy
         ms: dict[str, float] = {}
-        ran = self._run_due(frame.color, t0, ms)
+        faces = np.array([r["bbox"] for r in regions if r["class"] == "face"], np.float64).reshape(-1, 4)
+        ran = self._run_due(frame.color, t0, ms, faces)
         coverage = {}
         for c in self.classes:
             age = self.age[self.roots[c]]
@@ -224,7 +243,7 @@ class FormSchedule:
             return 0.0, 0.0  # no reliable shift: the growing margin has to cover it
         return sx / s, sy / s
 
-    def _run_due(self, color: np.ndarray, t0: float, ms: dict[str, float]) -> list[str]:
+    def _run_due(self, color: np.ndarray, t0: float, ms: dict[str, float], faces: np.ndarray) -> list[str]:
         from redact.detector import Deadline
 
         due = [d for d in ("text", "person") if d in self.detectors and self.age[d] >= self.every[d]]
@@ -242,7 +261,10 @@ class FormSchedule:
                 continue
             t = time.perf_counter()
             try:
-                with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:
+                # A pass that restores lapsed coverage (at start, after a stall) gets a time limit of its
+                # own: the frame is late once rather than withheld on every try under load.
+                allowed = max(self.cfg.budget_ms, CATCH_UP_MS) if self.age[d] > self.limit[d] else left_ms
+                with Deadline(max(allowed, 1.0) / 1000.0) as deadline:
                     fresh[d] = self._detect(d, color, deadline.options, fresh, ms)
             except ModelRunError as e:
                 if e.reason != "model_timeout" or self.age[d] > self.limit[d]:
@@ -256,8 +278,8 @@ class FormSchedule:
                 self.age["screen"] = 0
         if fresh:
             left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
-            with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # the recogniser: not deferrable
-                self._evaluate(color, fresh, ms, deadline.options)
+            with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # lines not read in time count as matches
+                self._evaluate(color, fresh, ms, deadline.options, faces)
         return ran
 
     def _detect(self, d: str, color: np.ndarray, run_options: Any, fresh: dict[str, Found],
@@ -269,12 +291,15 @@ class FormSchedule:
         found = det.run(color, whole, run_options)
         return Found(found[:, :5].astype(np.float64), [[i] for i in range(len(found))])
 
-    def _evaluate(self, color: np.ndarray, fresh: dict[str, Found], ms: dict[str, float], run_options: Any) -> None:
+    def _evaluate(self, color: np.ndarray, fresh: dict[str, Found], ms: dict[str, float], run_options: Any,
+                  faces: np.ndarray) -> None:
         """Forms and screens from this frame's passes; their holds refreshed."""
         base: dict[str, Found] = {}
         for name in DETECTORS:  # fresh boxes where the detector ran, else what is held
             held = self.holds.get(name)
             base[name] = fresh.get(name) or Found(held.boxes.copy() if held else np.zeros((0, 5)), [])
+        if len(faces):  # for `inside = "person"`: a face implies a body below it (the person model misses some)
+            base["person"] = Found(np.concatenate([base["person"].boxes, bodies(faces, *color.shape[1::-1])]))
         if "text" in fresh and "screen" in self.detectors:
             t = time.perf_counter()
             base["screen"] = fresh["screen"] = Found(find_screens(color, fresh["text"].boxes))
@@ -283,8 +308,13 @@ class FormSchedule:
         if order:
             text = fresh.get("text", Found())
             t = time.perf_counter()
+            self._pass_texts: dict[int, str] = {}
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
+            if "text" in fresh:  # every line read or reused on this pass, by any form
+                keys = sorted(self._pass_texts)
+                self._texts = (text.boxes[keys, :4].copy(), [self._pass_texts[i] for i in keys])
+            self._pass_texts = {}
             for f in order:
                 fresh[f.class_name] = results[f.name]
         for name, found in fresh.items():
@@ -302,12 +332,22 @@ class FormSchedule:
                 out[i] = old_texts[int(iou[k].argmax())]
             else:
                 todo.append(i)
+        # At most READ_PER_PASS new lines per pass (the largest first); the others, and all of them
+        # when the frame's deadline stops the run, are not read yet — forms treat them as matches.
+        todo = sorted(todo, key=lambda i: -(boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))[:READ_PER_PASS]
         if todo:
             rec = self.models.get("rec")
-            for i, (s, conf) in zip(todo, rec.read(color, boxes[todo], run_options), strict=True):
+            try:
+                read = rec.read(color, boxes[todo], run_options)
+            except ModelRunError as e:
+                if e.reason != "model_timeout":
+                    raise
+                read = []
+                self._deferred["rec"] += 1
+            self._lines_read += len(read)
+            for i, (s, conf) in zip(todo, read, strict=False):
                 out[i] = s if conf >= rec.threshold else ""
-        # Kept for the next pass only (memory; never logged or sent).
-        self._texts = (boxes[sorted(out), :4].copy(), [out[i] for i in sorted(out)])
+        self._pass_texts.update(out)  # kept for the next pass (memory only; never logged or sent)
         return out
 
     # -- status -----------------------------------------------------------------------------------
@@ -317,6 +357,6 @@ class FormSchedule:
             return {"regions_by_class": dict(self._by_class), "forms": {
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
-                "passes": dict(self._passes), "deferred": dict(self._deferred),
+                "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
                 "models": self.models.ids(), "load_error": self.error}}

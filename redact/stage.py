@@ -104,8 +104,9 @@ class RedactStage:
             if self._policy_error:
                 raise FrameWithheld("no_model", self._policy_error)
             regions, detector_ms = self._detect(frame, policy, t0)
-            regions, detector_ms, per_class = self.forms.step(frame, policy, regions, t0, detector_ms)
             self.canary.check(self.detectors, t0, self.cfg.budget_ms)
+            # After the canary: a forms pass restoring lapsed coverage may take longer than the budget.
+            regions, detector_ms, per_class = self.forms.step(frame, policy, regions, t0, detector_ms)
         except FrameWithheld as e:
             return self._fault(frame, policy, e)
         except ModelRunError as e:

@@ -85,6 +85,9 @@ def test_evaluate_bib_inside_person_plate_aspect_and_document_block() -> None:
     assert out["document"].boxes[:, :4].tolist() == [[10, 200, 200, 255]]
     assert 1 not in asked[0]  # the line off the person is never read for the bib form
     assert all(isinstance(k, str) for k in out) and not hasattr(out["bib"], "texts")
+    # Lines the reader could not read in time are private until read: they count as matches.
+    unread = evaluate(order, base, lambda idx: {})
+    assert len(unread["bib"].boxes) == 4 and len(unread["plate"].boxes) == 3  # on the person / plate-shaped
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +172,24 @@ def test_uncovered_class_withholds_and_coverage_is_held_between_passes(frames: l
             reasons.append(e.reason)
     # held (deferred), held (stopped, still within the hold), then the pass is due and stopped: withheld.
     assert reasons[:3] == ["held", "held", "model_timeout"] and set(reasons[3:]) == {"model_timeout"}
+
+
+def test_cli_reports_form_classes_in_todays_json_shape(frames: list, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+
+    from device.cli import main
+
+    cv2.imwrite(str(tmp_path / "scene.png"), frames[0].color)
+    policy = Path(__file__).parent.parent / "redact" / "policies" / "bibs.toml"
+    assert main(["redact", str(tmp_path / "scene.png"), "--out", str(tmp_path / "out"), "--policy", str(policy),
+                 "--json"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    regions = json.loads(line)["regions"]
+    assert {"face", "custom:bib"} <= {r["class"] for r in regions}
+    assert all(set(r) == {"bbox", "class", "score", "action"} for r in regions)
+    bib = next(r for r in regions if r["class"] == "custom:bib")
+    assert bib["action"] == "pixelate" and "1047" not in line
+    out = cv2.imread(str(tmp_path / "out" / "scene.png"))
+    x1, y1, x2, y2 = bib["bbox"]
+    assert not np.array_equal(out[y1:y2, x1:x2], frames[0].color[y1:y2, x1:x2])

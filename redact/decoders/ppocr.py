@@ -2,7 +2,7 @@
 
 Detector (DB, "differentiable binarisation"): one output [1, 1, H, W], the probability that each
 input pixel is text. Pixels above `bin_threshold` (0.3) form connected regions; a region scores the
-mean probability inside it and is kept at `threshold` (0.5, the reference `box_thresh`); its min-area
+mean probability of its text pixels and is kept at `threshold` (0.5, the reference `box_thresh`); its min-area
 rectangle is grown by `unclip_ratio` (1.6: area × ratio / perimeter added on every side, as the
 reference's polygon offset does for a rectangle) and returned axis-aligned (a redaction covers the
 whole tilted line). Class id 0 = the card's `text`.
@@ -46,17 +46,17 @@ class DBTextDecoder:
                                f"expected (1, 1, {height}, {width})")
         pm = prob[0, 0]
         check_finite(pm, f"{self.model}: probability map")
-        mask = (pm > self.bin_threshold).astype(np.uint8)
+        text = (pm > self.bin_threshold).astype(np.uint8)
         # The reference dilates the binary map by a 2x2 kernel before finding regions.
-        mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
+        mask = cv2.dilate(text, np.ones((2, 2), np.uint8))
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
         if n <= 1:
             return empty()
         if n - 1 > MAX_CANDIDATES:
             raise ModelGarbage(f"{self.model}: {n - 1} text regions (limit {MAX_CANDIDATES}): the output is noise")
-        # Mean probability per region in one pass (bincount over labels).
-        sums = np.bincount(labels.ravel(), weights=pm.ravel(), minlength=n)
-        scores = sums / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+        # Mean probability of each region's text pixels, in one pass (bincount over labels).
+        sums = np.bincount(labels.ravel(), weights=(pm * text).ravel(), minlength=n)
+        scores = sums / np.maximum(np.bincount(labels.ravel(), weights=text.ravel(), minlength=n), 1)
         boxes = []
         for k in np.nonzero(scores[1:] >= thr)[0] + 1:  # one min-area rectangle per kept region
             x, y, w, h = stats[k, :4]

@@ -1,0 +1,108 @@
+"""PP-OCR and SSD decoders on handmade outputs (refusing garbage), the real models on real and
+synthetic images, and the screen finder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from redact.cards import load_card, shipped_card
+from redact.decoders import ModelGarbage
+from redact.decoders.ppocr import CTCTextDecoder, DBTextDecoder
+from redact.decoders.ssd import SSDDecoder
+from redact.nms import iou_matrix
+
+
+def test_db_decoder_boxes_regions_and_refuses_garbage() -> None:
+    dec = DBTextDecoder(load_card(shipped_card("ppocr_det")))
+    prob = np.zeros((1, 1, 64, 96), np.float32)
+    prob[0, 0, 10:20, 10:60] = 0.9  # a line
+    prob[0, 0, 40:50, 30:40] = 0.4  # a weak blob: mean below box threshold 0.5
+    boxes = dec.decode({"sigmoid_0.tmp_0": prob}, (96, 64))
+    assert len(boxes) == 1
+    x1, y1, x2, y2, score, cls = boxes[0]
+    assert x1 < 10 and y1 < 10 and x2 > 60 and y2 > 20 and score == pytest.approx(0.9, abs=0.02) and cls == 0
+    assert x2 - x1 < 75 and y2 - y1 < 30  # grown by unclip (area*1.6/perimeter ≈ 6.5 px), not more
+    with pytest.raises(ModelGarbage, match="shape"):
+        dec.decode({"sigmoid_0.tmp_0": prob}, (64, 96))
+    prob[0, 0, 0, 0] = np.nan
+    with pytest.raises(ModelGarbage, match="NaN"):
+        dec.decode({"sigmoid_0.tmp_0": prob}, (96, 64))
+    with pytest.raises(ModelGarbage, match="no output"):
+        dec.decode({}, (96, 64))
+
+
+def test_ctc_decoder_collapses_repeats_and_drops_blanks() -> None:
+    dec = CTCTextDecoder(load_card(shipped_card("ppocr_rec")), ["1", "0", "4", "7"])
+    seq = [1, 1, 0, 2, 0, 3, 3, 0, 4, 5, 0]  # 1 1 _ 0 _ 4 4 _ 7 ' ' _
+    probs = np.full((1, len(seq), 6), 0.01, np.float32)
+    probs[0, np.arange(len(seq)), seq] = 0.95
+    assert dec.decode_strings(probs)[0][0] == "1047 "
+    with pytest.raises(ModelGarbage):
+        dec.decode_strings(np.zeros((1, 4, 5), np.float32))
+
+
+def test_ssd_decoder_scales_boxes_and_keeps_the_person_label() -> None:
+    dec = SSDDecoder(load_card(shipped_card("ssdlite_person")))
+    outs = {"detection_boxes:0": np.array([[[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1], [0, 0, 0.5, 0.5]]], np.float32),
+            "detection_scores:0": np.array([[0.9, 0.1, 0.8]], np.float32),
+            "detection_classes:0": np.array([[1, 1, 2]], np.float32),
+            "num_detections:0": np.array([3], np.float32)}
+    got = dec.decode(outs, (300, 300))
+    np.testing.assert_allclose(got, [[60, 30, 180, 150, 0.9, 0]], atol=1e-4)
+    outs["detection_scores:0"][0, 0] = np.inf
+    with pytest.raises(ModelGarbage):
+        dec.decode(outs, (300, 300))
+
+
+@pytest.fixture(scope="module")
+def models():  # noqa: ANN201
+    from redact.config import RedactConfig
+    from redact.schedule import Models
+
+    return Models(RedactConfig())
+
+
+def test_real_text_models_read_a_real_page(models) -> None:  # noqa: ANN001
+    import onnxruntime as ort
+    import skimage.data
+
+    page = cv2.cvtColor(skimage.data.page(), cv2.COLOR_GRAY2BGR)
+    det = models.get("text")
+    boxes = det.run(page, det.plan(384, 191, (384, 192), (0, 0))[0], ort.RunOptions())
+    assert len(boxes) >= 5
+    strings = [s for s, _ in models.get("rec").read(page, boxes, ort.RunOptions())]
+    assert "Region-based segmentation" in strings
+
+
+def test_screen_finder_on_the_synthetic_scene(models) -> None:  # noqa: ANN001
+    import onnxruntime as ort
+
+    from capture.synthetic import SyntheticSource
+    from redact.screens import find_screens
+
+    src = SyntheticSource(640, 480, pace="fast")
+    found = 0
+    for i in (0, 100):
+        color, _, truth = src.render(i)
+        det = models.get("text")
+        text = det.run(color, det.plan(640, 480, (480, 352), (0, 0))[0], ort.RunOptions())
+        screens = find_screens(color, text)
+        want = np.array(truth["private"]["screen"], float)
+        assert len(screens) == 1, screens  # the monitor; not the bib, the plates or the signs
+        found += int(iou_matrix(screens[:, :4], want).max() > 0.8)
+    assert found == 2
+
+
+def test_shipped_models_have_cards_licences_and_tools() -> None:
+    models = Path(__file__).parent.parent / "redact" / "models"
+    for stem, licence in (("ppocr_det", "LICENSE.ppocr.txt"), ("ppocr_rec", "LICENSE.ppocr.txt"),
+                          ("ssdlite_person", "LICENSE.ssdlite_person.txt")):
+        card = load_card(models / f"{stem}.toml")
+        assert card.file.is_file() and card.license and (models / licence).is_file()
+    assert "Apache License" in (models / "LICENSE.ppocr.txt").read_text()
+    for tool in ("extract_ppocr.sh", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
+        assert (models / "tools" / tool).is_file()
