@@ -267,7 +267,7 @@ class Service:
 
     def set_config(self, key: str, value_text: str) -> Config:
         """Apply a validated setting to the running service (live where possible). Persisting to the
-        config file is `device.control`'s job; it calls this, never the other way round."""
+        config file is `device.configset`'s job; it calls this, never the other way round."""
         new = settings.with_value(self.config, key, settings.parse_text(value_text))
         self.config = new
         if key == "capture.fps":
