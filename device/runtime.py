@@ -24,6 +24,7 @@ from capture.frame import RGBDFrame, Source, SourceError, Stage
 from device import settings
 from device.config import Config, ConfigError
 from device.pipeline import Pipeline
+from device.zones import attach_zones
 
 log = logging.getLogger("crowdcap.runtime")
 
@@ -148,8 +149,6 @@ class Service:
                                                                record_dir=record_dir)
         zones_file = self.state_dir / "private" / "zones.json"
         if config.privacy.enabled and (source is None or zones_file.exists()):  # private places: not read inside
-            from device.zones import attach_zones
-
             self.source = attach_zones(self.source, self.state_dir, config.privacy, chain)
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
         self.pipeline = Pipeline(self.source, chain, capture_queue=config.pipeline.capture_queue,
