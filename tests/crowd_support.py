@@ -28,12 +28,13 @@ def version_stats(score_doc: dict, policy_version: str) -> dict:
     return score_doc["by_version"][key]["overall"]
 
 
-def small_redact_config(policy: str = "", **kw: Any) -> Any:
+def small_redact_config(policy: str = "", width: int = 320, height: int = 240, **kw: Any) -> Any:
     from redact.config import RedactConfig
 
     if "floor" in RedactConfig.__dataclass_fields__:  # layered policies: fleet-1 tunes faces above the floor
         kw.setdefault("floor", "lowered")
-    return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=320, detect_height=256, **kw)
+    return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=width // 32 * 32,
+                        detect_height=(height + 31) // 32 * 32, **kw)
 
 
 def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, height: int = 240,
@@ -46,15 +47,18 @@ def scene_truth(device: str, session: str, seqs: list[int], width: int = 320, he
 
 
 def make_session(out: Path, device: str, session: str, policy_path: str, *, n: int = 18, step: int = 3,
-                 width: int = 320, height: int = 240, seed: int = 0, posed: bool = False) -> Truth:
+                 width: int = 320, height: int = 240, seed: int = 0, posed: bool = False,
+                 private: dict | None = None, **redact_kw: Any) -> Truth:
     """Frames 0, step, 2·step, ... of the synthetic scene through the real stage and the real sink
-    (`posed`: with the camera pose, as a device running odometry sends it)."""
+    (`posed`: with the camera pose, as a device running odometry sends it; `private` collects the scene's
+    other private ground truth per frame, class → boxes, where the synthetic source has it)."""
     import redact
     from capture.synthetic import SyntheticSource
     from uplink import messages, wire
     from uplink.backend.sink import Sink
 
-    stage = redact.build_stage(small_redact_config(policy_path, hold_frames=0))
+    redact_kw.setdefault("budget_ms", 5000.0)  # a loaded CI core must not withhold the harness's frames
+    stage = redact.build_stage(small_redact_config(policy_path, width, height, hold_frames=0, **redact_kw))
     src = SyntheticSource(width, height, seed=seed, pace="fast", device_id=device, session_id=session,
                           n_frames=n * step, noise=False)
     src.open()
@@ -68,6 +72,8 @@ def make_session(out: Path, device: str, session: str, policy_path: str, *, n: i
         if f.seq % step:
             continue
         truth[(device, session, f.seq)] = [list(map(int, b)) for b in f.attachments["truth"]["faces"]]
+        if private is not None:
+            private[(device, session, f.seq)] = f.attachments["truth"].get("private", {})
         if posed:
             f = f.replace(pose=f.attachments["truth"]["pose"])
         msg = messages.encode_frame(stage.apply(f), codec, 90)
@@ -132,7 +138,7 @@ class Device:
         self.cfg_path.write_text(
             f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
             f'[capture]\nsource = "synthetic"\nwidth = 320\nheight = 240\nfps = {fps}\npace = "realtime"\n\n'
-            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}tile_width = 0\ntile_height = 0\n'
+            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}tile_width = 0\ntile_height = 0\nbudget_ms = 2000.0\n'
             f'detect_width = 320\ndetect_height = 256\n\n[depth]\nenabled = false\n\n'
             f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
             f'[downlink]\npublic_key = "{public_key}"\n')
@@ -200,3 +206,74 @@ def poster_tags(seqs: list[int], device: str, session: str, path: Path, width: i
                           "label": "private", "class": "custom:poster", "tagger": tagger, "time": 1_796_000_000 + seq})
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
+
+
+def form_tags(private: dict, cls: str, text: str, path: Path) -> Path:
+    """ann, bob and cat tag every ground-truth box of `cls` private and transcribe `text` (they read it in
+    the sent pixels: it leaked); dan says not private."""
+    lines = []
+    for (dev, sess, seq), by_cls in sorted(private.items()):
+        for b in by_cls.get(cls, []):
+            for n, tagger in enumerate(("ann", "bob", "cat", "dan")):
+                lines.append({"device": dev, "session": sess, "seq": seq, "bbox": list(map(int, b)),
+                              "label": "not_private" if tagger == "dan" else "private", "class": cls,
+                              "tagger": tagger, "time": 1_796_000_000 + seq + n,
+                              **({"text": text} if tagger != "dan" else {})})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+class OpsDevice:
+    """A device as `crowdcap run` under systemd runs it: the config's pipeline, the operations layer
+    (health telemetry, signed downlink with `check_pending` after a model-activating restart), and a
+    supervisor thread that restarts the service when it asks to (Restart=on-failure)."""
+
+    def __init__(self, root: Path, device_id: str, broker: str, public_key: str) -> None:
+        import threading
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.cfg_path = root / "crowdcap.toml"
+        self.cfg_path.write_text(
+            f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
+            f'[capture]\nsource = "synthetic"\nwidth = 64\nheight = 48\nfps = 5\npace = "realtime"\n\n'
+            f'[redact]\nenabled = true\nbudget_ms = 3000.0\n\n[depth]\nenabled = false\n\n'  # a loaded CI core: no deadline misses
+            f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
+            f'[health]\ntelemetry_period = 0.5\n\n[downlink]\npublic_key = "{public_key}"\n')
+        self.before_restart: Any = None
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._start()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        from device import config as config_mod
+        from device.operations import Operations
+        from device.runtime import Service
+
+        self.service = Service(config_mod.load(self.cfg_path), self.cfg_path)
+        self.service.start()
+        self.ops = Operations.start(self.service, control_socket=False, console=False)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.1):
+            with self._lock:
+                svc = self.service
+                if svc.stop_requested and svc.restart_requested:
+                    hook, self.before_restart = self.before_restart, None
+                    if hook is not None:
+                        hook(self)
+                    self.ops.close()
+                    svc.close()
+                    self.restarts += 1
+                    self._start()
+                    continue
+                svc.run_housekeeping()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        with self._lock:
+            self.ops.close()
+            self.service.close()

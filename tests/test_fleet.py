@@ -13,6 +13,7 @@ import stat
 import pytest
 from crowd_support import FLEET_POLICY, Device
 from test_console_support import wait_for
+from uplink_helpers import IngestThread
 
 from device.cli import main
 from device.model_update import reference_frames
@@ -90,6 +91,7 @@ def test_push_rolls_out_to_two_devices_and_halts_on_a_failing_canary(tmp_path, b
     from test_downlink import blind_model, centerface_card
 
     path, pub = key
+    ingest = IngestThread(broker.url, tmp_path / "ingest")  # the backend confirms what the devices send
     devs = [Device(tmp_path / d, d, broker.url, pub, fps=5.0, ref_frames=ref_frames) for d in ("dev-a", "dev-b")]
     try:
         for d in devs:
@@ -128,3 +130,44 @@ def test_push_rolls_out_to_two_devices_and_halts_on_a_failing_canary(tmp_path, b
     finally:
         for d in devs:
             d.close()
+        ingest.stop()
+
+
+@pytest.mark.slow
+def test_a_model_activated_by_restart_is_confirmed_by_telemetry_or_found_rolled_back(tmp_path, broker, key, capsys):
+    """The device activates a model update by restarting; push waits for the new session's telemetry: the
+    model it names (ok), or the previous one after `check_pending` rolled a broken install back."""
+    from pathlib import Path
+
+    from crowd_support import OpsDevice
+    from test_downlink import centerface_card
+
+    path, pub = key
+    ingest = IngestThread(broker.url, tmp_path / "ingest")
+    dev = OpsDevice(tmp_path / "dev-r", "dev-r", broker.url, pub)
+    try:
+        wait_for(lambda: dev.service.stages["uplink"].status()["connected"], 15, "device connected")
+
+        def push(version: str) -> dict:
+            card_text, model = centerface_card(version)
+            card, onnx = tmp_path / f"c{version}.toml", tmp_path / "model.onnx"
+            card.write_text(card_text)
+            onnx.write_bytes(model)
+            main(["fleet", "push", "--broker", broker.url, "--key", str(path), "--devices", "dev-r",
+                  "--model", str(card), str(onnx), "--timeout", "120", "--json"])
+            return json.loads(capsys.readouterr().out)["devices"][0]
+
+        row = push("7.0")
+        assert row["status"] == "ok" and "centerface@7.0" in row["detail"] and "active after restart" in row["detail"], row
+        assert dev.restarts == 1
+
+        def damage(d):  # the installed file is damaged before the restart: the new service cannot load it
+            installed = Path(d.service.config.redact.models[0])
+            (installed.parent / "model.onnx").write_bytes(b"\0" * 64)
+
+        dev.before_restart = damage
+        row = push("8.0")
+        assert row["status"] == "rolled_back" and "centerface@7.0" in row["detail"], row
+    finally:
+        dev.close()
+        ingest.stop()

@@ -27,6 +27,8 @@ def _consensus_args(p: argparse.ArgumentParser) -> None:
                    help="share of a private region that must be redacted to count as covered (default 0.8)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad tag lines (listed on stderr) instead of refusing")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--config", default=None,
+                   help="a device config: replays use its [redact] settings (detector sizes, tiles), as the device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
+def _redact_cfg(args: argparse.Namespace):
+    if not args.config:
+        return None
+    from device import config as config_mod
+
+    return config_mod.load(args.config).redact  # ConfigError names the key
+
+
 def _load(args: argparse.Namespace, tags_path: str):
     from uplink.backend.tags import consensus
     from uplink.backend.tags.format import read_tags
@@ -74,6 +84,18 @@ def _load(args: argparse.Namespace, tags_path: str):
     return cons, Sessions(args.sessions)
 
 
+def _user_errors(fn):  # TagError (bad tags, options, sessions): exit 2 with its message, no "internal error"
+    def wrapped(args: argparse.Namespace) -> int:
+        from uplink.backend.tags.format import TagError
+
+        try:
+            return fn(args)
+        except TagError as e:
+            raise CliError(str(e)) from None
+    return wrapped
+
+
+@_user_errors
 def run_score(args: argparse.Namespace) -> int:
     from uplink.backend.tags.page import write_page
     from uplink.backend.tags.score import score, table
@@ -87,6 +109,7 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_errors
 def run_propose(args: argparse.Namespace) -> int:
     from uplink.backend.tags.propose import propose
 
@@ -95,7 +118,8 @@ def run_propose(args: argparse.Namespace) -> int:
         raise CliError(f"--max-over-redaction: expected 0-1, got {args.max_over_redaction}")
     out = Path(args.output)
     doc = propose(cons, sessions, args.policy, max_over=args.max_over_redaction, cover_min=args.cover,
-                  version=args.policy_version, exemplar_dir=out.with_name(out.stem + ".exemplars"))
+                  version=args.policy_version, exemplar_dir=out.with_name(out.stem + ".exemplars"),
+                  redact_cfg=_redact_cfg(args))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(doc["toml"], encoding="utf-8")
     os.replace(tmp, out)
@@ -110,9 +134,14 @@ def run_propose(args: argparse.Namespace) -> int:
             print(f"  - {c['why']}")
         for a in doc["device_actions"]:
             print(f"  device-side: {a['why']}\n      {a['command']}")
+        r = doc["replayed"]
+        print(f"replayed with {doc['version']}: recall {r['recall']} ({r['covered']}/{r['private']}), "
+              f"over-redaction {r['over_redaction']} ({r['over_redacted']}/{r['redacted']}); "
+              f"gate it with: crowdcap tags check {out} --sessions {args.sessions} --tags {args.tags}")
     return 0
 
 
+@_user_errors
 def run_check(args: argparse.Namespace) -> int:
     from uplink.backend.tags.check import check, text
 
@@ -121,6 +150,6 @@ def run_check(args: argparse.Namespace) -> int:
         raise CliError(f"no tags: give --tags FILE, or keep the crowd's tags in {tags}")
     cons, sessions = _load(args, tags)
     doc = check(cons, sessions, args.policy, current=args.current, max_over=args.max_over_redaction,
-                cover_min=args.cover)
+                cover_min=args.cover, redact_cfg=_redact_cfg(args))
     print(json.dumps(doc, indent=1) if args.json else text(doc))
     return 0 if doc["ok"] else 1

@@ -5,7 +5,9 @@ retained) on `crowdcap/v1/<device>/cmd`; its answer comes back on `crowdcap/v1/<
 (a wire message, docs/wire-format.md) and is matched by request id. With a canary share the first
 wave is that share of the devices (at least one); the second wave is published only when every
 canary answered ok — a refusal, a failed self-test, a rollback or no answer within the timeout halts
-the rollout and the remaining devices are marked `halted` (not touched). `--all` finds devices from
+the rollout and the remaining devices are marked `halted` (not touched). A model the device activates by
+restarting counts as ok only once telemetry from its new session names it (else `rolled_back`, or
+`restarting` when no telemetry came in time). `--all` finds devices from
 their retained status topics (online ones). The key is used to sign and never leaves this module.
 """
 
@@ -35,7 +37,8 @@ class Target:
     device: str
     wave: str
     request_id: str = ""
-    status: str = "pending"  # pending, sent, ok, failed, rolled_back, selftest_failed, rejected, timeout, halted
+    # pending, sent, ok, failed, rolled_back, selftest_failed, rejected, timeout, restarting (unconfirmed), halted
+    status: str = "pending"
     detail: str = ""
     result: dict[str, Any] | None = None
     seconds: float | None = None
@@ -49,11 +52,14 @@ class Target:
 class _Inbox:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    telemetry: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
 
 def _json_payload(payload: bytes) -> tuple[str, dict[str, Any]] | None:
-    """(kind, JSON) of a single-chunk JSON wire message, or of plain JSON (a last will); None if neither."""
+    """(kind, JSON) of a single-chunk JSON wire message (its device signature, if any, is not checked
+    here: the result only reports, it authorises nothing), or of plain JSON (status, telemetry, a last
+    will); None if neither."""
     try:
         chunk = wire.parse_chunk(payload)
         message, _signature = wire.split_signature(chunk.data, chunk.signed)  # wire v1.1
@@ -139,6 +145,8 @@ class Push:
                     self.inbox.results[rid] = obj
             elif parts[3] == "status":
                 self.inbox.status[device] = obj
+            elif parts[3] == "telemetry":
+                self.inbox.telemetry[device] = (time.monotonic(), obj)
             self.inbox.cond.notify_all()
 
     def _subscribe(self, topic_filter: str) -> None:
@@ -167,6 +175,9 @@ class Push:
         targets = [Target(d, "canary" if i < n_canary else "rollout") for i, d in enumerate(devices)]
         for d in devices:
             self._subscribe(f"{ROOT}/{d}/cmd/result")
+            if self.cmd == "model update":  # a model activated by a restart is confirmed by telemetry
+                self._subscribe(f"{ROOT}/{d}/status")
+                self._subscribe(f"{ROOT}/{d}/telemetry")
         waves = [[t for t in targets if t.wave == "canary"], [t for t in targets if t.wave == "rollout"]]
         halted = ""
         for wave in waves:
@@ -209,6 +220,36 @@ class Push:
         for t in wave:
             if t.status == "sent":
                 t.status, t.detail = "timeout", f"no cmd/result within {self.timeout_s:.0f} s"
+        self._confirm_restarts(wave, deadline)
+
+    def _confirm_restarts(self, wave: list[Target], deadline: float) -> None:
+        """A model update the device activates by restarting is only in force if the restarted service
+        loaded it (else `check_pending` rolls it back): wait for telemetry from a new session and read
+        the models it runs."""
+        pending = {}
+        with self.inbox.cond:
+            for t in wave:
+                r = (t.result or {}).get("result") or {}
+                if t.status == "ok" and self.cmd == "model update" and r.get("applied") == "restart":
+                    old = self.inbox.status.get(t.device, {}).get("session_id")
+                    pending[t.device] = (t, r.get("model") or {}, old)
+                    t.status, t.detail = "restarting", "restart to activate: no telemetry from the new session yet"
+            while pending and time.monotonic() < deadline:
+                for device, (t, want, old) in list(pending.items()):
+                    tel = self.inbox.telemetry.get(device)
+                    if tel is None or tel[1].get("session_id") in (None, old):
+                        continue
+                    privacy = tel[1].get("privacy") or {}
+                    models = [m for m in privacy.get("models") or [] if isinstance(m, dict)]
+                    names = ", ".join(f"{m.get('name')}@{m.get('version')}" for m in models) or "no model"
+                    if any(m.get("name") == want.get("name") and m.get("version") == want.get("version")
+                           for m in models) and not privacy.get("load_error"):
+                        t.status, t.detail = "ok", f"model {names} active after restart"
+                    else:
+                        t.status, t.detail = "rolled_back", f"after restart the device runs {names}"
+                    del pending[device]
+                if pending:
+                    self.inbox.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 def table(doc: dict[str, Any]) -> str:

@@ -7,6 +7,8 @@
     page.py       tags.html: the numbers and example crops of already-sent, non-redacted pixels only
     replay.py     sent frames through the real redaction stage with a given policy
     propose.py    a new policy version from the consensus, with a reason for every change
+    private.py    exemplar crops and world-anchored volumes (device-side `crowdcap privacy` commands)
+    toml_out.py   writes the proposed policy as TOML
     check.py      the regression gate: recall must not drop, over-redaction must stay within the bound
 
 Backend only: device-side code never imports this package.

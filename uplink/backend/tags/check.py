@@ -3,7 +3,8 @@
 The tagged frames are replayed (replay.py) with the new policy and with the current one (`--current
 FILE`; without it, the current one is what the devices did: their manifests). The new policy is
 refused when its recall on consensus-private regions is lower than the current one's, or when its
-over-redaction (score.py) exceeds the bound. Both are printed.
+over-redaction (score.py) exceeds the bound — or the current one's, when that is already above the
+bound (a policy is not refused for over-redaction it inherited and does not make worse). Both are printed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from uplink.backend.tags.consensus import Consensus
+from uplink.backend.tags.format import TagError
 from uplink.backend.tags.replay import Replayer, policy_redactions
 from uplink.backend.tags.score import COVER_MIN, evaluate, observed
 from uplink.backend.tags.sessions import Sessions
@@ -24,7 +26,7 @@ def check(cons: Consensus, sessions: Sessions, new_policy: str | Path, *, curren
     from redact.policy import load_policy
 
     if not 0 <= max_over <= 1:
-        raise ValueError(f"--max-over-redaction: expected 0-1, got {max_over}")
+        raise TagError(f"--max-over-redaction: expected 0-1, got {max_over}")
     new = load_policy(new_policy)  # PolicyError names the file and field
     cur = load_policy(current) if current else None
     keys = [k for k in cons.frames() if sessions.get(k) is not None]
@@ -44,8 +46,11 @@ def check(cons: Consensus, sessions: Sessions, new_policy: str | Path, *, curren
         reasons.append("no consensus-private regions on frames in the sessions: nothing to check against")
     elif (b["recall"] or 0.0) < (a["recall"] or 0.0):
         reasons.append(f"recall {b['recall']} < current {a['recall']}")
-    if b["over_redaction"] > max_over:
-        reasons.append(f"over-redaction {b['over_redaction']} > bound {max_over}")
+    # a policy is not refused for over-redaction it inherited and does not make worse
+    allowed = max(max_over, a["over_redaction"])
+    if b["over_redaction"] > allowed:
+        reasons.append(f"over-redaction {b['over_redaction']} > bound {max_over}"
+                       + (f" (current {a['over_redaction']})" if allowed > max_over else ""))
     per_class = {}
     for cls in sorted(set(ev_cur.by_class) | set(ev_new.by_class)):
         per_class[cls] = {"current": ev_cur.by_class[cls].to_dict(), "new": ev_new.by_class[cls].to_dict()}

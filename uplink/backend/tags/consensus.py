@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from uplink.backend.tags.format import Tag
+from uplink.backend.tags.format import Tag, TagError
 
 
 @dataclass
@@ -78,9 +78,9 @@ def iou(a: tuple[float, ...] | np.ndarray, b: tuple[float, ...] | np.ndarray) ->
 
 def build(tags: list[Tag], *, min_taggers: int = 2, min_agreement: float = 0.6, iou_min: float = 0.5) -> Consensus:
     if min_taggers < 1:
-        raise ValueError(f"--min-taggers: expected ≥ 1, got {min_taggers}")
+        raise TagError(f"--min-taggers: expected ≥ 1, got {min_taggers}")
     if not 0.5 <= min_agreement <= 1.0:
-        raise ValueError(f"--min-agreement: expected 0.5-1 (a majority at least), got {min_agreement}")
+        raise TagError(f"--min-agreement: expected 0.5-1 (a majority at least), got {min_agreement}")
     by_frame: dict[tuple[str, str, int], list[Tag]] = defaultdict(list)
     for t in tags:
         by_frame[t.frame].append(t)

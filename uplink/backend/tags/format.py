@@ -32,7 +32,8 @@ MAX_ERRORS_SHOWN = 20
 
 
 class TagError(InputError):
-    """A tags file that cannot be used; the message names the file, line and field."""
+    """A user-facing error of the tags tools (a tags file that cannot be used, a bad option, sessions
+    that are not there); the message names the file, line, field or option."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@
    become a `[[forms]]` entry (issue 11's syntax): a pattern of the transcriptions' shapes (digits →
    `[0-9]`, letters → `[A-Z]`, lengths as a range) — the backend sees only text the device sent in
    clear (the leaks), never the text of redacted regions. Without transcriptions the form is shape-only
-   (`aspect` of the tagged boxes). A form is emitted only when the device's policy syntax has
-   `[[forms]]` and a loaded detector provides its `from` class; otherwise it is listed as not emitted.
+   (`aspect` of the tagged boxes, from ≥ 3 regions). When the device detects persons and ≥ 80 % of
+   the tagged regions lie on one (replayed), the form gets `inside = "person"` (a bib, not any number). A form is emitted only when the device's policy syntax has
+   `[[forms]]` and the device's stage can run it (a detector provides its `from` class); otherwise it
+   is listed as not emitted, with the reason.
 3. **Exemplars and volumes** (private.py) for leaks of classes no detector finds and no new form
    covers: crops of sent pixels for `crowdcap privacy add-object`, and boxes triangulated from posed
    frames with depth for `crowdcap privacy add-volume` on the device they came from. They are device
@@ -33,7 +35,8 @@ from typing import Any
 from uplink.backend.tags import private, toml_out
 from uplink.backend.tags.check import MAX_OVER_REDACTION
 from uplink.backend.tags.consensus import Consensus, Region
-from uplink.backend.tags.replay import Replayer
+from uplink.backend.tags.format import TagError
+from uplink.backend.tags.replay import Replayer, policy_redactions
 from uplink.backend.tags.score import COVER_MIN, evaluate
 from uplink.backend.tags.sessions import FrameRec, Sessions, coverage
 
@@ -131,11 +134,73 @@ def text_form(name: str, regions: list[Region]) -> dict[str, Any] | None:
                 form["match"] = "^(" + "|".join(alts) + ")$" if len(alts) > 1 else f"^{alts[0]}$"
             else:
                 form["match"] = f"^[{''.join(sorted(classes))}]{rng}$"
-    if aspects:
+    if aspects and "match" not in form:  # a pattern is enough; the detector's boxes are padded unlike taggers'
         form["aspect"] = [round(min(aspects) * 0.8, 2), round(max(aspects) * 1.25, 2)]
     if "match" not in form and len(regions) < 3:
         return None  # shape only from one or two boxes: too weak to become a rule
     return form
+
+
+def _boxes(replayer: Replayer, current: Any, keys: list[Any], cls: str) -> dict[Any, list[dict[str, Any]]] | None:
+    """Boxes of `cls` (person, text) the device finds on these frames (replayed); None if it cannot."""
+    from redact.policy import Rule
+
+    if not keys or not replayer.provides(cls):
+        return None
+    probe = replace(current, rules=(Rule(cls, "blur", margin=0.0, min_score=0.3),), version=f"probe-{cls}")
+    try:
+        found = replayer.detect(probe, keys)
+    except ValueError:
+        return None
+    return {k: [r for r in v if r.get("class") == cls] for k, v in found.items()}
+
+
+def _share_on(regs: list[Region], boxes: dict[Any, list[dict[str, Any]]] | None, need: float) -> list[Region]:
+    """The regions at least `need` of whose area lies in one of the frame's boxes."""
+    if boxes is None:
+        return []
+    return [r for r in regs if any(coverage(r.bbox, [tuple(b["bbox"])]) >= need for b in boxes.get(r.frame, []))]
+
+
+def _floor():
+    try:
+        from redact import floor  # the privacy floor (issue 16): devices refuse a policy below it
+    except ImportError:
+        return None
+    return floor if hasattr(floor, "check") else None
+
+
+def floor_holds(policy: Any) -> bool:
+    """The policy is within the privacy floor (or this build has none). A current policy below it means
+    the fleet's devices run with the floor lowered (their installer's decision): proposals are not held
+    to it either."""
+    floor = _floor()
+    if floor is None:
+        return True
+    try:
+        floor.check(policy)
+    except Exception:
+        return False
+    return True
+
+
+def _refused(raw: dict[str, Any], replayer: Replayer, *, check_floor: bool = True) -> str:
+    """Why the device would refuse (or could not run) this policy; "" when it would run it."""
+    from redact.policy import parse_policy
+    from redact.stage import RedactStage
+
+    try:
+        policy = parse_policy(raw, "proposed policy")
+    except Exception as e:  # e.g. this build's policy syntax has no [[forms]] (issue 11)
+        return f"the device's policy syntax refuses it ({e})"
+    floor = _floor() if check_floor else None
+    if floor is not None:
+        try:
+            floor.check(policy)
+        except Exception as e:
+            return f"it is below the privacy floor devices enforce ({e})"
+    err = RedactStage(replayer.cfg, policy, replayer._base.detectors)._policy_error
+    return f"no loaded detector provides it: the device would withhold every frame ({err})" if err else ""
 
 
 def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, max_over: float = MAX_OVER_REDACTION,
@@ -145,6 +210,7 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     from redact.stage import RedactStage
 
     current = load_policy(current_path)
+    enforced = floor_holds(current)
     raw = tomllib.loads(Path(current_path).read_text(encoding="utf-8"))
     keys = [k for k in cons.frames() if sessions.get(k) is not None]
     replayer = Replayer(sessions, redact_cfg)
@@ -179,10 +245,16 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
             not_emitted.append(c)
             continue
         entry = next((r for r in rules if r.get("class") == cls), None)
+        trial = [dict(r) for r in rules]
         if entry is None:
-            entry = {"class": cls, "action": "blur", "margin": 0.35, "applies_to": "both"}
-            rules.append(entry)
-        entry["min_score"] = c["to"]
+            trial.append({"class": cls, "action": "blur", "margin": 0.35, "applies_to": "both", "min_score": c["to"]})
+        else:
+            trial[rules.index(entry)]["min_score"] = c["to"]
+        refused = _refused({**raw, "version": "trial", "rules": trial}, replayer, check_floor=enforced)
+        if refused:  # e.g. raising the face threshold above the privacy floor
+            not_emitted.append({**c, "why": f"{c['why']}: not emitted, {refused}"})
+            continue
+        rules[:] = trial
         changes.append({"kind": "threshold", **c})
 
     # 2. text forms from custom:<name> regions the policy does not cover yet
@@ -191,6 +263,9 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if r.private and r.cls.startswith("custom:") and current.rule_for(r.cls) is None:
             by_form[r.cls[7:]].append(r)
     forms = [dict(f) for f in raw.get("forms", [])]
+    form_keys = sorted({r.frame for rs in by_form.values() for r in rs})
+    person_boxes = _boxes(replayer, current, form_keys, "person")
+    text_boxes = _boxes(replayer, current, form_keys, "text") if by_form else None
     for name, regs in sorted(by_form.items()):
         form = text_form(name, regs)
         n_text = sum(1 for r in regs if r.text)
@@ -200,12 +275,24 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
         if form is None:
             not_emitted.append({"kind": "form", "form": name, "why": why + ": too few regions for a shape-only form"})
             continue
-        if form["from"] not in replayer.classes:
-            not_emitted.append({"kind": "form", "form": form, "why": why + f": no loaded detector finds "
-                                f"{form['from']!r} (the device would withhold every frame)"})
+        on_text = _share_on(regs, text_boxes, 0.5)
+        if "match" not in form and len(on_text) < 0.8 * len(regs):  # shape only: it must be text the device sees
+            not_emitted.append({"kind": "form", "form": form, "why": f"{why}: not emitted, the device's text detector "
+                                f"finds text on {len(on_text)}/{len(regs)} of the tagged regions"})
+            continue
+        if person_boxes is not None:
+            inside = _share_on(regs, person_boxes, 0.6)
+            if len(inside) >= max(2, 0.8 * len(regs)):
+                form["inside"] = "person"
+                why += f", inside a person ({len(inside)}/{len(regs)} of the tagged regions are)"
+        rule = {"class": f"custom:{name}", "action": "blur", "margin": 0.2, "applies_to": "both"}
+        refused = _refused({**raw, "version": "trial", "rules": rules + [rule], "forms": forms + [form]}, replayer,
+                           check_floor=enforced)
+        if refused:
+            not_emitted.append({"kind": "form", "form": form, "why": f"{why}: not emitted, {refused}"})
             continue
         forms.append(form)
-        rules.append({"class": f"custom:{name}", "action": "blur", "margin": 0.2, "applies_to": "both"})
+        rules.append(rule)
         changes.append({"kind": "form", "form": form, "why": why})
 
     new_raw = dict(raw)
@@ -213,27 +300,21 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     new_raw["rules"] = rules
     if forms:
         new_raw["forms"] = forms
-    try:
-        new_policy = parse_policy(new_raw, "proposed policy")
-    except Exception as e:
-        if not forms or raw.get("forms"):
-            raise
-        # this build's policy has no [[forms]] (issue 11 not landed): keep the forms out, say so
-        for c in [c for c in changes if c["kind"] == "form"]:
-            changes.remove(c)
-            not_emitted.append({**c, "why": c["why"] + f": not emitted, this policy syntax refuses [[forms]] ({e})"})
-        new_raw.pop("forms", None)
-        new_raw["rules"] = [r for r in rules if not any(r.get("class") == f"custom:{f['name']}" for f in forms)]
-        new_policy = parse_policy(new_raw, "proposed policy")
+    new_policy = parse_policy(new_raw, "proposed policy")
+
     # 3. exemplars and volumes for leaks nothing above catches
     formed = {f"custom:{c['form']['name']}" for c in changes if c["kind"] == "form"}
     leaks = {(x["device"], x["session"], x["seq"], tuple(x["bbox"])) for x in evaluate(cons, sessions).leaks}
-    rest = [r for r in cons.decided if r.private and r.cls not in replayer.classes and r.cls not in formed
+    rest = [r for r in cons.decided if r.private and not replayer.provides(r.cls) and r.cls not in formed
             and (*r.frame, tuple(round(v, 1) for v in r.bbox)) in leaks]
     device_actions = private.volumes(rest, sessions) + private.exemplars(rest, sessions, exemplar_dir)
     stage = RedactStage(replayer.cfg, new_policy, replayer._base.detectors)
     if stage._policy_error:
-        raise ValueError(f"proposed policy would not run on the device: {stage._policy_error}")
+        raise TagError(f"proposed policy would not run on the device: {stage._policy_error}")
+    # the calibration above estimates from one low-threshold pass; the replay with the policy itself is
+    # what `tags check` will see (the detector's candidate verification depends on the threshold)
+    replayed = evaluate(cons, sessions, policy_redactions(replayer, new_policy, keys), cover_min=cover_min)
+    replayed_doc = replayed.overall.to_dict()
     comments = {}
     for i, r in enumerate(new_raw["rules"]):
         comments[f"rules[{i}]"] = [c["why"] for c in changes if c.get("class") == r.get("class")
@@ -241,9 +322,13 @@ def propose(cons: Consensus, sessions: Sessions, current_path: str | Path, *, ma
     header = [f"# proposed by `crowdcap tags propose` from {current_path} ({current.version})",
               f"# {len(changes)} change(s); over-redaction bound {max_over}; consensus: min "
               f"{cons.params['min_taggers']} taggers, agreement ≥ {cons.params['min_agreement']}"]
+    header.append(f"# replayed on the {len(keys)} judged frames: recall {replayed_doc['recall']} "
+                  f"({replayed_doc['covered']}/{replayed_doc['private']}), over-redaction "
+                  f"{replayed_doc['over_redaction']} ({replayed_doc['over_redacted']}/{replayed_doc['redacted']})")
     header += [f"# device-side: {a['why']}\n#   {a['command']}" for a in device_actions]
     text = "\n".join(header) + "\n" + toml_out.dumps(new_raw, comments)
     parse_policy(tomllib.loads(text), "proposed policy (written form)")
     return {"version": new_raw["version"], "from_version": current.version, "changes": changes,
-            "not_emitted": not_emitted, "device_actions": device_actions, "frames_replayed": replayer.frames_replayed,
+            "not_emitted": not_emitted, "device_actions": device_actions, "replayed": replayed_doc,
+            "frames_replayed": replayer.frames_replayed,
             "toml": text}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from uplink.backend.tags.format import TagError
 from uplink.backend.tags.sessions import FrameRec, Key, Sessions
 
 log = logging.getLogger("crowdcap.tags")
@@ -42,9 +43,25 @@ class Replayer:
         self.cfg = replay_config(redact_cfg)
         self._base = redact.build_stage(self.cfg)
         if self._base.load_error:
-            raise ValueError(f"redaction model does not load: {self._base.load_error}")
+            raise TagError(f"redaction model does not load: {self._base.load_error}")
         self.classes = sorted({c for d in self._base.detectors for c in d.card.classes})
         self.frames_replayed = 0
+        self._provides: dict[str, bool] = {}
+
+    def provides(self, cls: str) -> bool:
+        """A loaded detector (or the forms' schedule, issue 11) finds `cls`: a stage with a rule for it runs."""
+        from redact.policy import Policy, Rule
+        from redact.stage import RedactStage
+
+        if cls in self.classes:
+            return True
+        if cls not in self._provides:
+            trial = Policy("probe", "withhold", (Rule(cls, "blur", margin=0.0, min_score=0.3),))
+            try:
+                self._provides[cls] = not RedactStage(self.cfg, trial, self._base.detectors)._policy_error
+            except Exception:
+                self._provides[cls] = False
+        return self._provides[cls]
 
     def frame(self, rec: FrameRec) -> Any:
         from capture.frame import Intrinsics, RGBDFrame
@@ -71,7 +88,7 @@ class Replayer:
 
         stage = RedactStage(self.cfg, policy, self._base.detectors)
         if stage._policy_error:
-            raise ValueError(stage._policy_error)
+            raise TagError(stage._policy_error)
         out: dict[Key, list[dict[str, Any]]] = {}
         for key in sorted(keys):
             rec = self.sessions.get(key)
@@ -87,7 +104,7 @@ class Replayer:
                 regs = (res.redaction or {}).get("regions", [])
             except FrameWithheld as e:
                 if e.reason != "policy_drop":
-                    raise ValueError(f"replay of {key}: frame withheld ({e})") from None
+                    raise TagError(f"replay of {key}: frame withheld ({e})") from None
                 regs = [{"bbox": [0, 0, frame.size[0], frame.size[1]], "class": "(drop_frame)", "score": 1.0,
                          "action": "drop_frame", "applies_to": "both"}]
             self.frames_replayed += 1

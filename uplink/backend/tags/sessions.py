@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from uplink.backend.sink import read_frames
+from uplink.backend.tags.format import TagError
 
 Key = tuple[str, str, int]
 
@@ -94,7 +95,7 @@ class Sessions:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"--sessions: {self.root}: not a folder (expected the ingest's OUT folder)")
+            raise TagError(f"--sessions: {self.root}: not a folder (expected the ingest's OUT folder)")
         self.frames: dict[Key, FrameRec] = {}
         self.folders: dict[tuple[str, str], Path] = {}
         logs = [self.root / "frames.jsonl"] if (self.root / "frames.jsonl").exists() else \
@@ -107,7 +108,7 @@ class Sessions:
                 if isinstance(e.get("seq"), int):
                     self.frames[(device, session, e["seq"])] = FrameRec(device, session, e["seq"], folder, e)
         if not self.folders:
-            raise ValueError(f"--sessions: {self.root}: no session folders (<device>/<session>/frames.jsonl)")
+            raise TagError(f"--sessions: {self.root}: no session folders (<device>/<session>/frames.jsonl)")
 
     def get(self, key: Key) -> FrameRec | None:
         return self.frames.get(key)
