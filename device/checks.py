@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from device.console.auth import check_hash
+
 
 def models(rcfg: Any) -> list[str]:
     from capture.config import ConfigError
@@ -56,8 +58,6 @@ def policy(rcfg: Any) -> list[str]:
 
 
 def pin_hash(stored: str) -> list[str]:
-    from device.console.auth import check_hash
-
     if not stored:
         return []
     try:

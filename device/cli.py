@@ -10,9 +10,9 @@ import argparse
 import importlib
 import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from capture.configcore import ConfigError
+from device.version import package_version
 
 # Order is the order shown in --help.
 COMMANDS = [
@@ -27,13 +27,6 @@ LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 class CliError(Exception):
     """A user-facing error: printed as 'crowdcap: error: ...', exit code 2."""
-
-
-def package_version() -> str:
-    try:
-        return version("crowdcap")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

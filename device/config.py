@@ -22,6 +22,7 @@ from device import settings
 from redact.config import RedactConfig
 from redact.private.config import PrivacyConfig
 from uplink.config import UplinkConfig
+from uplink.signed import load_public_key
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -88,8 +89,6 @@ class DownlinkConfig:
 
     def check(self) -> None:
         if self.public_key:
-            from device.downlink import load_public_key
-
             try:
                 load_public_key(self.public_key)
             except ValueError as e:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from device import config, settings
+from device import checks, config, settings
 
 Check = Callable[[config.Config], list[str]]
 CHECKS: list[Check] = []
@@ -91,22 +91,16 @@ def depth_codec(cfg: config.Config) -> list[str]:
 @register
 def redaction(cfg: config.Config) -> list[str]:
     """Model cards parse, files hash to their cards, each model proves it sees; policy layers respect the floor."""
-    from device import checks
-
     return checks.models(cfg.redact) + checks.policy(cfg.redact) if cfg.redact.enabled else []
 
 
 @register
 def pin_hash(cfg: config.Config) -> list[str]:
     """The console refuses a PIN hash it cannot parse (and would lock every operator out)."""
-    from device import checks
-
     return checks.pin_hash(cfg.console.pin_hash)
 
 
 @register
 def tls_files_are_pem(cfg: config.Config) -> list[str]:
     """TLS files must be PEM of the right kind (a TOML file or a DER blob fails only at connect time)."""
-    from device import checks
-
     return checks.pem(cfg.uplink)

@@ -16,6 +16,7 @@ from typing import Any
 
 from capture.configcore import ConfigError
 from device import settings
+from device.config import Config
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -44,8 +45,6 @@ def persist_value(path: Path, key: str, value: Any) -> None:
     the whole resulting file loads as a valid config."""
     import tomlkit
     from tomlkit.exceptions import TOMLKitError
-
-    from device.config import Config
 
     table: dict[str, Any] = settings.load_toml(path) if path.exists() else {}  # errors name the file
     try:

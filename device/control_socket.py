@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from device.control import COMMANDS, Controller, Reply, Session
+from device.version import package_version
 
 log = logging.getLogger("crowdcap.control")
 
@@ -236,8 +237,6 @@ class SocketBackend:
 
 def offline_reply(argv: list[str], why: str) -> Reply:
     """What a command answers when no service is running (never a hang)."""
-    from device.cli import package_version
-
     name = argv[0].lower() if argv else ""
     if name == "help":
         rows = "\n".join(f"  {usage:<40} {text}" for _, usage, text in COMMANDS)

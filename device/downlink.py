@@ -1,20 +1,15 @@
 """Signed commands from the backend on `crowdcap/v1/<device_id>/cmd`, answered on `.../cmd/result`.
 
-A command message is JSON:
+The message layout and its signing live in `uplink/signed.py`, the wire contract the backend
+(`uplink/backend/fleet.py`) shares:
 
     {"payload": "<base64 of the UTF-8 JSON command>", "sig": "<base64 Ed25519 signature of those bytes>"}
 
-and the signed command is
-
-    {"v": 1, "device_id": "...", "id": "req-42", "cmd": "config set", "args": {...},
-     "nonce": "<8-128 chars>", "issued_at": <unix s>, "expires_at": <unix s>}
-
-Signing the exact payload bytes avoids any canonical-JSON ambiguity. The device checks, in order: size,
-shape, a configured key, the signature, the device id, the time window (expired, too far ahead, not
-yet valid), and the nonce against a replay cache persisted in the state dir (entries live until their
-command expires, so a restart does not reopen the window). A lost or corrupt cache fails closed: a
-durable high-water mark refuses commands issued before it (see `ReplayCache`). Every rejection is answered with a reason
-and counted. Commands (args):
+The device checks, in order: size, shape, a configured key, the signature, the device id, the time
+window (expired, too far ahead, not yet valid), and the nonce against a replay cache persisted in the
+state dir (entries live until their command expires, so a restart does not reopen the window). A lost
+or corrupt cache fails closed: a durable high-water mark refuses commands issued before it (see
+`ReplayCache`). Every rejection is answered with a reason and counted. Commands (args):
 
     start {}              stop {}                  reboot-service {}
     config set {"key": "capture.fps", "value": 15}
@@ -38,58 +33,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from capture.config import ConfigError
 from device.configfile import atomic_write
-from device.control import Controller, Session, set_config
+from device.configset import set_config
+from device.control import Controller, Session
+from device.model_update import ModelUpdater
+from uplink.signed import COMMANDS, Rejected, load_public_key, open_envelope, parse_envelope, sign_command
 
 log = logging.getLogger("crowdcap.downlink")
 
-COMMANDS = ("start", "stop", "config set", "policy update", "model update", "reboot-service")
+__all__ = ["COMMANDS", "Downlink", "Rejected", "ReplayCache", "Verifier", "load_public_key", "sign_command"]
+
 _MAX_REPLAY_ENTRIES = 10000
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def load_public_key(text: str) -> Ed25519PublicKey:
-    """An Ed25519 public key from base64 of its 32 raw bytes, or PEM; ValueError naming the problem."""
-    text = text.strip()
-    if not text:
-        raise ValueError("downlink.public_key: not configured")
-    if text.startswith("-----BEGIN"):
-        key = load_pem_public_key(text.encode())
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("downlink.public_key: PEM key is not Ed25519")
-        return key
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise ValueError("downlink.public_key: expected base64 of 32 bytes or a PEM block") from None
-    if len(raw) != 32:
-        raise ValueError(f"downlink.public_key: expected 32 raw bytes, got {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def sign_command(key: Ed25519PrivateKey, device_id: str, cmd: str, args: dict[str, Any] | None = None, *,
-                 ttl_s: float = 300.0, nonce: str | None = None, now: float | None = None,
-                 request_id: str = "") -> bytes:
-    """The message the backend publishes (also what tests and tools use)."""
-    import secrets
-
-    now = time.time() if now is None else now
-    payload = json.dumps({"v": 1, "device_id": device_id, "id": request_id or secrets.token_hex(6), "cmd": cmd,
-                          "args": args or {}, "nonce": nonce or secrets.token_hex(16), "issued_at": now,
-                          "expires_at": now + ttl_s}, separators=(",", ":")).encode()
-    return json.dumps({"payload": base64.b64encode(payload).decode(),
-                       "sig": base64.b64encode(key.sign(payload)).decode()}).encode()
 
 
 class ReplayCache:
@@ -195,39 +152,10 @@ class Verifier:
 
     def verify(self, raw: bytes) -> dict[str, Any]:
         """The verified command, or Rejected with a reason."""
-        if len(raw) > self.max_bytes:
-            raise Rejected("too_large", f"{len(raw)} bytes > {self.max_bytes}")
-        try:
-            outer = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise Rejected("malformed", "not JSON") from None
-        if not isinstance(outer, dict) or not isinstance(outer.get("payload"), str):
-            raise Rejected("malformed", 'expected {"payload": base64, "sig": base64}')
-        if not outer.get("sig"):
-            raise Rejected("unsigned", "no signature")
+        outer = parse_envelope(raw, self.max_bytes)
         if self.key is None:
             raise Rejected("no_key", self.key_error)
-        try:
-            payload = base64.b64decode(outer["payload"], validate=True)
-            sig = base64.b64decode(str(outer["sig"]), validate=True)
-        except ValueError:  # binascii.Error, or non-ASCII text
-            raise Rejected("malformed", "payload or sig is not base64") from None
-        try:
-            self.key.verify(sig, payload)
-        except InvalidSignature:
-            raise Rejected("bad_signature", "signature does not match the configured key") from None
-        try:
-            cmd = json.loads(payload)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise Rejected("malformed", "signed payload is not JSON") from None
-        if not isinstance(cmd, dict) or cmd.get("v") != 1:
-            raise Rejected("malformed", "expected a version 1 command object")
-        for key, kind in (("device_id", str), ("cmd", str), ("nonce", str), ("args", dict)):
-            if not isinstance(cmd.get(key), kind):
-                raise Rejected("malformed", f"{key}: expected a {kind.__name__}")
-        for key in ("issued_at", "expires_at"):
-            if isinstance(cmd.get(key), bool) or not isinstance(cmd.get(key), int | float):
-                raise Rejected("malformed", f"{key}: expected a unix time in seconds")
+        cmd = open_envelope(outer, self.key)
         if cmd["device_id"] != self.device_id:
             raise Rejected("wrong_device", f"command is for {cmd['device_id']!r}")
         if not 8 <= len(cmd["nonce"]) <= 128:
@@ -257,11 +185,7 @@ class Downlink:
         self._replay = ReplayCache(Path(service.config.device.state_dir) / "downlink-nonces.json",
                                    max_ttl_s=service.config.downlink.max_ttl_s, clock=clock)
         self._configure()
-        if model_updater is None:
-            from device.model_update import ModelUpdater
-
-            model_updater = ModelUpdater(service)
-        self.models = model_updater
+        self.models = model_updater if model_updater is not None else ModelUpdater(service)
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.failed = 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from device.configfile import atomic_write
-from device.control import set_config
+from device.configset import set_config
 
 log = logging.getLogger("crowdcap.models")
 

@@ -19,7 +19,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from device.console.serial_port import SerialConsole
+from device.console.shell import LocalBackend
 from device.control import Controller
+from device.control_socket import ControlServer, socket_path
+from device.downlink import Downlink
+from device.health import HealthReporter
+from device.sdnotify import Notifier, Watchdog
 
 log = logging.getLogger("crowdcap.ops")
 
@@ -50,9 +56,6 @@ class Operations:
         return ops
 
     def _start_health(self) -> None:
-        from device.health import HealthReporter
-        from device.sdnotify import Notifier, Watchdog
-
         self.reporter = HealthReporter(self.service)
         self.controller.health_sample = self.reporter.sample_for_status
         self.controller.ops_status = self.reporter.extra = self.status
@@ -62,8 +65,6 @@ class Operations:
         self.service.housekeeping.extend([self.reporter, self.watchdog])
 
     def _start_control_socket(self) -> None:
-        from device.control_socket import ControlServer, socket_path
-
         server = ControlServer(self.controller, socket_path(self.service.config))
         try:
             server.start()
@@ -74,16 +75,11 @@ class Operations:
         self.server = server
 
     def _start_console(self) -> None:
-        from device.console.serial_port import SerialConsole
-        from device.console.shell import LocalBackend
-
         cc = self.service.config.console
         self.console = SerialConsole(cc.port, lambda: LocalBackend(self.controller), baudrate=cc.baudrate)
         self.console.start()  # retries the port in the background until it appears
 
     def _start_downlink(self) -> None:
-        from device.downlink import Downlink
-
         self.downlink = Downlink(self.service, self.controller)
         outcome = self.downlink.models.check_pending()  # a model activated by the last restart
         if outcome == "rolled back":

@@ -1,4 +1,5 @@
-"""Console / control-socket verbs for the wearer's own privacy (`privacy ...` in device/control.py).
+"""Console / control-socket verbs for the wearer's own privacy (`privacy ...`,
+device/control/privacy_cmd.py).
 
     privacy list                                  objects, volumes, zones (names, name hashes, counts)
     privacy mark-volume NAME --box W H D [--at M] a box "in front of me", M metres ahead (default 1.5)

@@ -24,6 +24,7 @@ from capture.frame import RGBDFrame, Source, SourceError, Stage
 from device import settings
 from device.config import Config, ConfigError
 from device.pipeline import Pipeline
+from device.zones import attach_zones
 
 log = logging.getLogger("crowdcap.runtime")
 
@@ -148,8 +149,6 @@ class Service:
                                                                record_dir=record_dir)
         zones_file = self.state_dir / "private" / "zones.json"
         if config.privacy.enabled and (source is None or zones_file.exists()):  # private places: not read inside
-            from device.zones import attach_zones
-
             self.source = attach_zones(self.source, self.state_dir, config.privacy, chain)
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
         self.pipeline = Pipeline(self.source, chain, capture_queue=config.pipeline.capture_queue,
@@ -267,7 +266,7 @@ class Service:
 
     def set_config(self, key: str, value_text: str) -> Config:
         """Apply a validated setting to the running service (live where possible). Persisting to the
-        config file is `device.control`'s job; it calls this, never the other way round."""
+        config file is `device.configset`'s job; it calls this, never the other way round."""
         new = settings.with_value(self.config, key, settings.parse_text(value_text))
         self.config = new
         if key == "capture.fps":

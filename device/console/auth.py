@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.configfile import atomic_write
+
 _PREFIX = "scrypt"
 _MAX_LOCKOUT_S = 3600.0
 
@@ -102,8 +104,6 @@ class LoginGuard:
     def _save(self) -> None:
         if self.state_file is None:
             return
-        from device.configfile import atomic_write
-
         data = {"failures": self._failures, "lockouts": self._lockouts, "locked_for_s": self.locked_for()}
         try:
             atomic_write(self.state_file, json.dumps(data).encode(), 0o600)

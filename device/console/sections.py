@@ -14,15 +14,11 @@ import time
 from typing import Any
 
 from device.console.render import flatten, health_text
+from device.progress import words
+from device.version import package_version
 
 SECTIONS = {1: "device", 2: "firmware", 3: "pipeline", 4: "health", 5: "network", 6: "spool", 7: "time",
             8: "redaction"}
-
-
-def _words(v: Any) -> str:
-    from device.progress import words
-
-    return words(v)
 
 
 def _device(status: dict[str, Any], ctl: Any) -> dict[str, Any]:
@@ -34,8 +30,6 @@ def _device(status: dict[str, Any], ctl: Any) -> dict[str, Any]:
 
 
 def _firmware(status: dict[str, Any], ctl: Any) -> dict[str, Any]:
-    from device.cli import package_version
-
     red = (status.get("details") or {}).get("redact") or {}
     models = red.get("models") or ([red["model"]] if "model" in red else [])
     return {"version": package_version(), "python": platform.python_version(),
@@ -97,5 +91,5 @@ def section(n: int, status: dict[str, Any], ctl: Any) -> tuple[dict[str, Any], s
             lines.append(f"{name}: {health_text(body)}")
         else:
             flat = {key: v for key, v in flatten(body).items() if v not in (None, "", {}, [])}
-            lines.append(f"{name}: " + (", ".join(f"{key} {_words(v)}" for key, v in flat.items()) or "none"))
+            lines.append(f"{name}: " + (", ".join(f"{key} {words(v)}" for key, v in flat.items()) or "none"))
     return data, "\n".join(lines)

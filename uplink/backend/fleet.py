@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from capture.configcore import InputError
-from device.downlink import COMMANDS, sign_command
+from uplink.signed import COMMANDS, sign_command
 
 MAX_TTL_S = 3600.0
 _DEVICE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
