@@ -29,10 +29,13 @@ def version_stats(score_doc: dict, policy_version: str) -> dict:
 
 
 def small_redact_config(policy: str = "", width: int = 320, height: int = 240, **kw: Any) -> Any:
+    from redact.cards import default_card_path
     from redact.config import RedactConfig
 
     if "floor" in RedactConfig.__dataclass_fields__:  # layered policies: fleet-1 tunes faces above the floor
         kw.setdefault("floor", "lowered")
+    # The tags and thresholds here are CenterFace scores: pin it (the default face path is RetinaFace first).
+    kw.setdefault("models", [str(default_card_path())])
     return RedactConfig(policy=policy, tile_width=0, tile_height=0, detect_width=width // 32 * 32,
                         detect_height=(height + 31) // 32 * 32, **kw)
 
@@ -125,6 +128,7 @@ class Device:
         from device.downlink import Downlink
         from device.model_update import ModelUpdater
         from device.runtime import Service
+        from redact.cards import default_card_path
         from redact.config import RedactConfig
 
         root.mkdir(parents=True, exist_ok=True)
@@ -138,7 +142,7 @@ class Device:
         self.cfg_path.write_text(
             f'[device]\nid = "{device_id}"\nstate_dir = "{root / "state"}"\n\n'
             f'[capture]\nsource = "synthetic"\nwidth = 320\nheight = 240\nfps = {fps}\npace = "realtime"\n\n'
-            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}tile_width = 0\ntile_height = 0\nbudget_ms = 2000.0\n'
+            f'[redact]\nenabled = true\n{policy_key} = "{policy}"\n{floor}models = ["{default_card_path()}"]\ntile_width = 0\ntile_height = 0\nbudget_ms = 2000.0\n'
             f'detect_width = 320\ndetect_height = 256\n\n[depth]\nenabled = false\n\n'
             f'[uplink]\nspool_dir = "{root / "spool"}"\nbroker = "{broker}"\n\n'
             f'[downlink]\npublic_key = "{public_key}"\n')

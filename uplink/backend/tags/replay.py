@@ -33,6 +33,19 @@ def replay_config(base: Any = None) -> Any:
     return dataclasses.replace(cfg, hold_frames=0, budget_ms=10000.0, cache_dir=cfg.cache_dir, threads=1, **every)
 
 
+def _as_recorded(sessions: Sessions) -> Any:
+    """Without the devices' config: the face model the sessions' manifests name, when it is one shipped
+    card (scores, and so thresholds, belong to one model); else the built-in face path."""
+    from redact.cards import default_card_path, load_card
+    from redact.config import RedactConfig
+
+    named = {m.get("sha256") for rec in sessions.frames.values()
+             for m in (rec.manifest.get("models") or []) if isinstance(m, dict)}
+    faces = [p for p in sorted(default_card_path().parent.glob("*.toml"))
+             if (card := load_card(p)).sha256 in named and "face" in card.classes]
+    return RedactConfig(models=[str(faces[0])]) if len(faces) == 1 else RedactConfig()
+
+
 class Replayer:
     """One set of loaded detectors; `regions(policy, frames)` per policy (a stage per call, detectors shared)."""
 
@@ -40,7 +53,7 @@ class Replayer:
         import redact
 
         self.sessions = sessions
-        self.cfg = replay_config(redact_cfg)
+        self.cfg = replay_config(redact_cfg if redact_cfg is not None else _as_recorded(sessions))
         self._base = redact.build_stage(self.cfg)
         if self._base.load_error:
             raise TagError(f"redaction model does not load: {self._base.load_error}")
