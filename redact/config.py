@@ -11,7 +11,7 @@ from capture.config import ConfigError, setting
 @dataclass
 class RedactConfig:
     enabled: bool = setting(True, help="false only for trusted replays that were redacted already")
-    policy: str = setting("", help="wearer policy TOML file; empty = built-in default (faces: blur, depth removed)")
+    policy: str = setting("", help="wearer policy layer (TOML); empty = none: the built-in default (faces: blur, depth removed; plates) and the fleet layer apply")
     threads: int = setting(1, min=1, max=16,
                            help="onnxruntime intra-op threads (1 in the pipeline: the other core runs the rest)")
     models: list[str] = setting([], help="model card TOML files; empty = the built-in face path (RetinaFace int8 "

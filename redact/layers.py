@@ -1,7 +1,8 @@
-"""Layered policy: effective = built-in floor ∪ fleet policy ∪ wearer policy.
+"""Layered policy: effective = privacy floor ∪ built-in default ∪ fleet policy ∪ wearer policy.
 
-* built-in: the privacy floor's rules (`redact.floor`), version `floor-1` — absent when the device's
-  config file lowers the floor.
+* floor + built-in: the privacy floor's face rule (`redact.floor`) and the rest of the built-in default
+  policy (plates), version `DEFAULT_POLICY.version` — both absent when the device's config file lowers
+  the floor.
 * fleet: signed, arrives over the downlink (`policy update`), stored in `redact.fleet_policy`
   (default `<state_dir>/fleet-policy.toml`, set when the first update lands).
 * wearer: `redact.policy` (the `--policy` flag, the console `config set redact.policy`).

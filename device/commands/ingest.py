@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--config", default=None, help="TOML file with an [ingest] section")
     p.add_argument("--broker", action="append", default=None,
-                   help="mqtt://HOST:PORT or mqtts://HOST:PORT (repeat for the nodes of a cluster)")
+                   help="mqtt://HOST[:PORT], mqtts://HOST[:PORT] or nats://HOST:PORT (repeat for the nodes of a cluster)")
     p.add_argument("--out", default=None, help="output folder: OUT/<device>/<session>/")
     p.add_argument("--mcap", action="store_true", default=None,
                    help="also write an MCAP per session as frames arrive (ingest.mcap)")

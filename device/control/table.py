@@ -16,10 +16,10 @@ from typing import Any
 from capture.config import ConfigError
 from device.configfile import toml_value
 
-OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout", "net", "log"})
+OPEN_COMMANDS = frozenset({"help", "status", "version", "login", "logout", "net", "log", "policy"})
 # Reads need no login (README: only state changes need the PIN): `config` without a value, `privacy
 # show`, `spool stats`. Their writes, and everything else, do.
-OPEN_READS = {"config": ("get",), "privacy": ("show",), "spool": ("stats",)}
+OPEN_READS = {"config": ("get",), "privacy": ("show", "list"), "spool": ("stats",)}
 
 # (name, usage, help) — also what `crowdcap console` shows when no service is running.
 COMMANDS: list[tuple[str, str, str]] = [
