@@ -66,3 +66,34 @@ def test_unparsable_ca_file_is_a_reported_retry_not_a_dead_sender(tmp_path) -> N
     assert "SSLError" in sender.stats()["last_error"]
     sender.stop()
     spool.close()
+
+
+def test_refused_ack_subscription_is_retried(tmp_path) -> None:
+    """NATS answers SUBACK 0x80 while the JetStream streams behind its MQTT sessions elect a new
+    leader (the device's node was killed, it reconnected to another): the refused ack subscription
+    used to go unnoticed, and no confirmation ever arrived on that connection."""
+    import time
+
+    class Client:
+        def __init__(self) -> None:
+            self.subs: list[tuple[str, int]] = []
+
+        def subscribe(self, name: str, qos: int) -> tuple[int, int]:
+            self.subs.append((name, qos))
+            return 0, 40 + len(self.subs)
+
+    cfg = uplink_cfg(tmp_path, "mqtt://127.0.0.1:1")
+    spool = Spool(cfg.spool_dir, quota_bytes=10**7, fsync="off")
+    sender = Sender(cfg, "dev1", spool, will_payload=b"")
+    sender._client = client = Client()
+    sender._subscribe("crowdcap/v1/dev1/ack")
+    sender._on_subscribe(None, None, 41, [ReasonCode(PacketTypes.SUBACK, identifier=0x80)], None)
+    assert sender.counters["subscribe_refused"] == 1 and "crowdcap/v1/dev1/ack" in sender._resub
+    sender._resub["crowdcap/v1/dev1/ack"] = time.monotonic()  # due now
+    sender._resubscribe_due()
+    assert client.subs == [("crowdcap/v1/dev1/ack", 1)] * 2 and not sender._resub
+    sender._on_subscribe(None, None, 42, [ReasonCode(PacketTypes.SUBACK, identifier=1)], None)
+    assert not sender._resub and not sender._subs and sender.counters["subscribe_refused"] == 1
+    sender._client = None
+    sender.stop()
+    spool.close()

@@ -73,6 +73,8 @@ class Sender(PahoEvents):
         self.track = (Confirmations(spool, cfg.confirm_timeout, min(int(cfg.confirm_window_mb * 2**20), spool.quota // 2))
                       if cfg.delivery == "ingest" else None)
         self._resend: list[int] = []
+        self._subs: dict[int, str] = {}  # SUBSCRIBE mid -> topic, until its SUBACK
+        self._resub: dict[str, float] = {}  # topic -> when to subscribe again (the broker refused it)
         self._urgent_t = 0.0
         self.device_id = device_id
         self.spool = spool
@@ -249,6 +251,7 @@ class Sender(PahoEvents):
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         return c
 
@@ -284,12 +287,28 @@ class Sender(PahoEvents):
         self._live_from = self._next_spool_id()
         self._last_progress = time.monotonic()
         self._cursor = 0
-        c.subscribe(topic(self.device_id, "cmd"), qos=1)
+        self._subs.clear()
+        self._resub.clear()
+        self._subscribe(topic(self.device_id, "cmd"))
         if self.track is not None:
-            c.subscribe(topic(self.device_id, "ack"), qos=1)
+            self._subscribe(topic(self.device_id, "ack"))
         if self.status_payload is not None and (p := self.status_payload()) is not None:
             c.publish(topic(self.device_id, "status"), p, qos=1, retain=True)
         return True
+
+    def _subscribe(self, name: str) -> None:
+        """QoS 1; the SUBACK is checked (PahoEvents._on_subscribe): a broker may refuse it for now."""
+        rc, mid = self._client.subscribe(name, qos=1)
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._subs[mid] = name
+
+    def _resubscribe_due(self) -> None:
+        now = time.monotonic()
+        due = [name for name, t in self._resub.items() if t <= now]
+        for name in due:
+            del self._resub[name]
+            self.counters["resubscribes"] += 1
+            self._subscribe(name)
 
     def _next_spool_id(self) -> int:
         ids = self.spool.pending_after(0, 1 << 30)
@@ -340,6 +359,8 @@ class Sender(PahoEvents):
                 last_due = time.monotonic()
                 self._resend.extend(self.track.due(last_due))
                 self._check_confirmations()
+            if self._resub:
+                self._resubscribe_due()
             self._send_direct()
             wait = self._fill_window()
             rc = self._pump(min(wait, sync_every, 0.5))

@@ -38,6 +38,18 @@ class PahoEvents:
             self.last_error = f"broker {self.host}:{self.port} closed the connection: {reason_code.getName()}"
         self._connected = False
 
+    def _on_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:  # noqa: ANN001
+        name = self._subs.pop(mid, None)
+        if name is None or not any(rc.is_failure for rc in reason_code_list):
+            return
+        # Refused for now: NATS answers 0x80 while the JetStream streams behind its MQTT sessions
+        # elect a new leader (a node died). Without the ack topic no confirmation ever arrives on
+        # this connection and the records wait forever: ask again shortly.
+        self.counters["subscribe_refused"] += 1
+        log.warning("broker %s:%s refused the subscription to %s (%s); retrying", self.host, self.port, name,
+                    ", ".join(rc.getName() for rc in reason_code_list))
+        self._resub[name] = time.monotonic() + 1.0
+
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
         entry = self._mids.pop(mid, None)
         if entry is None:
