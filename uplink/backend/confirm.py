@@ -169,7 +169,7 @@ class Confirmer:
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
 
     def _take_due_duplicates(self, final: bool) -> None:
-        """Move duplicates older than one round whose claim still stands into the pending acks."""
+        """Move duplicates older than one round whose first copy is committed into the pending acks."""
         now = time.monotonic()
         keep = []
         for item in self._dups:
@@ -179,7 +179,7 @@ class Confirmer:
                 continue
             session = self.sink.session(msg.device_id, msg.session_id)
             with self.sink._lock:
-                standing = msg.seq in session.seen(_letter(msg))
+                standing = session.committed(_letter(msg), msg.seq)
             if standing:
                 self._pending.setdefault((dev, spool), _Pending()).ids.add(int.from_bytes(mid[8:], "big"))
                 self.counters["duplicates_reacked"] += 1

@@ -16,6 +16,7 @@ is Open3D-readable); the device's poses are estimates, so they go to trajectory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -135,12 +136,46 @@ class Session:
         self.dirty = True
         self.last_used = time.monotonic()
         self.existed = (root / "frames.jsonl").exists()
-        self._recover()
+        # Every open Session (any worker, any process) holds a shared flock on .seen/.lock. Markers of
+        # uncommitted claims are a crashed worker's only when no one else has the session open: with
+        # the lock held exclusively. Otherwise they may be a live worker's claim between marker and
+        # commit, and deleting them would let a resend commit the frame twice. The kernel drops the
+        # lock of a killed process.
+        self._lock_fd = os.open(root / ".seen" / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        self._recover(drop_stale_claims=alone)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # from exclusive: a conversion; else waits out a recovery
+
+    def close(self) -> None:
+        """Release the session's shared lock (a forgotten session; the kernel does it on exit too)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def committed(self, kind: str, seq: int) -> bool:
+        """A frame is durable-to-be only once its line is in frames.jsonl (a claim marker alone may be a
+        crashed or a concurrent worker's): the re-ack of a duplicate asks this. Another worker's commit
+        is found by reading the log again (duplicates are rare)."""
+        if kind != "f":
+            return seq in self.seen(kind)
+        if seq not in self.committed_frames:
+            for entry in _read_log(self.root / "frames.jsonl"):
+                if entry.get("seq") == seq:
+                    self.committed_frames.add(seq)
+                    break
+        return seq in self.committed_frames
 
     def seen(self, kind: str) -> set[int]:
         return self.seen_frames if kind == "f" else self.seen_clouds if kind == "c" else self.seen_json[kind]
 
-    def _recover(self) -> None:
+    def _recover(self, drop_stale_claims: bool = True) -> None:
         committed: set[int] = set()
         for entry in _read_log(self.root / "frames.jsonl"):
             try:
@@ -153,7 +188,7 @@ class Session:
                 if letter and isinstance(seq, int):
                     self.seen_json[letter].add(seq)
         clouds = {int(p.stem) for p in (self.root / "clouds").glob("*.ply") if p.stem.isdigit()}
-        for marker in (self.root / ".seen").iterdir():
+        for marker in (self.root / ".seen").iterdir() if drop_stale_claims else ():
             kind, num = marker.name[:1], marker.name[1:]
             if not num.isdigit():
                 continue
@@ -164,7 +199,8 @@ class Session:
                 marker.unlink(missing_ok=True)
             elif kind in self.seen_json and seq not in self.seen_json[kind]:
                 marker.unlink(missing_ok=True)
-        self.seen_frames = committed
+        self.seen_frames = set(committed)
+        self.committed_frames = committed
         self.seen_clouds = clouds
 
     def claim(self, kind: str, seq: int) -> bool:
@@ -235,6 +271,7 @@ class Sink:
             with self._lock:
                 if self._sessions.get(key) is s and time.monotonic() - s.last_used >= min_quiet:
                     del self._sessions[key]
+                    s.close()
                     out.append(key)
         return out
 
@@ -304,6 +341,7 @@ class Sink:
             # for a duplicate, acknowledged, and the frame lost.
             self._unclaim(s, "f", msg.seq)
             raise
+        s.committed_frames.add(msg.seq)
         s.dirty = True
         taken = takeback.after_write(s.root, msg.seq, t)  # a take-back may have arrived before this frame
         if self.live is not None and taken is None:  # after the commit; a taken-back frame never goes in
