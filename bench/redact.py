@@ -162,6 +162,8 @@ def astronaut_small(backgrounds: list[Any], popin: bool) -> tuple[list[Any], lis
         s = fw / (FACE_IN_ASTRONAUT[2] - FACE_IN_ASTRONAUT[0])
         size = int(round(512 * s))
         color = f.color.copy()
+        x = min(x, color.shape[1] - size)  # the photo around the face is larger than the face
+        y = min(y, color.shape[0] - size)
         color[y:y + size, x:x + size] = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
         frames.append(f.replace(color=color))
         fx1, fy1, fx2, fy2 = FACE_IN_ASTRONAUT
