@@ -103,6 +103,16 @@ def announce_lowered(source: str) -> None:
                  source, "; ".join(f.describe() for f in FLOOR))
 
 
+# Detection tuning a command may move only towards more privacy: +1 = only up, -1 = only down. The
+# other way would make small or passing faces (and text) slip through while the floor's rule looks
+# untouched. A key that does not exist (another face path's) is simply not guarded.
+ONE_WAY: dict[str, int] = {
+    "canary_every": -1, "detect_width": +1, "detect_height": +1, "tiles_per_frame": +1,
+    "verify_candidates": +1, "verify_min_score": -1, "hold_frames": +1, "margin_growth": +1,
+    "text_every": -1, "text_width": +1, "text_height": +1, "person_every": -1,
+}
+
+
 def guard_setting(redact_cfg: Any, key: str, value: Any) -> None:
     """Refuse a `config set` (console, control socket, downlink) that would lower the floor or remove a
     layer: ConfigError naming the key. `key` is the dotted key without the `redact.` prefix."""
@@ -118,8 +128,12 @@ def guard_setting(redact_cfg: Any, key: str, value: Any) -> None:
     if key == "fleet_policy":
         raise ConfigError("redact.fleet_policy: the fleet policy layer changes only by a signed downlink "
                           "`policy update` (the wearer can add to it, never replace it)")
-    if key == "canary_every" and isinstance(value, int) and value > redact_cfg.canary_every:
-        raise ConfigError(f"redact.canary_every: a command may only lower it (more frequent canary), "
-                          f"not raise it from {redact_cfg.canary_every} to {value}")
+    direction = ONE_WAY.get(key)
+    current = getattr(redact_cfg, key, None)
+    if (direction and isinstance(value, int | float) and not isinstance(value, bool)
+            and isinstance(current, int | float) and (value - current) * direction < 0):
+        way, more = ("raise", "more") if direction > 0 else ("lower", "less")
+        raise ConfigError(f"redact.{key}: a command may only {way} it ({more} detection), not change it from "
+                          f"{current} to {value}; only the device's own config file can change it the other way")
     if key == "policy" and isinstance(value, str) and value:
         load_layer(value, redact_cfg.floor)  # PolicyError naming the file and the rule below the floor

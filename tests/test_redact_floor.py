@@ -138,6 +138,9 @@ def test_config_set_cannot_weaken(rig, origin: str) -> None:
                         (["config", "set", "redact.enabled", "false"], "cannot be switched off"),
                         (["config", "set", "redact.fleet_policy", '"/tmp/x.toml"'], "signed downlink"),
                         (["config", "set", "redact.canary_every", "30"], "may only lower it"),
+                        (["config", "set", "redact.detect_width", "64"], "may only raise it"),
+                        (["config", "set", "redact.hold_frames", "0"], "may only raise it"),
+                        (["config", "set", "redact.text_every", "30"], "may only lower it"),
                         (["privacy", "update", 'version = "x"'], "only the signed downlink")):
         reply = controller.execute(argv, session)
         assert not reply.ok and words in reply.data["error"], reply
@@ -160,6 +163,12 @@ def test_guard_names_the_key() -> None:
 
     with pytest.raises(ConfigError, match="redact.floor"):
         guard_setting(RedactConfig(), "floor", "lowered")
+    with pytest.raises(ConfigError, match="redact.verify_min_score"):
+        guard_setting(RedactConfig(), "verify_min_score", 0.9)
+    cfg = RedactConfig()
+    guard_setting(cfg, "hold_frames", cfg.hold_frames + 5)  # more privacy: allowed
+    guard_setting(cfg, "text_every", 1)
+    guard_setting(cfg, "budget_ms", 100.0)  # not tuning detection down: a tighter budget withholds, never leaks
 
 
 def test_config_show_lists_the_effective_policy_with_sources(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
