@@ -71,9 +71,10 @@ def _exec_start_argv(unit: str, env_overrides: dict[str, str] | None = None) -> 
     exec_start = ""
     for line in (UNITS / unit).read_text().splitlines():
         key, _, value = line.partition("=")
-        if key == "Environment":
-            name, _, v = value.partition("=")
-            env[name] = v
+        if key == "Environment":  # space-separated assignments, each may be quoted (systemd.exec)
+            for assignment in shlex.split(value):
+                name, _, v = assignment.partition("=")
+                env[name] = v
         elif key == "ExecStart":
             exec_start = value
     env.update(env_overrides or {})
@@ -89,8 +90,9 @@ def _exec_start_argv(unit: str, env_overrides: dict[str, str] | None = None) -> 
 @pytest.mark.parametrize("unit,overrides", [
     ("crowdcap.service", None),
     ("crowdcap-ingest.service", None),
-    ("crowdcap-ingest.service", {"CROWDCAP_BROKER": "mqtts://b.example:8883",
-                                 "CROWDCAP_INGEST_ARGS": "--share-group ingest"}),
+    ("crowdcap-ingest.service", {"CROWDCAP_INGEST_ARGS": "--broker mqtts://b.example:8883 "
+                                                         "--out /var/lib/crowdcap-ingest/s --share-group ingest"}),
+    ("crowdcap-ingest.service", {"CROWDCAP_INGEST_ARGS": "--config /etc/crowdcap/ingest.toml"}),
 ])
 def test_exec_start_parses_with_the_real_cli(unit, overrides):
     # systemd-analyze only checks that the program exists; a flag the command does not have would
@@ -104,7 +106,10 @@ def test_exec_start_parses_with_the_real_cli(unit, overrides):
     except SystemExit as e:
         raise AssertionError(f"{unit}: ExecStart {argv[1:]} is rejected by crowdcap's parser") from e
     assert callable(getattr(args, "func", None)), argv
-    if unit == "crowdcap-ingest.service":
+    if unit == "crowdcap-ingest.service" and overrides and "--config" in overrides["CROWDCAP_INGEST_ARGS"]:
+        # the unit adds no --broker/--out of its own: they would override the file's `brokers` and `out`
+        assert args.config == "/etc/crowdcap/ingest.toml" and args.broker is None and args.out is None, argv
+    elif unit == "crowdcap-ingest.service":
         brokers = args.broker if isinstance(args.broker, list) else [args.broker]
         assert brokers and all(b.startswith("mqtt") for b in brokers)
         assert args.out.startswith("/var/lib/crowdcap-ingest/")
