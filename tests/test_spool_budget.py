@@ -1,6 +1,5 @@
 """The configured spool quota bounds the files on disk (an SD card must not fill up), not only live data."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,17 +33,9 @@ def test_spool_files_stay_within_the_disk_budget(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path):
-    """A real 4 MiB filesystem (tmpfs; needs root) that the spool can fill."""
-    mnt = tmp_path / "card"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_tmpfs(tmpfs) -> Path:
+    """A real 4 MiB filesystem the spool can fill."""
+    return tmpfs("4m")
 
 
 def test_small_card_evicts_by_priority_instead_of_failing_writes(small_tmpfs: Path) -> None:
