@@ -18,6 +18,7 @@ from typing import Any
 
 from capture.configcore import InputError
 from capture.frame import RGBDFrame
+from capture.wrapped import WrappedSource
 
 log = logging.getLogger(__name__)
 
@@ -286,27 +287,15 @@ class NmeaReader:
             self._port = None
 
 
-class GpsSource:
+class GpsSource(WrappedSource):
     """Any Source with GPS: each frame gets the fixes received since the previous frame in `frame.gps`.
 
     A GPS fault never becomes a capture fault; a camera reconnect (close + open) reopens the port too.
     """
 
     def __init__(self, source: Any, reader: NmeaReader) -> None:
-        self.source = source
+        super().__init__(source)
         self.reader = reader
-
-    @property
-    def intrinsics(self) -> Any:
-        return self.source.intrinsics
-
-    @property
-    def depth_scale(self) -> float:
-        return self.source.depth_scale
-
-    @property
-    def fps(self) -> float:
-        return self.source.fps
 
     def open(self) -> None:
         self.source.open()

@@ -18,6 +18,7 @@ from typing import Any
 
 from capture.frame import RGBDFrame
 from capture.wifi import open_scanner
+from capture.wrapped import WrappedSource
 from redact.private.common import PrivateError, private_dir
 from redact.private.config import PrivacyConfig
 from redact.private.zones import Context, ZoneStore, ZoneTracker
@@ -27,10 +28,10 @@ log = logging.getLogger("crowdcap.zones")
 CHECK_EVERY_S = 0.1
 
 
-class ZoneGate:
+class ZoneGate(WrappedSource):
     def __init__(self, source: Any, state_dir: str | Path, cfg: PrivacyConfig, *,
                  clock: Any = datetime.now) -> None:
-        self.source = source
+        super().__init__(source)
         self.state_dir = Path(state_dir)
         self.cfg = cfg
         self.reader = getattr(source, "reader", None)  # capture.nmea.NmeaReader when a GPS is configured
@@ -48,29 +49,7 @@ class ZoneGate:
         self.publish: Any = None  # the uplink's publish(kind, payload): each gap is told to the backend
         self._reload()
 
-    # -- Source protocol -------------------------------------------------------------------------
-    @property
-    def intrinsics(self) -> Any:
-        return self.source.intrinsics
-
-    @property
-    def depth_scale(self) -> float:
-        return self.source.depth_scale
-
-    @property
-    def offline(self) -> bool:  # a replay at pace fast: the pipeline waits for room instead of dropping
-        return bool(getattr(self.source, "offline", False))
-
-    @property
-    def fps(self) -> float:
-        return self.source.fps
-
-    def open(self) -> None:
-        self.source.open()
-
-    def close(self) -> None:
-        self.source.close()
-
+    # -- Source protocol: intrinsics, depth_scale, fps, offline, open, close from WrappedSource -----
     def read(self) -> RGBDFrame | None:
         frame = self.source.read()
         if frame is not None and self._withhold:

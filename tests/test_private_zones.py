@@ -164,3 +164,17 @@ def test_console_marks_a_volume_in_front_of_the_wearer_and_lists_it() -> None:
         assert ctl.execute(["privacy", "list"], trusted).data["volumes"] == []
     finally:
         service.close()
+
+
+def test_wrapped_sources_pass_offline_through() -> None:
+    # a GPS-tagged replay at pace fast must still get backpressure, not drops (device/pipeline.py)
+    from capture.wrapped import WrappedSource
+
+    class Replay(WrappedSource):
+        offline = True
+
+        def __init__(self) -> None:
+            pass
+
+    assert GpsSource(Replay(), NmeaReader("loop://")).offline is True
+    assert GpsSource(SyntheticSource(64, 48, fps=30.0, pace="realtime", noise=False), NmeaReader("loop://")).offline is False
