@@ -8,7 +8,8 @@ produced, because on its own it calls a cat "person".
 
 Fail closed — a mask is tighter than its box, so a mask that misses a limb leaks it:
   * the mask is a probability ≥ `THRESHOLD` (lower than the usual 0.5: pixels the model is unsure
-    about count as person), then dilated by `DILATE` of the box's longer side (≥ 3 px);
+    about count as person), then dilated by `DILATE` of the box's longer side (≥ 3 px), and its
+    holes are filled (a bib or a badge on the chest is enclosed by the body, whatever the model says);
   * the region falls back to the whole box (`shape` stays "box", `mask_fallback` says why, counted
     in `counts()`) when the segmenter is missing or faults (`fault`), when this frame's segmenter time
     is spent (`budget`: the remaining persons of the frame get boxes), or when the mask covers less
@@ -36,7 +37,7 @@ from redact.actions import ACTIONS
 from redact.cards import ModelCard, load_card, read_verified, shipped_card
 
 THRESHOLD = 0.3      # person probability (the model's 0.5 leaves soft edges out)
-DILATE = 0.04        # of the box's longer side, on every side of the mask
+DILATE = 0.12        # of the box's longer side, on every side of the mask
 CONTEXT = 0.15       # of the box added around the crop the model sees (clipped to the frame)
 MIN_FILL = 0.12      # a mask covering less of its box than this is implausible: whole box
 FRAME_MS = 40.0      # segmenter time per frame; persons beyond it get their whole box
@@ -78,7 +79,19 @@ class Segmenter:
         person = (self.probability(crop) >= THRESHOLD).astype(np.uint8)
         r = max(3, round(DILATE * max(bw, bh)))
         person = cv2.dilate(person, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        return person[y1 - cy1:y2 - cy1, x1 - cx1:x2 - cx1].astype(bool)
+        return fill_holes(person[y1 - cy1:y2 - cy1, x1 - cx1:x2 - cx1])
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask (uint8 0/1) with every hole — background the box's border cannot reach — made
+    person: a bib, a badge or a phone held to the chest is enclosed by the body but may not look
+    like a person to the segmenter."""
+    h, w = mask.shape
+    outside = np.zeros((h + 2, w + 2), np.uint8)
+    outside[1:-1, 1:-1] = mask
+    flood = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(outside, flood, (0, 0), 2)  # the padded border ring connects every edge pixel
+    return outside[1:-1, 1:-1] != 2
 
 
 _lock = threading.Lock()
