@@ -25,6 +25,7 @@ never leave this module (they outline a private thing).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -35,6 +36,8 @@ import numpy as np
 
 from redact.actions import ACTIONS
 from redact.cards import ModelCard, load_card, read_verified, shipped_card
+
+log = logging.getLogger("crowdcap.redact")
 
 THRESHOLD = 0.3      # person probability (the model's 0.5 leaves soft edges out)
 DILATE = 0.12        # of the box's longer side, on every side of the mask
@@ -109,6 +112,8 @@ def segmenter() -> Segmenter | None:
                 _segmenter = Segmenter(load_card(shipped_card("selfie_segmentation")))
             except Exception as e:  # a missing or corrupt model: boxes, not a crash
                 _load_error = f"{type(e).__name__}: {e}"
+                log.error("person segmenter not loaded, person rules with shape = \"mask\" redact whole boxes: %s",
+                          _load_error)
         return _segmenter
 
 
@@ -177,9 +182,12 @@ def paint(color: np.ndarray, depth: np.ndarray, r: dict[str, Any], m: np.ndarray
 
 
 def counts() -> dict[str, Any]:
-    """Masks made and fallbacks to the whole box by reason (for status)."""
+    """Masks made (`mask`) and fallbacks to the whole box by reason (`mask_small`, `mask_fault`,
+    `mask_budget`), for this process (status `person_masks`)."""
     with _lock:
         out: dict[str, Any] = dict(_counts)
+        if _segmenter is not None:
+            out["model"] = _segmenter.card.model_id
         if _load_error:
             out["load_error"] = _load_error
         return out

@@ -284,7 +284,7 @@ class RedactStage:
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
-            } | self.forms.status()
+            } | self.forms.status() | ({"person_masks": segment.counts()} if segment.wants_mask(self._policy) else {})
 
     def close(self) -> None:
         if self.private is not None:

@@ -153,4 +153,6 @@ def test_stage_redacts_only_the_persons_pixels_in_colour_and_depth(tmp_path: Pat
     assert (out.depth[y1:y2, x1:x2] == 0).mean() == pytest.approx(filled.mean(), abs=0.05)
     fx1, fy1, fx2, fy2 = face[0] + 64, face[1] - 32, face[2] + 64, face[3] - 32
     assert not out.color[fy1:fy2, fx1:fx2].any()  # every face pixel filled
+    masks = stage.status()["person_masks"]
+    assert masks["mask"] >= 1 and masks["model"]["name"] == "selfie-segmentation"
     stage.close()
