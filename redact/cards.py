@@ -1,7 +1,8 @@
 """Model cards: a small TOML file beside every model saying what it is and how to run it.
 
     name, version, file (path relative to the card, or `package:PKG/RESOURCE`), sha256,
-    decoder (`centerface` | `retinaface` | `yolo` | `ppocr_det` | `ppocr_rec` | `ssd`), classes (list; index =
+    decoder (`centerface` | `retinaface` | `yolo` | `ppocr_det` | `ppocr_rec` | `ssd` | `selfie`: a person
+    segmenter, redact/segment.py), classes (list; index =
     class id), license,
     [input] name, channels (rgb|bgr), mean (a number, or one per tensor channel), scale
             (tensor = (pixel - mean) * scale),
@@ -22,7 +23,7 @@ from typing import Any
 
 from capture.config import ConfigError, read_toml
 
-DECODERS = ("centerface", "retinaface", "yolo", "ppocr_det", "ppocr_rec", "ssd")
+DECODERS = ("centerface", "retinaface", "yolo", "ppocr_det", "ppocr_rec", "ssd", "selfie")
 CLASS_NAMES = ("face", "person", "plate", "text", "screen")
 
 

@@ -88,8 +88,10 @@ def stricter(a: Rule, b: Rule) -> Rule:
     action = a.action if ACTION_STRENGTH[a.action] >= ACTION_STRENGTH[b.action] else b.action
     sides = {a.applies_to, b.applies_to}
     applies_to = "both" if "both" in sides or sides == {"color", "depth"} else a.applies_to
+    # A person mask is a refinement: it holds only when every layer opts into it.
+    shape = "mask" if a.shape == b.shape == "mask" else "box"
     return Rule(a.cls, action, margin=max(a.margin, b.margin), min_score=min(a.min_score, b.min_score),
-                applies_to=applies_to)
+                applies_to=applies_to, shape=shape)
 
 
 def floor_rules() -> list[Rule]:

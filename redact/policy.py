@@ -8,6 +8,8 @@
     margin = 0.35                 # fraction of the box's width/height added on every side
     min_score = 0.2               # 0.01-1: detections below this score are ignored for this rule
     applies_to = "both"           # color | depth | both (depth: set to 0 = no data)
+    shape = "box"                 # person only: "mask" redacts just the person's pixels in each box
+                                  # (opt-in refinement; falls back to the box: redact/segment.py)
     [[forms]]                     # rule-defined classes (custom:<name>): see redact/forms.py
     name = "bib"
     from = "text"
@@ -31,6 +33,7 @@ from redact.forms import Form, FormError, parse_forms
 ACTIONS = ("blur", "pixelate", "fill", "mask", "drop_frame")
 APPLIES_TO = ("color", "depth", "both")
 ON_FAULT = ("withhold", "obscure")
+SHAPES = ("box", "mask")
 
 
 class PolicyError(ConfigError):
@@ -44,6 +47,7 @@ class Rule:
     margin: float = 0.35
     min_score: float = 0.2
     applies_to: str = "both"
+    shape: str = "box"  # "mask": person pixels only (redact/segment.py)
 
     @property
     def color(self) -> bool:
@@ -77,7 +81,8 @@ class Policy:
         out: dict[str, Any] = {
             "version": self.version, "on_fault": self.on_fault, "origin": self.origin,
             "rules": [{"class": r.cls, "action": r.action, "margin": r.margin, "min_score": r.min_score,
-                       "applies_to": r.applies_to} for r in self.rules]}
+                       "applies_to": r.applies_to} | ({"shape": r.shape} if r.shape != "box" else {})
+                      for r in self.rules]}
         if self.forms:
             out["forms"] = [f.to_dict() for f in self.forms]
         if self.sources:
@@ -144,7 +149,7 @@ def parse_policy(raw: dict[str, Any], origin: str) -> Policy:
 def _rule(r: Any, key: str, bad: Any) -> Rule:
     if not isinstance(r, dict):
         raise bad(key, "a table", r)
-    known = {"class", "action", "margin", "min_score", "applies_to"}
+    known = {"class", "action", "margin", "min_score", "applies_to", "shape"}
     unknown = sorted(set(r) - known)
     if unknown:
         raise bad(f"{key}.{unknown[0]}", f"no such field (known: {', '.join(sorted(known))})", r[unknown[0]])
@@ -165,4 +170,12 @@ def _rule(r: Any, key: str, bad: Any) -> Rule:
     # Below ~0.01 nearly every heatmap cell is a candidate: every frame would be withheld.
     if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0.01 <= min_score <= 1:
         raise bad(f"{key}.min_score", "a number 0.01-1", min_score)
-    return Rule(cls=cls, action=action, margin=float(margin), min_score=float(min_score), applies_to=applies_to)
+    shape = r.get("shape", "box")
+    if shape not in SHAPES:
+        raise bad(f"{key}.shape", f"one of {', '.join(SHAPES)}", shape)
+    if shape == "mask" and cls != "person":
+        raise bad(f"{key}.shape", '"box" (a mask is made only for class = "person")', shape)
+    if shape == "mask" and action == "drop_frame":
+        raise bad(f"{key}.shape", '"box" with action = "drop_frame" (no pixels are painted)', shape)
+    return Rule(cls=cls, action=action, margin=float(margin), min_score=float(min_score), applies_to=applies_to,
+                shape=shape)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
-from redact.actions import ACTIONS
+from redact import segment
 from redact.config import RedactConfig
 from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
@@ -123,12 +123,9 @@ class RedactStage:
         # Copy on write: the source may reuse its buffers (camera ring buffers, replay caches).
         color = frame.color.copy() if any(r["applies_to"] != "depth" for r in regions) else frame.color
         depth = frame.depth.copy() if any(r["applies_to"] != "color" for r in regions) else frame.depth
-        for r in regions:
-            x1, y1, x2, y2 = r["bbox"]
-            if r["applies_to"] in ("color", "both"):
-                ACTIONS[r["action"]](color[y1:y2, x1:x2])
-            if r["applies_to"] in ("depth", "both"):
-                depth[y1:y2, x1:x2] = 0
+        masks = segment.refine(frame.color, regions, policy)  # {} unless the person rule says shape = "mask"
+        for i, r in enumerate(regions):
+            segment.paint(color, depth, r, masks.get(i))
         if self.private is not None:  # on the raw frame (pose for volumes), after the detectors
             try:
                 color, depth, mine = self.private.apply(frame, color, depth)
@@ -287,7 +284,7 @@ class RedactStage:
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
-            } | self.forms.status()
+            } | self.forms.status() | ({"person_masks": segment.counts()} if segment.wants_mask(self._policy) else {})
 
     def close(self) -> None:
         if self.private is not None:

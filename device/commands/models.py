@@ -81,6 +81,10 @@ def _verify(card: object) -> str:
     from redact.runtime import ModelLoadError
 
     try:
+        if getattr(card, "decoder", "") == "selfie":  # a segmenter: must find the astronaut in her box
+            from redact.segment import prove_segmenter
+
+            return prove_segmenter(card)
         if getattr(card, "decoder", "") == "ppocr_rec":
             from redact.recognizer import TextRecognizer
 
