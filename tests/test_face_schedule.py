@@ -35,9 +35,15 @@ def covered_per_frame(**overrides: float) -> list[bool]:
     stage = build_stage(cfg)
     assert stage.load_error == ""
     out = []
+    tiles = 0
     for k in range(24):
         frame, face = far_face_frame(k)
-        out.append(coverage(face, stage.apply(frame).redaction["regions"], (480, 640)) >= 0.7)
+        manifest = stage.apply(frame).redaction
+        passes = manifest["passes"]["retinaface-int8"]
+        assert passes["whole"] == [320, 240], passes  # every frame: the whole frame, downscaled
+        tiles += passes["tiles"]
+        out.append(coverage(face, manifest["regions"], (480, 640)) >= 0.7)
+    assert tiles == 6  # 0.25 per frame: the manifest says which frames had a full-resolution tile
     return out
 
 
