@@ -280,6 +280,10 @@ def main(argv: list[str]) -> dict[str, Any]:
             "ours_no_tiles": {"tile_width": 0, "tile_height": 0},
             "ours_fullres_every_frame": {"detect_width": 640, "detect_height": 480, "tile_width": 0,
                                          "tile_height": 0},
+            # Cheaper schedules measured every run (issue 13: <= 10 CPU-ms): no CenterFace whole-frame
+            # pass; and a 320-wide whole pass with full resolution only in rotating tiles + hold.
+            "ours_no_verifier_pass": {"verify_model_every": 0},
+            "ours_whole320_tiles_hold": {"detect_width": 320, "detect_height": 256, "verify_model_every": 0},
         })
     for card in args.model:
         variants[f"ours_model_{Path(card).stem}"] = {"models": [card]}

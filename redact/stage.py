@@ -3,6 +3,13 @@
 A frame leaves `apply` only (a) with every region of the policy's classes redacted after a
 detector pass over this very frame, or (b) fully obscured when the policy says `on_fault =
 "obscure"` and something went wrong. Otherwise it raises `FrameWithheld`.
+
+"A detector pass over this very frame" is the whole-frame pass, which may be downscaled
+(`detect_width/height`). What only full resolution sees (faces too small for that pass) is seen by a
+full-resolution tile every few frames or by the re-check of a weak candidate, and is covered on the
+frames between only by its track, held `hold_frames` with a margin growing `margin_growth` per
+frame. Each manifest's `passes` says what ran on the frame ({card: {"whole": [w, h], "tiles": n}},
+plus `<verifier>_whole` when the verify model's scheduled whole-frame pass ran).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class RedactStage:
         self._times: deque[float] = deque(maxlen=1000)
         self._last_fault = ""
         self._verifier_clock = 0
+        self._last_passes: dict[str, Any] = {}
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
 
@@ -137,6 +145,7 @@ class RedactStage:
                 return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"))
             regions = regions + mine
         manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class
+        manifest["passes"] = self._last_passes
         with self._lock:
             self._frames += 1
             self._regions += len(regions)
@@ -147,6 +156,7 @@ class RedactStage:
         width, height = frame.size
         budget_s = self.cfg.budget_ms / 1000.0
         found = []
+        ran_passes: dict[str, Any] = {}  # what this frame's schedule ran (manifest `passes`)
         with Deadline(budget_s) as deadline:
             for det in self.detectors:
                 whole, tiles = det.plan(width, height, (self.cfg.detect_width, self.cfg.detect_height),
@@ -161,7 +171,13 @@ class RedactStage:
                     ran += 1
                     self._tile_credit -= 1.0
                 det.advance(ran)
-            found.extend(self._scheduled_verifier_pass(frame.color, policy, deadline.options))
+                ran_passes[det.card.name] = {"whole": [round(width * whole.scale), round(height * whole.scale)]
+                                             if whole.scale else list(det.card.input.size or ()), "tiles": ran}
+            scheduled = self._scheduled_verifier_pass(frame.color, policy, deadline.options)
+            found.extend(scheduled)
+            if scheduled and self.verifier is not None:
+                ran_passes[f"{self.verifier.card.name}_whole"] = True
+        self._last_passes = ran_passes
         detector_ms = (time.perf_counter() - t0) * 1000.0
         if deadline.expired or detector_ms > self.cfg.budget_ms:
             raise FrameWithheld("model_timeout", f"detection took {detector_ms:.0f} ms, budget {self.cfg.budget_ms:.0f} ms")
@@ -281,6 +297,7 @@ class RedactStage:
                 "last_fault": self._last_fault,
                 "regions": self._regions,
                 "tracks": len(self.tracker),
+                "last_passes": self._last_passes,
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
