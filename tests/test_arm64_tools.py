@@ -70,3 +70,20 @@ def test_aarch64_wheels_names_an_unknown_extra():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "--extra nope: pyproject.toml has no such extra" in r.stderr
+
+
+def test_aarch64_wheels_evaluates_markers_for_the_board_not_this_machine():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aarch64_wheels", REPO / "tools" / "aarch64_wheels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    reqs = ["numpy>=1.26",
+            "pyrealsense2>=2.55; platform_system == 'Linux' and platform_machine == 'x86_64'",
+            "pyrealsense2>=2.55; platform_machine != 'aarch64'",
+            "depthai>=3.0; platform_machine == 'aarch64'",
+            "tomli>=2; python_version < '3.11'"]
+    assert mod.for_target(reqs, "3.11") == ["numpy>=1.26", "depthai>=3.0"]
+    assert mod.for_target(["tomli>=2; python_version < '3.11'"], "3.10") == ["tomli>=2"]
+    # The project's own test extra: the camera SDK tests are x86-only, so they never reach the board.
+    assert not any("pyrealsense2" in r for r in mod.for_target(mod.requirements(["test", "realsense"]), "3.11"))
