@@ -23,7 +23,8 @@ MIRROR=http://deb.debian.org/debian
 REBUILD=0
 IMAGES=()
 MARK=.crowdcap-arm64-root
-PACKAGES=python3,python3-venv,python3-pip,libusb-1.0-0,libgl1,libglib2.0-0,libgomp1,ca-certificates
+# open3d's aarch64 wheel also links libEGL and libgfortran (not bundled, unlike on x86_64).
+PACKAGES=python3,python3-venv,python3-pip,libusb-1.0-0,libgl1,libegl1,libgfortran5,libglib2.0-0,libgomp1,ca-certificates
 
 usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
 die() { echo "arm64_smoke: error: $*" >&2; exit "${2:-1}"; }
@@ -129,6 +130,12 @@ inroot() {
     PIP_CERT=/etc/crowdcap-host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 "$@"
 }
 [ "$(inroot uname -m)" = aarch64 ] || die "the root does not run as aarch64 (binfmt?)"
+missing=(); for p in ${PACKAGES//,/ }; do inroot dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  step 2 "apt-get install ${missing[*]} (in the root)"
+  inroot sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}" >&2 \
+    || die "apt-get install ${missing[*]} failed in the root"
+fi
 
 # --- 3. crowdcap from aarch64 wheels ---
 step 3 "building the crowdcap wheel from $REPO"
