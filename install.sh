@@ -11,6 +11,10 @@ extras="${1:-}"
 # nats-server runs the tests' clustered broker.
 need=()
 dpkg -s libusb-1.0-0 >/dev/null 2>&1 || need+=(libusb-1.0-0)
+# On aarch64 (Raspberry Pi OS) open3d's wheel also links libEGL and libgfortran, which it does not bundle.
+if [ "$(uname -m)" = aarch64 ]; then
+  for p in libegl1 libgfortran5; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+fi
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 if [ "$extras" = test ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

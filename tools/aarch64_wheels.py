@@ -6,8 +6,11 @@ caught here, not by a user on a Pi.
 
 Runs `pip download --only-binary :all: --platform manylinux_2_X_aarch64 ...` (every manylinux tag the
 board's glibc accepts) on the project's [project].dependencies (plus extras asked for), transitive
-dependencies included. Exit 0 and a list of the resolved wheels when everything has an aarch64 (or
-pure-Python) wheel; exit 1 naming pip's complaint otherwise. Needs network access to the package
+dependencies included. Markers of the project's own requirements are evaluated for the board (pip would
+evaluate them for this machine); transitive ones are pip's, evaluated here — the emulated run
+(tools/arm64_smoke.sh) installs for real on arm64 and catches what that misses. Exit 0 and a list of
+the resolved wheels when everything has an aarch64 (or pure-Python) wheel; exit 1 naming pip's
+complaint otherwise. Needs network access to the package
 index (it downloads ~200 MB of wheels into --dest, a temporary folder by default).
 """
 
@@ -33,6 +36,32 @@ def requirements(extras: list[str]) -> list[str]:
     return reqs
 
 
+def target_env(python: str) -> dict[str, str]:
+    """PEP 508 marker environment of the board. pip evaluates markers against the machine it runs on, not
+    --platform, so `platform_machine == 'x86_64'` would pull an x86-only package into an aarch64 check."""
+    return {"platform_machine": "aarch64", "platform_system": "Linux", "sys_platform": "linux", "os_name": "posix",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "python_version": python, "python_full_version": f"{python}.0", "implementation_version": f"{python}.0",
+            "platform_release": "", "platform_version": "", "extra": ""}
+
+
+def for_target(reqs: list[str], python: str) -> list[str]:
+    """The requirements that apply on the board, markers evaluated there and stripped."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip vendors it
+        from pip._vendor.packaging.requirements import Requirement
+    env = target_env(python)
+    kept = []
+    for text in reqs:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        req.marker = None
+        kept.append(str(req))
+    return kept
+
+
 def platforms(glibc: str) -> list[str]:
     major, minor = (int(v) for v in glibc.split("."))
     return ["manylinux2014_aarch64", *(f"manylinux_{major}_{m}_aarch64" for m in range(17, minor + 1))]
@@ -45,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", default="3.11", help="target CPython version (default 3.11, Bookworm's)")
     ap.add_argument("--glibc", default="2.36", help="target glibc (default 2.36, Bookworm's)")
     args = ap.parse_args(argv)
-    reqs = requirements(args.extra)
+    reqs = for_target(requirements(args.extra), args.python)
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(args.dest or tmp)
         cmd = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--dest", str(dest),
