@@ -16,7 +16,7 @@ class RedactConfig:
                            help="onnxruntime intra-op threads (1 in the pipeline: the other core runs the rest)")
     models: list[str] = setting([], help="model card TOML files; empty = the built-in face path (RetinaFace int8 "
                                 "every frame, CenterFace re-checking small faces and on a schedule)")
-    budget_ms: float = setting(250.0, min=1.0, max=10000.0,
+    budget_ms: float = setting(250.0, min=1.0, max=600000.0,
                                help="per-frame detector time budget; a frame that misses it is withheld")
     detect_width: int = setting(640, min=32, max=4096,
                                 help="whole frame is detected every frame at this width (multiple of 32)")

@@ -57,6 +57,7 @@ def _classify(arg: str) -> tuple[str, Path, Path | None]:
 def run(args: argparse.Namespace) -> int:
     from redact import build_stage
     from redact.config import RedactConfig
+    from redact.proof import slow_factor
 
     jobs = [(arg, *_classify(arg)) for arg in args.inputs]
     out = Path(args.out)
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--threads: expected 1-16, got {args.threads}")
     # Offline: the whole frame at full resolution every time (no tiles), generous time budget.
     # Every detector (text, persons) on every frame too, at full resolution.
-    cfg = RedactConfig(policy=args.policy, models=list(args.model), threads=args.threads, budget_ms=10000.0,
+    cfg = RedactConfig(policy=args.policy, models=list(args.model), threads=args.threads,
+                       budget_ms=10000.0 * slow_factor(),
                        detect_width=4096, detect_height=4096, tile_width=0, tile_height=0,
                        text_width=4096, text_height=4096, text_every=1, person_every=1,
                        verify_model_every=1, detect_width_verify=4096, detect_height_verify=4096)
