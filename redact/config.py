@@ -44,6 +44,9 @@ class RedactConfig:
                               help="text/plate/screen/form detector pass every N frames (held in between)")
     text_width: int = setting(480, min=32, max=4096, help="text detector input width (multiple of 32)")
     text_height: int = setting(352, min=32, max=4096, help="text detector input height (multiple of 32)")
+    text_min_side: int = setting(736, min=0, max=4096,
+                                 help="an image whose short side is below this is upscaled to it for the text "
+                                      "detector (as PP-OCR's reference, limit_type=min), within text_width/height")
     person_every: int = setting(6, min=1, max=30, help="person detector pass every N frames (held in between)")
     cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = memory only")
     fleet_policy: str = setting("", help="fleet policy layer (signed downlink `policy update` writes it; "

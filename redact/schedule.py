@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -79,6 +79,16 @@ def bodies(faces: np.ndarray, width: int, height: int) -> np.ndarray:
     out = np.stack([np.clip(cx - 1.6 * w, 0, width), faces[:, 1], np.clip(cx + 1.6 * w, 0, width),
                     np.clip(faces[:, 3] + 6 * h, 0, height), np.full(len(faces), 0.5)], axis=1)
     return out
+
+
+def text_scale(width: int, height: int, cfg: RedactConfig) -> float:
+    """The text detector's resize of a frame: down to fit text_width × text_height; a small image (short
+    side < text_min_side) up towards text_min_side within them. DB was trained on upscaled images: at
+    their native size small photos of handwriting or signs give a probability map of zero (skimage's
+    `text`: nothing at 1×, lines found from 2.5×)."""
+    fit = min(cfg.text_width / width, cfg.text_height / height)
+    want = max(1.0, cfg.text_min_side / max(min(width, height), 1))
+    return min(fit, want)
 
 
 class Models:
@@ -288,6 +298,8 @@ class FormSchedule:
         h, w = color.shape[:2]
         size = (self.cfg.text_width, self.cfg.text_height) if d == "text" else (w, h)
         whole, _ = det.plan(w, h, size, (0, 0))
+        if d == "text":
+            whole = replace(whole, scale=text_scale(w, h, self.cfg))
         found = det.run(color, whole, run_options)
         return Found(found[:, :5].astype(np.float64), [[i] for i in range(len(found))])
 
