@@ -44,7 +44,6 @@ MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
-READ_PER_PASS = 6  # new text lines read per pass (one recogniser batch)
 
 
 @dataclass
@@ -161,6 +160,7 @@ class FormSchedule:
         self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
         self._pass_texts: dict[int, str] = {}
+        self._reads_left = 0  # of text_reads_per_pass, on the current pass
         self._lines_read = 0  # text lines the recogniser read (each once while it stays in view)
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
@@ -321,6 +321,7 @@ class FormSchedule:
             text = fresh.get("text", Found())
             t = time.perf_counter()
             self._pass_texts: dict[int, str] = {}
+            self._reads_left = self.cfg.text_reads_per_pass  # for the whole pass, all forms together
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
             if "text" in fresh:  # every line read or reused on this pass, by any form
@@ -344,9 +345,12 @@ class FormSchedule:
                 out[i] = old_texts[int(iou[k].argmax())]
             else:
                 todo.append(i)
-        # At most READ_PER_PASS new lines per pass (the largest first); the others, and all of them
-        # when the frame's deadline stops the run, are not read yet — forms treat them as matches.
-        todo = sorted(todo, key=lambda i: -(boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))[:READ_PER_PASS]
+        # At most text_reads_per_pass new lines per pass (the largest first), so that no frame carries
+        # a long recogniser run on top of the detector; the others, and all of them when the frame's
+        # deadline stops the run, are not read yet — forms treat them as matches (private).
+        todo = sorted(todo, key=lambda i: -(boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))
+        todo = todo[:self._reads_left]
+        self._reads_left -= len(todo)
         if todo:
             rec = self.models.get("rec")
             try:
