@@ -49,7 +49,7 @@ class RedactConfig:
     text_min_side: int = setting(736, min=0, max=4096,
                                  help="an image whose short side is below this is upscaled to it for the text "
                                       "detector (as PP-OCR's reference, limit_type=min), within text_width/height")
-    text_reads_per_pass: int = setting(2, min=0, max=64,
+    text_reads_per_pass: int = setting(6, min=0, max=64,
                                        help="new text lines the recogniser reads per text pass (largest first); "
                                             "lines not read yet count as matching every form (private)")
     person_every: int = setting(6, min=1, max=30, help="person detector pass every N frames (held in between)")
