@@ -5,7 +5,9 @@ Synthetic set: the scene's private objects (capture/scene_text.py) with ground-t
 class. A truth box counts as recalled in a frame when ≥ 70 % of it lies inside the union of that
 frame's redacted colour regions (any class: what matters is that it is hidden); recall is over the
 frames that left the stage (withheld ones are counted apart: `frames_withheld`). `faces_only` is
-the baseline: `added_cpu_ms_*` is what text, persons, screens and forms cost on top. The budget is
+the baseline: `added_cpu_ms_*` is what text, persons, screens and forms cost on top;
+`everything_private_baseline` runs the same policy with the text path's previous settings (BASELINE)
+in the same run, and `added_cpu_ratio_vs_baseline` compares the two. The budget is
 raised to 2 s so that a loaded shared machine measures detection, not its own load. Policies: `default` (faces + plates, the built-in policy) and `everything` (faces,
 text, persons, screens, plates, bibs, documents). Timing: wall and process CPU ms per frame at
 640×480 with the pipeline's settings (1 thread), averaged over the whole schedule.
