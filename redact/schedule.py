@@ -1,7 +1,8 @@
 """Which detector runs on which frame within the budget, and the per-class coverage it vouches for.
 
 The stage's face path runs on every frame. The detectors for the other classes of the policy —
-`text` (PP-OCR det; the recogniser reads only the lines a form's `match` needs), `person` (SSDLite)
+`text` (PP-OCR det; the recogniser reads only the lines a form's `match` needs, at most
+`text_reads_per_pass` per pass, one when the policy's `text` rule hides them anyway), `person` (SSDLite)
 and `screen` (bright rectangles with text, from the text pass) — are costlier and change slowly, so
 they run every `text_every` / `person_every` frames, staggered so that they rarely share a frame.
 Between passes, their boxes are *held*: moved with the camera (global shift by phase correlation of
@@ -43,6 +44,7 @@ log = logging.getLogger("crowdcap.redact")
 MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
+READS_WHEN_COVERED = 1  # lines read per pass when the policy's text rule hides them all anyway
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
 
 
@@ -88,6 +90,24 @@ def text_scale(width: int, height: int, cfg: RedactConfig) -> float:
     fit = min(cfg.text_width / width, cfg.text_height / height)
     want = max(1.0, cfg.text_min_side / max(min(width, height), 1))
     return min(fit, want)
+
+
+def text_rule_covers(policy: Policy, forms: list[Form]) -> bool:
+    """Whether the policy's `text` rule already hides every line its `match` forms could keep, as
+    strongly (action, colour/depth, score): reading a line then changes only its label, not a pixel."""
+    from redact.floor import ACTION_STRENGTH
+    text = policy.rule_for("text")
+    if text is None or text.action not in ACTION_STRENGTH:
+        return False
+    for f in forms:
+        rule = policy.rule_for(f.class_name)
+        if f.match is None or rule is None:
+            continue
+        if (rule.action not in ACTION_STRENGTH or ACTION_STRENGTH[rule.action] > ACTION_STRENGTH[text.action]
+                or (rule.color and not text.color) or (rule.depth and not text.depth)
+                or rule.min_score < text.min_score):
+            return False
+    return True
 
 
 class Models:
@@ -161,6 +181,9 @@ class FormSchedule:
         self._prev: np.ndarray | None = None
         self._pass_texts: dict[int, str] = {}
         self._reads_left = 0  # of text_reads_per_pass, on the current pass
+        # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
+        self._reads_per_pass = min(cfg.text_reads_per_pass, READS_WHEN_COVERED) if text_rule_covers(
+            policy, self.order) else cfg.text_reads_per_pass
         self._lines_read = 0  # text lines the recogniser read (each once while it stays in view)
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
@@ -321,7 +344,7 @@ class FormSchedule:
             text = fresh.get("text", Found())
             t = time.perf_counter()
             self._pass_texts: dict[int, str] = {}
-            self._reads_left = self.cfg.text_reads_per_pass  # for the whole pass, all forms together
+            self._reads_left = self._reads_per_pass  # for the whole pass, all forms together
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
             if "text" in fresh:  # every line read or reused on this pass, by any form
@@ -374,5 +397,6 @@ class FormSchedule:
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
                 "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
+                "reads_per_pass": self._reads_per_pass,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
                 "models": self.models.ids(), "load_error": self.error}}
