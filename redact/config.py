@@ -52,6 +52,9 @@ class RedactConfig:
     text_reads_per_pass: int = setting(6, min=0, max=64,
                                        help="new text lines the recogniser reads per text pass (largest first); "
                                             "lines not read yet count as matching every form (private)")
+    text_reads_when_covered: int = setting(1, min=0, max=64,
+                                           help="text_reads_per_pass when the policy's text rule already hides "
+                                                "every line a form could keep (reads then only label regions)")
     person_every: int = setting(6, min=1, max=30, help="person detector pass every N frames (held in between)")
     cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = memory only")
     fleet_policy: str = setting("", help="fleet policy layer (signed downlink `policy update` writes it; "

@@ -2,7 +2,7 @@
 
 The stage's face path runs on every frame. The detectors for the other classes of the policy —
 `text` (PP-OCR det; the recogniser reads only the lines a form's `match` needs, at most
-`text_reads_per_pass` per pass, one when the policy's `text` rule hides them anyway), `person` (SSDLite)
+`text_reads_per_pass` per pass, `text_reads_when_covered` when the policy's `text` rule hides them), `person` (SSDLite)
 and `screen` (bright rectangles with text, from the text pass) — are costlier and change slowly, so
 they run every `text_every` / `person_every` frames, staggered so that they rarely share a frame.
 Between passes, their boxes are *held*: moved with the camera (global shift by phase correlation of
@@ -44,7 +44,6 @@ log = logging.getLogger("crowdcap.redact")
 MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
-READS_WHEN_COVERED = 1  # lines read per pass when the policy's text rule hides them all anyway
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
 
 
@@ -182,7 +181,7 @@ class FormSchedule:
         self._pass_texts: dict[int, str] = {}
         self._reads_left = 0  # of text_reads_per_pass, on the current pass
         # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
-        self._reads_per_pass = min(cfg.text_reads_per_pass, READS_WHEN_COVERED) if text_rule_covers(
+        self._reads_per_pass = min(cfg.text_reads_per_pass, cfg.text_reads_when_covered) if text_rule_covers(
             policy, self.order) else cfg.text_reads_per_pass
         self._lines_read = 0  # text lines the recogniser read (each once while it stays in view)
         self._lock = threading.Lock()
