@@ -1,7 +1,8 @@
 """Which detector runs on which frame within the budget, and the per-class coverage it vouches for.
 
 The stage's face path runs on every frame. The detectors for the other classes of the policy —
-`text` (PP-OCR det; the recogniser reads only the lines a form's `match` needs), `person` (SSDLite)
+`text` (PP-OCR det; the recogniser reads only the lines a form's `match` needs, at most
+`text_reads_per_pass` per pass, `text_reads_when_covered` when the policy's `text` rule hides them), `person` (SSDLite)
 and `screen` (bright rectangles with text, from the text pass) — are costlier and change slowly, so
 they run every `text_every` / `person_every` frames, staggered so that they rarely share a frame.
 Between passes, their boxes are *held*: moved with the camera (global shift by phase correlation of
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -44,7 +45,6 @@ MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
-READ_PER_PASS = 6  # new text lines read per pass (one recogniser batch)
 
 
 @dataclass
@@ -79,6 +79,34 @@ def bodies(faces: np.ndarray, width: int, height: int) -> np.ndarray:
     out = np.stack([np.clip(cx - 1.6 * w, 0, width), faces[:, 1], np.clip(cx + 1.6 * w, 0, width),
                     np.clip(faces[:, 3] + 6 * h, 0, height), np.full(len(faces), 0.5)], axis=1)
     return out
+
+
+def text_scale(width: int, height: int, cfg: RedactConfig) -> float:
+    """The text detector's resize of a frame: down to fit text_width × text_height; a small image (short
+    side < text_min_side) up towards text_min_side within them. DB was trained on upscaled images: at
+    their native size small photos of handwriting or signs give a probability map of zero (skimage's
+    `text`: nothing at 1×, lines found from 2.5×)."""
+    fit = min(cfg.text_width / width, cfg.text_height / height)
+    want = max(1.0, cfg.text_min_side / max(min(width, height), 1))
+    return min(fit, want)
+
+
+def text_rule_covers(policy: Policy, forms: list[Form]) -> bool:
+    """Whether the policy's `text` rule already hides every line its `match` forms could keep, as
+    strongly (action, colour/depth, score): reading a line then changes only its label, not a pixel."""
+    from redact.floor import ACTION_STRENGTH
+    text = policy.rule_for("text")
+    if text is None or text.action not in ACTION_STRENGTH:
+        return False
+    for f in forms:
+        rule = policy.rule_for(f.class_name)
+        if f.match is None or rule is None:
+            continue
+        if (rule.action not in ACTION_STRENGTH or ACTION_STRENGTH[rule.action] > ACTION_STRENGTH[text.action]
+                or (rule.color and not text.color) or (rule.depth and not text.depth)
+                or rule.min_score < text.min_score):
+            return False
+    return True
 
 
 class Models:
@@ -151,6 +179,10 @@ class FormSchedule:
         self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
         self._pass_texts: dict[int, str] = {}
+        self._reads_left = 0  # of text_reads_per_pass, on the current pass
+        # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
+        self._reads_per_pass = min(cfg.text_reads_per_pass, cfg.text_reads_when_covered) if text_rule_covers(
+            policy, self.order) else cfg.text_reads_per_pass
         self._lines_read = 0  # text lines the recogniser read (each once while it stays in view)
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
@@ -288,6 +320,8 @@ class FormSchedule:
         h, w = color.shape[:2]
         size = (self.cfg.text_width, self.cfg.text_height) if d == "text" else (w, h)
         whole, _ = det.plan(w, h, size, (0, 0))
+        if d == "text":
+            whole = replace(whole, scale=text_scale(w, h, self.cfg))
         found = det.run(color, whole, run_options)
         return Found(found[:, :5].astype(np.float64), [[i] for i in range(len(found))])
 
@@ -309,6 +343,7 @@ class FormSchedule:
             text = fresh.get("text", Found())
             t = time.perf_counter()
             self._pass_texts: dict[int, str] = {}
+            self._reads_left = self._reads_per_pass  # for the whole pass, all forms together
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
             if "text" in fresh:  # every line read or reused on this pass, by any form
@@ -332,9 +367,12 @@ class FormSchedule:
                 out[i] = old_texts[int(iou[k].argmax())]
             else:
                 todo.append(i)
-        # At most READ_PER_PASS new lines per pass (the largest first); the others, and all of them
-        # when the frame's deadline stops the run, are not read yet — forms treat them as matches.
-        todo = sorted(todo, key=lambda i: -(boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))[:READ_PER_PASS]
+        # At most text_reads_per_pass new lines per pass (the largest first), so that no frame carries
+        # a long recogniser run on top of the detector; the others, and all of them when the frame's
+        # deadline stops the run, are not read yet — forms treat them as matches (private).
+        todo = sorted(todo, key=lambda i: -(boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))
+        todo = todo[:self._reads_left]
+        self._reads_left -= len(todo)
         if todo:
             rec = self.models.get("rec")
             try:
@@ -358,5 +396,6 @@ class FormSchedule:
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
                 "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
+                "reads_per_pass": self._reads_per_pass,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
                 "models": self.models.ids(), "load_error": self.error}}

@@ -193,3 +193,43 @@ def test_cli_reports_form_classes_in_todays_json_shape(frames: list, tmp_path: P
     out = cv2.imread(str(tmp_path / "out" / "scene.png"))
     x1, y1, x2, y2 = bib["bbox"]
     assert not np.array_equal(out[y1:y2, x1:x2], frames[0].color[y1:y2, x1:x2])
+
+
+def test_lines_not_read_yet_stay_private_and_reads_per_pass_are_capped(frames: list, tmp_path: Path) -> None:
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    p = tmp_path / "p.toml"  # a form no line of the scene matches: only reading a line clears it
+    p.write_text('version = "t"\n[[forms]]\nname = "never"\nfrom = "text"\nmatch = \'^NO SUCH LINE$\'\n'
+                 '[[rules]]\nclass = "face"\n[[rules]]\nclass = "custom:never"\n')
+    counts = {}
+    for reads in (0, 1, 64):
+        stage = build_stage(RedactConfig(policy=str(p), budget_ms=10000.0, text_every=1, text_reads_per_pass=reads))
+        n = [sum(r["class"] == "custom:never" for r in stage.apply(f).redaction["regions"]) for f in frames]
+        lines = stage.status()["forms"]["lines_read"]
+        counts[reads] = (n, lines)
+        assert lines <= reads * len(frames)
+        stage.close()
+    assert counts[0][1] == 0 and min(counts[0][0]) >= 5  # nothing read: every line is private
+    assert 0 < counts[1][1] <= len(frames) and counts[1][0][0] < counts[0][0][0]  # one read per pass
+    assert counts[64][1] > counts[1][1] and max(counts[64][0]) == 0  # all read: none matches
+
+
+@pytest.mark.parametrize(("extra", "reads"), [
+    ('[[rules]]\nclass = "text"\n', 1),  # every line already blurred: reading only labels it
+    ('[[rules]]\nclass = "text"\naction = "pixelate"\n', 6),  # the bib's blur is stronger than text's
+    ('[[rules]]\nclass = "text"\napplies_to = "color"\n', 6),  # the bib's depth is not covered by text
+    ('[[rules]]\nclass = "text"\nmin_score = 0.6\n', 6),  # text keeps fewer lines than the bib rule
+    ("", 6),
+])
+def test_reads_are_cut_only_where_the_text_rule_hides_the_same_lines(extra: str, reads: int) -> None:
+    import tomllib
+
+    from redact.config import RedactConfig
+    from redact.schedule import FormSchedule, Models
+
+    text = ('version = "t"\n[[forms]]\nname = "bib"\nfrom = "text"\nmatch = \'^[0-9]+$\'\n'
+            '[[rules]]\nclass = "face"\n[[rules]]\nclass = "custom:bib"\n' + extra)
+    cfg = RedactConfig(text_reads_per_pass=6)
+    sched = FormSchedule(cfg, parse_policy(tomllib.loads(text), "t"), ["face"], Models(cfg))
+    assert sched.status()["forms"]["reads_per_pass"] == reads

@@ -106,3 +106,46 @@ def test_shipped_models_have_cards_licences_and_tools() -> None:
     assert "Apache License" in (models / "LICENSE.ppocr.txt").read_text()
     for tool in ("extract_ppocr.sh", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
         assert (models / "tools" / tool).is_file()
+
+
+def test_text_scale_upscales_small_images_only_within_the_detector_size() -> None:
+    from redact.config import RedactConfig
+    from redact.schedule import text_scale
+
+    video = RedactConfig(text_width=512, text_height=384)
+    assert text_scale(640, 480, video) == pytest.approx(0.8)  # a video frame: down to the detector size
+    still = RedactConfig(text_width=4096, text_height=4096)
+    assert text_scale(448, 172, still) == pytest.approx(736 / 172)  # short side up to text_min_side
+    assert text_scale(2000, 1500, still) == pytest.approx(1.0)  # large enough: as it is
+    assert text_scale(448, 172, RedactConfig(text_width=4096, text_height=4096, text_min_side=0)) == 1.0
+    assert text_scale(448, 172, RedactConfig(text_width=896, text_height=4096)) == pytest.approx(2.0)  # capped
+
+
+def test_real_handwriting_photo_is_found_as_text(tmp_path: Path) -> None:
+    """skimage's `text` (handwriting on paper, 448×172): at its native size the detector's
+    probability map is zero everywhere; upscaled as the reference does, its lines are found."""
+    import skimage.data
+
+    from capture.frame import Intrinsics, RGBDFrame, now_stamps
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    p = tmp_path / "p.toml"
+    p.write_text('version = "t"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "text"\naction = "fill"\n')
+    gray = skimage.data.text()
+    color = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    h, w = color.shape[:2]
+    frame = RGBDFrame("t", "s", 0, *now_stamps(), color, np.zeros((h, w), np.uint16), 1000.0,
+                      Intrinsics(w, h, 525.0, 525.0, w / 2, h / 2))
+    ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 25, 15) > 0
+    for min_side, expect_found in ((0, False), (736, True)):
+        stage = build_stage(RedactConfig(policy=str(p), floor="lowered", budget_ms=10000.0, text_width=4096,
+                                         text_height=4096, text_every=1, text_min_side=min_side))
+        regions = [r for r in stage.apply(frame).redaction["regions"] if r["class"] == "text"]
+        mask = np.zeros((h, w), bool)
+        for r in regions:
+            x1, y1, x2, y2 = r["bbox"]
+            mask[y1:y2, x1:x2] = True
+        covered = (ink & mask).sum() / ink.sum()
+        assert (covered > 0.5) == expect_found, (min_side, covered, len(regions))
+        stage.close()
