@@ -21,7 +21,6 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("redact", "private.apply", "redact.private (wearer's objects: SIFT, places, volumes, zones)"),
     ("redact", "_manifest", "redact.manifest"),
     ("redact", "apply", "redact.total"),
-    ("depth", "_odometry.track", "depth.odometry"),
     ("depth", "_cloud", "depth.keyframe_cloud"),
     ("depth", "apply", "depth.total"),
     ("uplink", "spool.append", "uplink.spool_write"),
@@ -34,7 +33,18 @@ class StepCpu:
         self.cpu: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.missing: list[str] = []
+        self.spool_latency_ms: list[float] = []  # capture (frame.t_mono) → spooled, per frame
         self._lock = threading.Lock()
+
+    def time_to_spool(self, uplink: Any) -> None:
+        inner: Callable[..., Any] = uplink.apply
+
+        def timed(frame: Any) -> Any:
+            out = inner(frame)
+            self.spool_latency_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
+            return out
+
+        uplink.apply = timed
 
     def wrap(self, owner: Any, attr: str, key: str) -> None:
         inner: Callable[..., Any] = getattr(owner, attr)
@@ -78,6 +88,14 @@ def instrument(stages: dict[str, Any]) -> StepCpu:
             steps.missing.append(key)
             continue
         steps.wrap(owner, attr, key)
+    try:  # made lazily per camera/session: time the class's method
+        from depth import stage as depth_stage
+
+        steps.wrap(depth_stage.Odometry, "track", "depth.odometry")
+    except (ImportError, AttributeError) as e:
+        steps.missing.append(f"depth.odometry ({e})")
+    if stages.get("uplink") is not None:
+        steps.time_to_spool(stages["uplink"])
     try:  # module-level encoders the uplink stage calls by module attribute
         from uplink import messages, wire
 
