@@ -52,7 +52,7 @@ class ReplaySource:
         self.session_id = session_id
         self.loop = loop
         self.n_frames = n_frames
-        self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # by file names
         self._cache_left = cache_mb * 1024 * 1024 if loop else 0
         self.cache_hits = 0
         self._index = 0
@@ -93,7 +93,7 @@ class ReplaySource:
         # Past this pair before anything can fail: a bad file is skipped (the pipeline counts the
         # SourceError), not retried forever.
         self._index += 1
-        cached = self._cache.get((i, j))
+        cached = self._cache.get((self._rgb[i], self._depth[j]))
         if cached is not None:
             color, depth = cached
             self.cache_hits += 1
@@ -122,6 +122,6 @@ class ReplaySource:
         if size <= self._cache_left:  # only well-formed frames: a bad file is reported on every pass
             color.flags.writeable = False
             depth.flags.writeable = False
-            self._cache[(i, j)] = (color, depth)
+            self._cache[(self._rgb[i], self._depth[j])] = (color, depth)
             self._cache_left -= size
         return color, depth
