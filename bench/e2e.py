@@ -141,8 +141,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--replay-dir", default=None, metavar="DIR",
                     help="replay: a TUM-layout folder (real sensor data, e.g. TUM fr1/xyz); default: one "
                          "written from the synthetic source (not sensor data)")
-    ap.add_argument("--replay-frames", type=int, default=60, metavar="N",
-                    help="replay: frames rendered into the written folder (played forth and back; default 60)")
+    ap.add_argument("--replay-frames", type=int, default=30, metavar="N",
+                    help="replay: frames rendered into the written folder, played forth and back (default 30: ~45 MB decoded, within capture.replay_cache_mb)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every section, e.g. redact.threads=1 (repeatable)")
     ap.add_argument("--path", choices=list(PATHS), help=argparse.SUPPRESS)  # one section (child process)
