@@ -162,12 +162,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.path:
         return run_one(args)
-    rest = list(argv)
-    for flag in ("--paths", "--sources"):  # the children get one section each: drop "--paths X" / "--paths=X"
-        while flag in rest:
-            i = rest.index(flag)
-            del rest[i:i + 2]
-    rest = [a for a in rest if a.split("=")[0] not in ("--paths", "--sources")]
+    rest = child_argv(argv)
     results: dict[str, Any] = {"bench": "e2e", "uptime": _uptime(), "side_by_side": {}}
     replay_tmp = None
     if "replay" in args.sources.split(",") and not args.replay_dir:
@@ -192,6 +187,16 @@ def main(argv: list[str]) -> dict[str, Any]:
     results["uptime_after"] = _uptime()
     results["summary"] = {k: {n: r.get(k) for n, r in results["side_by_side"].items()} for k in SUMMARY_KEYS}
     return results
+
+
+def child_argv(argv: list[str]) -> list[str]:
+    """The arguments every section's process gets: all but --paths / --sources (it runs one of each)."""
+    rest = list(argv)
+    for flag in ("--paths", "--sources"):
+        while flag in rest:
+            i = rest.index(flag)
+            del rest[i:i + 2]
+    return [a for a in rest if a.split("=")[0] not in ("--paths", "--sources")]
 
 
 def _uptime() -> str:
