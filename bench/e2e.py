@@ -4,7 +4,8 @@
 MQTT QoS 1 → a local mosquitto → `crowdcap ingest` in a separate process (as the backend would be).
 
 Sections, each in its own process (clean RSS and CPU), side by side in one run: every --sources ×
-every --paths. Sources: `synthetic` (the demo's renderer, pre-rendered with --prerender) and `replay`
+every --paths. Sources: `synthetic` (the renderer, pre-rendered with --prerender), `demo` (`crowdcap
+demo`'s walk: the wearer's private objects, places and zones registered, SIFT matching every 3rd frame) and `replay`
 (`crowdcap run`'s path: a TUM-layout folder read from disk, looped, paced in real time — by default
 one written from the synthetic source, NOT real sensor data; give a real sequence with --replay-dir).
 Face paths: `old_centerface` (the face path before issue 13) and `new_default`.
@@ -123,7 +124,7 @@ class ThreadCpu:
         return out
 
 
-SOURCES = ("synthetic", "replay")
+SOURCES = ("synthetic", "demo", "replay")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -245,6 +246,15 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit("bench e2e: --source replay needs --replay-dir DIR (a TUM-layout folder)")
             cfg = config_mod.override(cfg, **{"capture.source": f"replay:{args.replay_dir}", "capture.loop": True,
                                               "capture.pace": "realtime"})
+        elif args.source == "demo":  # `crowdcap demo`'s walk: the wearer's private things registered
+            from device.demo_privacy import prepare
+
+            (work / "demo").mkdir()
+            walk = prepare(work / "demo", work / "state", cfg.capture.width, cfg.capture.height, cfg.capture.seed)
+            cfg = config_mod.override(cfg, **{"capture.source": "synthetic:private",
+                                              "capture.prerender": args.prerender or 30,
+                                              "privacy.wifi_file": str(walk["wifi_file"]),
+                                              "privacy.object_interval": 3})
         elif args.prerender:
             cfg = config_mod.override(cfg, **{"capture.prerender": args.prerender})
         service = Service(cfg, max_frames=n, source=source)
@@ -292,6 +302,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "overrides": args.set,
         "face_path": args.path or "as configured",
         "source": (f"replay:{args.replay_dir} (looped, realtime)" if args.source == "replay"
+                   else "crowdcap demo's walk: synthetic:private, the wearer's objects/places/zones registered, "
+                        f"{args.prerender or 30} frames pre-rendered" if args.source == "demo"
                    else f"synthetic, {args.prerender} frames pre-rendered, played forth and back" if args.prerender
                    else "synthetic, rendered live in the device process"),
         "seconds": round(capture_s, 2),
