@@ -22,6 +22,9 @@ class CaptureConfig:
     pace: Literal["realtime", "fast"] = setting("realtime", help="realtime: paced at fps; fast: as fast as possible")
     seed: int = setting(0, min=0, help="synthetic scene seed (deterministic)")
     loop: bool = setting(False, help="replay: start again at the end")
+    replay_cache_mb: int = setting(64, min=0, max=4096, help="replay with loop: keep up to this many MB of decoded "
+                                   "frames, so a looped folder is decoded once (PNG decoding costs ~5-10 CPU-ms per "
+                                   "640×480 RGB-D frame); 0 = decode every frame")
     prerender: int = setting(0, min=0, max=600, help="synthetic: render N frames before the clock starts and play "
                              "them forth and back (a camera costs no CPU to render); 0 = render every frame live")
     gps: str = setting("", help="NMEA GPS receiver: serial port or pyserial URL (/dev/ttyACM0); empty = none")

@@ -3,7 +3,8 @@
 On a terminal: a `rich` live bar that fits the terminal's width (it is redrawn in place, never a
 staircase of wrapped `\\r` lines), ending by time (the bar is the seconds asked for). Not on a
 terminal (a log, a pipe, CI): one plain line every `plain_every` seconds and a last one at the end.
-Both show drops before redaction and frames withheld, not only the good news.
+Both show drops before redaction and frames withheld, not only the good news; the first drop is
+also said at once, in words (a machine that cannot keep up is told while it runs, not only at the end).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Progress:
         self._live = None
         self._task = None
         self._closed = False
+        self.warned_drops = False
         tty = console is not None or (hasattr(self.stream, "isatty") and self.stream.isatty())
         if tty:
             from rich.console import Console
@@ -45,6 +47,15 @@ class Progress:
     def update(self, elapsed_s: float, **fields: Any) -> None:
         """Counters by name (captured, redacted, withheld, dropped, spooled, sent, fps)."""
         self._fields = fields
+        if not self.warned_drops and (fields.get("dropped") or 0) > 0:
+            self.warned_drops = True
+            fps = f" at {fields['fps']:.0f} fps" if "fps" in fields else ""
+            msg = (f"{self.title}: NOT KEEPING UP{fps}: frames are being dropped before redaction (counted as "
+                   "'dropped'; this machine cannot redact every frame — busy, or too slow for this policy)")
+            if self._live is not None:
+                self._console.print(msg)
+            else:
+                print(msg, file=self.stream, flush=True)
         if self._live is not None:
             self._live.update(self._task, completed=min(elapsed_s, self.total_s), stats=self._stats(compact=True))
             return

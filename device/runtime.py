@@ -144,7 +144,7 @@ class Service:
         self.source = source or open_source(
             cap.source, width=cap.width, height=cap.height, fps=cap.fps, pace=cap.pace, seed=cap.seed,
             loop=cap.loop, device_id=self.device_id, session_id=self.session_id, gps=cap.gps or None,
-            gps_baud=cap.gps_baud, prerender=cap.prerender)
+            gps_baud=cap.gps_baud, prerender=cap.prerender, replay_cache_mb=cap.replay_cache_mb)
         chain = stages if stages is not None else build_stages(config, self.device_id, self.session_id,
                                                                record_dir=record_dir)
         zones_file = self.state_dir / "private" / "zones.json"

@@ -1,0 +1,47 @@
+"""bench e2e's own parts: the per-step CPU instrumentation sees every stage's work, and sections get
+their arguments. (The bench itself is run by hand: it takes minutes and its numbers are never asserted.)"""
+
+import subprocess
+import sys
+
+from bench._stage_cpu import instrument
+from bench._tum_fixture import write_synthetic_tum
+from bench.e2e import child_argv
+
+
+def test_child_argv_drops_the_section_lists_only():
+    argv = ["--paths", "old_centerface,new_default", "--seconds", "5", "--sources=replay", "--set", "a=1"]
+    assert child_argv(argv) == ["--seconds", "5", "--set", "a=1"]
+
+
+def test_help_names_the_sections():
+    out = subprocess.run([sys.executable, "-m", "bench", "e2e", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "--sources" in out.stdout and "replay" in out.stdout and "old_centerface" in out.stdout
+
+
+def test_instrument_counts_every_step_of_a_replayed_run(tmp_path):
+    from device import config as config_mod
+    from device.runtime import Service
+
+    folder = write_synthetic_tum(tmp_path / "tum", frames=4)
+    cfg = config_mod.override(config_mod.load(), **{
+        "capture.source": f"replay:{folder}", "capture.pace": "fast", "capture.loop": True,
+        "uplink.spool_dir": str(tmp_path / "spool"), "device.state_dir": str(tmp_path / "state"),
+        "redact.budget_ms": 10000.0})  # a busy machine must not withhold frames here
+    service = Service(cfg, max_frames=8)
+    steps = instrument(service.stages)
+    try:
+        service.start()
+        service.wait()
+        assert service.stop(timeout=60)
+        status = service.status()
+    finally:
+        service.close()
+    assert status["frames_captured"] == 8 and status["frames_dropped"] == 0
+    report = steps.report(8)
+    assert "missing" not in report, report.get("missing")
+    assert report["redact.total"]["calls"] == 8
+    assert report["depth.odometry"]["calls"] == 8
+    assert report["uplink.spool_write"]["calls"] >= 8  # frames, plus keyframe clouds
+    assert len(steps.spool_latency_ms) == 8 and min(steps.spool_latency_ms) > 0
