@@ -70,7 +70,7 @@ class Ingest:
         if self.share_group and any(c in self.share_group for c in "/+#"):
             raise ValueError(f"share_group: may not contain / + or #, got {self.share_group!r}")
         self.limits = limits
-        self.sink = Sink(self.out)
+        self.sink = Sink(self.out, depth_png=getattr(cfg, "depth_png", "fast"))
         if getattr(cfg, "mcap", False):  # an MCAP per session, appended as frames are committed
             from uplink.backend.mcap_live import LiveMcap
 
@@ -378,6 +378,7 @@ class Ingest:
     def stats(self) -> dict:
         with self._lock:
             return {"connected": self.connected, **dict(self.counters), "confirm": dict(self.confirmer.counters),
+                    "sink": dict(self.sink.counters),
                     "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
                     "reassembly": dict(self.reassembler.counters), "partials": self.reassembler.partials(),
                     "partial_bytes": self.reassembler.stats()["partial_bytes"], "queue": self._queue.qsize(),

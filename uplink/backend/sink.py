@@ -26,15 +26,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from uplink import messages, wire
 from uplink.backend import takeback
 from uplink.backend.session import _JSON_LETTER, _JSON_LOGS, Session, _append_line, _atomic_write, _read_log  # noqa: F401
+from uplink.backend.tum_depth import Writer, tum_depth_png
 from uplink.wire import Message, WireError
 
 log = logging.getLogger("crowdcap.ingest.sink")
+
+_PNG16_CODEC_ID = 1  # depth.codec's png16: its bytes may go to disk as they are (tum_depth.py)
 
 _IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -81,8 +83,9 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray | None) -> None
 
 
 class Sink:
-    def __init__(self, out_dir: str | os.PathLike) -> None:
+    def __init__(self, out_dir: str | os.PathLike, depth_png: Writer = "fast") -> None:
         self.out = Path(out_dir)
+        self.depth_png: Writer = depth_png  # "opencv": the pre-issue-13 encoder (benches compare)
         self.out.mkdir(parents=True, exist_ok=True)
         self.counters: Counter[str] = Counter()
         self._sessions: dict[tuple[str, str], Session] = {}
@@ -170,15 +173,19 @@ class Sink:
         f = messages.decode_frame(msg)  # raises WireError before anything is written
         name = f"{msg.seq:08d}"
         _atomic_write(s.root / "rgb" / f"{name}.jpg", f.jpeg)
-        from capture.tum import TUM_DEPTH_SCALE, camera_doc, to_tum_depth
+        from capture.tum import TUM_DEPTH_SCALE, camera_doc
 
         scale = f.meta.get("depth_scale")
         if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale > 0:
             raise WireError("bad_depth", f"depth_scale: expected a positive number, got {scale!r}")
-        ok, png = cv2.imencode(".png", to_tum_depth(f.depth, float(scale)))
-        if not ok:
-            raise WireError("bad_depth", "PNG encoding failed")
-        _atomic_write(s.root / "depth" / f"{name}.png", png.tobytes())
+        wire_png = msg.sections.get(wire.SEC_DEPTH) if msg.depth_codec == _PNG16_CODEC_ID else None
+        try:  # bit-exact TUM PNG-16, ~3× cheaper than cv2.imencode (uplink/backend/tum_depth.py)
+            png, how = tum_depth_png(f.depth, float(scale), wire_png, self.depth_png)
+        except ValueError as e:
+            raise WireError("bad_depth", f"PNG encoding failed: {e}") from None
+        _atomic_write(s.root / "depth" / f"{name}.png", png)
+        with self._lock:
+            self.counters[f"depth_png_{how}"] += 1
         cam = s.root / "camera.json"
         if not cam.exists():
             from capture.frame import Intrinsics
