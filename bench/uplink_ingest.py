@@ -1,6 +1,9 @@
 """Ingest scale-out section of `python -m bench uplink` (also `python -m bench.uplink_ingest`):
 frames/s per ingest worker process draining a backlog, its CPU per frame and peak RSS, on mosquitto
 (MQTT, persistent session) and on a 3-node NATS JetStream cluster (durable consumer; 1 and 2 workers).
+`--direct [N]`: the ingest's CPU per frame and per step without a broker, the old (cv2.imencode) and
+new depth PNG writers side by side in one run (bench/_ingest_steps.py). `--writers [N]`: the whole
+`crowdcap ingest` process over mosquitto draining N frames, per depth PNG writer, alternating.
 
 Each run preloads N signed 640×480 frames into the broker while no ingest runs, then starts
 `crowdcap ingest` process(es) with a device registry (signature checks included) and times the drain
@@ -153,9 +156,57 @@ def bench_ingest_scale(msgs: list[bytes], tmp: Path) -> dict:
     return result
 
 
+def bench_ingest_writers(msgs: list[bytes], tmp: Path, writers: tuple[str, ...] = ("opencv", "fast", "opencv", "fast")
+                         ) -> dict:
+    """`crowdcap ingest` (a process, mosquitto, persistent session, registry) draining the same backlog
+    once per `[ingest] depth_png` writer in turn: the whole process's CPU per frame, old vs new."""
+    import paho.mqtt.client as mqtt
+
+    sys.path.insert(0, str(TESTS))
+    from mqtt_broker import MosquittoBroker
+
+    from uplink.identity import DeviceKey, registry_entry
+
+    key = DeviceKey.load_or_create(tmp / "bench-key")
+    reg = tmp / "devices.toml"
+    reg.write_text(registry_entry("bench", key))
+    result: dict = {"backlog_frames": len(msgs), "runs": []}
+    with MosquittoBroker() as b:
+        cfg = (f'[ingest]\nbrokers = ["{b.url}"]\nout = "@OUT@"\nregistry = "{reg}"\nworkers = 2\n'
+               'client_id = "bench-ingest-writers"\n')
+        p = _start(cfg.replace("@OUT@", str(tmp / "out-w-pre")), tmp, "w-pre")
+        _wait_log(tmp, "w-pre", b"connected to", p)  # makes the persistent session, then goes
+        _stop([p])
+        for i, w in enumerate(writers):
+            _publish_backlog(msgs, b.host, b.port, key, mqtt.MQTTv5)
+            run = _drain(cfg + f'depth_png = "{w}"\n', tmp, len(msgs), 1, b"connected to", f"w{i}-{w}")
+            result["runs"].append({"depth_png": w, **run})
+    for w in dict.fromkeys(writers):
+        runs = [r["cpu_ms_per_frame"] for r in result["runs"] if r["depth_png"] == w]
+        result[f"{w}_cpu_ms_per_frame_mean"] = round(sum(runs) / len(runs), 2)
+    if {"opencv", "fast"} <= set(writers):
+        result["cpu_ratio_fast_vs_opencv"] = round(result["fast_cpu_ms_per_frame_mean"]
+                                                   / result["opencv_cpu_ms_per_frame_mean"], 3)
+    result["load_average"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return result
+
+
 def main(argv: list[str]) -> dict:
+    """`[N]`: the broker drains (N frames); `--direct [N]`: the ingest's CPU per step, old and new
+    depth PNG writers side by side (bench/_ingest_steps.py), no broker."""
     from bench.uplink import _frames, _messages, _reseq
 
+    if argv and argv[0] == "--direct":
+        from bench._ingest_steps import bench_direct, bench_png_only
+
+        return {"bench": "uplink_ingest --direct", "png_step_alone": bench_png_only(),
+                "ingest_cpu_side_by_side": bench_direct(int(argv[1]) if len(argv) > 1 else 120)}
+    if argv and argv[0] == "--writers":  # the whole ingest process over mosquitto, old vs new PNG writer
+        tmp = Path(tempfile.mkdtemp(prefix="crowdcap-bench-ingest-"))
+        try:
+            return bench_ingest_writers(_reseq(_messages(_frames(12), int(argv[1]) if len(argv) > 1 else 300), "b1"), tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     n = int(argv[0]) if argv else 600
     tmp = Path(tempfile.mkdtemp(prefix="crowdcap-bench-ingest-"))
     try:

@@ -121,5 +121,6 @@ def tum_depth_png(depth: np.ndarray, depth_scale: float, wire_png: bytes | None 
     if (writer == "fast" and wire_png is not None and float(depth_scale) == TUM_DEPTH_SCALE
             and wire_png.startswith(_SIGNATURE) and wire_png.endswith(_IEND)):
         return bytes(wire_png), "passthrough"
-    how = "fast" if writer == "fast" and _isal is not None else "opencv"
-    return encode_png16(to_tum(depth, depth_scale), writer), how
+    if writer != "fast":  # the pre-issue-13 path, unchanged (float scaling, cv2.imencode)
+        return encode_png16(to_tum_depth(depth, float(depth_scale)), writer), "opencv"
+    return encode_png16(to_tum(depth, depth_scale), writer), "fast" if _isal is not None else "opencv"
