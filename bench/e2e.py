@@ -146,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
                     help="replay: frames rendered into the written folder, played forth and back (default 30: ~45 MB decoded, within capture.replay_cache_mb)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every section, e.g. redact.threads=1 (repeatable)")
+    ap.add_argument("--no-mesh", action="store_true", help="skip the mesh fusion step after each section (its RSS "
+                    "and CPU are reported apart from the device's and the ingest's)")
     ap.add_argument("--path", choices=list(PATHS), help=argparse.SUPPRESS)  # one section (child process)
     ap.add_argument("--source", choices=SOURCES, default="synthetic", help=argparse.SUPPRESS)
     return ap
@@ -187,6 +189,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             shutil.rmtree(replay_tmp, ignore_errors=True)
     results["uptime_after"] = _uptime()
     results["summary"] = {k: {n: r.get(k) for n, r in results["side_by_side"].items()} for k in SUMMARY_KEYS}
+    results["summary"]["mesh_step_peak_rss_mb"] = {n: (r.get("mesh_step") or {}).get("peak_rss_mb")
+                                                  for n, r in results["side_by_side"].items()}
     return results
 
 
@@ -219,6 +223,33 @@ def _child_cpu_s(name: str) -> tuple[float, int | None]:
         if comm == name and int(fields[1]) == me:
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(stat.parent.name)
     return 0.0, None
+
+
+_MESH = """
+import json, resource, sys, time
+from device.cli import main
+cpu0 = time.process_time()
+rc = main(["mesh", sys.argv[1], "-o", sys.argv[2]])
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"rc": rc, "cpu_s": time.process_time() - cpu0, "peak_rss_mb": ru.ru_maxrss / 1024}))
+"""
+
+
+def mesh_step(ingest_out: Path) -> dict[str, Any]:
+    """`crowdcap mesh` on the session the ingest wrote, in its own process: the mesh fusion step's peak
+    RSS and CPU, apart from the device's and the ingest's (issue 13 asks for each separately)."""
+    sessions = sorted(p.parent for p in ingest_out.glob("*/*/frames.jsonl"))
+    if not sessions:
+        return {"error": "no session folder written by the ingest"}
+    out = sessions[0] / "mesh.glb"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _MESH, str(sessions[0]), str(out)], capture_output=True,
+                              text=True, timeout=600)
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        return {"error": f"mesh step failed: {e}"}
+    return {"ok": got["rc"] == 0, "cpu_s": round(got["cpu_s"], 2), "peak_rss_mb": round(got["peak_rss_mb"], 1),
+            "mesh_kb": round(out.stat().st_size / 1000, 1) if out.exists() else 0}
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
@@ -340,6 +371,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "device_cpu_ms_per_frame_through_redaction": round(
             cpu * 1000 / max(1, stages["uplink"]["frames_out"] + sum(stages["redact"]["withheld"].values())), 2),
         "broker_cpu_ms_per_frame": round(broker_cpu * 1000 / max(1, status["frames_captured"]), 2),
+        "mesh_step": {"skipped": True} if args.no_mesh else mesh_step(work / "ingest"),
         "targets": {"output_fps": ">= 30 sustained", "latency_p99_ms": "<= 150", "peak_rss_mb": "<= 400",
                     "replay": "device <= 25 CPU-ms per captured frame, <= 1 % dropped before redaction"},
     }

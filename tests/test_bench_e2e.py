@@ -45,3 +45,24 @@ def test_instrument_counts_every_step_of_a_replayed_run(tmp_path):
     assert report["depth.odometry"]["calls"] == 8
     assert report["uplink.spool_write"]["calls"] >= 8  # frames, plus keyframe clouds
     assert len(steps.spool_latency_ms) == 8 and min(steps.spool_latency_ms) > 0
+
+
+def test_mesh_step_reports_its_own_rss_and_cpu(tmp_path):
+    """The mesh fusion step runs on what the ingest wrote, in its own process, and says what it cost."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from uplink_helpers import make_frame
+
+    from bench.e2e import mesh_step
+    from uplink import messages, wire
+    from uplink.backend.ingest import Ingest
+
+    assert "error" in mesh_step(tmp_path / "nothing")  # no session: said so, not a traceback
+    ing = Ingest("mqtt://127.0.0.1:1", tmp_path / "ingest")
+    codec = messages.depth_codec("delta-zstd")
+    for seq in range(0, 40, 2):
+        msg = messages.encode_frame(make_frame(seq, keyframe=seq % 10 == 0), codec, 80)
+        assert ing.handle("crowdcap/v1/dev1/frame", wire.single_chunk(wire.encode(msg))) == "frame"
+    ing.sink.finalize_all()
+    got = mesh_step(tmp_path / "ingest")
+    assert got["ok"] and got["mesh_kb"] > 0, got
+    assert got["peak_rss_mb"] > 50 and got["cpu_s"] > 0  # a real process that imported open3d and fused
