@@ -323,7 +323,7 @@ class Ingest:
                     last_expire = now
                 if now - last_report >= self.report_every:
                     self.reassembler.sweep()
-                    self._finalize()
+                    self._finalize(throttle=True)
                     self._evict()
                     last_report = now
         finally:
@@ -345,11 +345,11 @@ class Ingest:
                 if not any(d == device for d, _ in self.sink.keys()):
                     self.lag.pop(device, None)
 
-    def _finalize(self) -> None:
+    def _finalize(self, throttle: bool = False) -> None:
         """Regenerate dirty sessions' text files and reports; a failure is counted, never fatal
         (what is committed in frames.jsonl is untouched by it)."""
         try:
-            self.sink.finalize_all(only_dirty=True)
+            self.sink.finalize_all(only_dirty=True, throttle=throttle)
         except Exception:  # noqa: BLE001 - the ingest must keep storing frames
             log.exception("ingest: writing session files/report failed")
             with self._lock:

@@ -77,6 +77,7 @@ class Session:
         self.seen_json: dict[str, set[int]] = {letter: set() for letter, _ in _JSON_LOGS.values()}
         self.dirty = True
         self.last_used = time.monotonic()
+        self.finalize_due = 0.0  # monotonic time before which a periodic finalize is deferred (sink.py)
         self.existed = (root / "frames.jsonl").exists()
         # Every open Session (any worker, any process) holds a shared flock on .seen/.lock. Markers of
         # uncommitted claims are a crashed worker's only when no one else has the session open: with
