@@ -40,3 +40,31 @@ def test_without_a_cost_factor_nothing_is_deferred(tmp_path, monkeypatch) -> Non
         ing.sink.sessions()[0].dirty = True
         ing._finalize(throttle=True)
     assert ing.sink.counters["finalize_deferred"] == 0
+
+
+def test_report_preview_reads_each_cloud_down_to_its_share(tmp_path, monkeypatch) -> None:
+    """A long session's clouds never pile up in memory: each keeps its share of MAX_POINTS as read."""
+    import numpy as np
+
+    from uplink.backend import preview
+
+    root = tmp_path / "s"
+    (root / "clouds").mkdir(parents=True)
+    frames = []
+    for seq in range(10):
+        pose = np.eye(4)
+        pose[0, 3] = seq  # each cloud lands 1 m further along x
+        frames.append({"seq": seq, "pose": pose.ravel().tolist()})
+        pts = np.random.default_rng(seq).random((500, 3)).astype(np.float32)
+        sink_mod.write_ply(root / "clouds" / f"{seq:08d}.ply", pts, np.full((500, 3), seq, np.uint8))
+    all_pts, _ = preview.world_clouds(root, frames)
+    assert len(all_pts) == 10 * 500  # under the cap: every point
+    monkeypatch.setattr(preview, "MAX_POINTS", 1000)
+    reads = []
+    real_read = preview.read_ply
+    monkeypatch.setattr(preview, "read_ply", lambda p: reads.append(p) or real_read(p))
+    pts, cols = preview.world_clouds(root, frames)
+    assert len(reads) == 10 and len(pts) == 1000
+    assert sorted(set(np.floor(pts[:, 0]).astype(int))) == list(range(10))  # every cloud is in the preview
+    assert sorted(set(cols[:, 0])) == list(range(10)) and all(np.count_nonzero(cols[:, 0] == k) == 100
+                                                             for k in range(10))

@@ -55,15 +55,19 @@ def world_clouds(root: Path, frames: list[dict[str, Any]]) -> tuple[np.ndarray, 
         if np.all(np.isfinite(m)):
             poses[f["seq"]] = m
     pts_all, cols_all = [], []
-    for path in sorted((root / "clouds").glob("*.ply")):
+    paths = [p for p in sorted((root / "clouds").glob("*.ply")) if p.stem.isdigit() and int(p.stem) in poses]
+    # Memory stays bounded whatever the session's length (the ingest finalizes long sessions too): each
+    # cloud keeps at most its share of MAX_POINTS as it is read, instead of all clouds then a sample.
+    share = max(1, MAX_POINTS // max(1, len(paths)))
+    for path in paths:
+        pose = poses[int(path.stem)]
         try:
-            seq = int(path.stem)
-            pose = poses.get(seq)
-            if pose is None:
-                continue
             pts, cols = read_ply(path)
         except (ValueError, OSError):
             continue  # a broken cloud is left out of the preview, not the report's death
+        if len(pts) > share:
+            keep = np.random.default_rng(int(path.stem)).choice(len(pts), share, replace=False)
+            pts, cols = pts[keep], None if cols is None else cols[keep]
         pts_all.append(pts @ pose[:3, :3].T + pose[:3, 3])
         cols_all.append(cols if cols is not None else np.full((len(pts), 3), 180, np.uint8))
     if not pts_all:
