@@ -49,6 +49,7 @@ if os.environ.get("CROWDCAP_BENCH_INGEST_PROFILE"):  # PREFIX: a cProfile dump p
             prof.dump_stats(f"{os.environ['CROWDCAP_BENCH_INGEST_PROFILE']}.{threading.get_native_id()}")
     Ingest._work = _profiled
 ing = Ingest(sys.argv[1], sys.argv[2])
+ing.sink.depth_png = os.environ.get("CROWDCAP_BENCH_INGEST_DEPTH_PNG", "fast")  # opencv: the pre-issue-13 writer
 t = threading.Thread(target=ing.run, kwargs={"idle_exit": float(sys.argv[3])}, daemon=True)
 t.start()
 deadline = time.monotonic() + 30
@@ -61,8 +62,13 @@ def cpu():
 cpu0 = cpu()  # after imports and subscribing: only the work on frames counts
 print("ready" if ing.connected else "not-connected", flush=True)
 t.join()
+def vmhwm_mb():  # this process's own peak: ru_maxrss would carry the bench's RSS over fork + exec
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(ing.stats() | {"_cpu_s": cpu() - cpu0, "_startup_cpu_s": cpu0,
-                                "_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+                                "_peak_rss_mb": vmhwm_mb()}), flush=True)
 """
 
 
@@ -226,13 +232,26 @@ def _child_cpu_s(name: str) -> tuple[float, int | None]:
 
 
 _MESH = """
-import json, resource, sys, time
+import json, sys, time
 from device.cli import main
 cpu0 = time.process_time()
 rc = main(["mesh", sys.argv[1], "-o", sys.argv[2]])
-ru = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"rc": rc, "cpu_s": time.process_time() - cpu0, "peak_rss_mb": ru.ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries the parent's RSS at fork into ru_maxrss across exec
+hwm = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+print(json.dumps({"rc": rc, "cpu_s": time.process_time() - cpu0, "peak_rss_mb": hwm / 1024}))
 """
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries a parent's RSS at fork into the
+    child's ru_maxrss across exec, so a section spawned by a bigger process would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def mesh_step(ingest_out: Path) -> dict[str, Any]:
@@ -362,7 +381,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                                        for k, v in sorted(threads.by_name().items(), key=lambda kv: -kv[1])
                                        if v > 0},
         "cpu_ms_per_frame_by_step": steps.report(status["frames_captured"]),
-        "device_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "device_peak_rss_mb": own_peak_rss_mb(),
         "ingest_cpu_ms_per_frame": round(ingest_stats.get("_cpu_s", 0.0) * 1000 / max(1, ingest_stats.get("frame", 0)), 2),
         "ingest_startup_cpu_s": round(ingest_stats.get("_startup_cpu_s", 0.0), 2),
         "ingest_peak_rss_mb": round(ingest_stats.get("_peak_rss_mb", 0.0), 1),

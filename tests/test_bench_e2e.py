@@ -66,3 +66,14 @@ def test_mesh_step_reports_its_own_rss_and_cpu(tmp_path):
     got = mesh_step(tmp_path / "ingest")
     assert got["ok"] and got["mesh_kb"] > 0, got
     assert got["peak_rss_mb"] > 50 and got["cpu_s"] > 0  # a real process that imported open3d and fused
+
+
+def test_a_child_reports_its_own_peak_rss_not_its_parents():
+    """ru_maxrss carries the parent's RSS at fork across exec; the bench's processes report VmHWM."""
+    import numpy as np
+
+    held = np.ones(400 * 2**20 // 8)  # this (parent) process holds 400 MB while the child starts
+    code = "from bench.e2e import own_peak_rss_mb; print(own_peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert held[0] == 1 and out.returncode == 0, out.stderr
+    assert 5 < float(out.stdout) < 300, out.stdout
