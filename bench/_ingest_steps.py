@@ -185,3 +185,57 @@ def bench_png_only(repeat: int = 20) -> dict[str, Any]:
                       "bit_exact": bool(np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), -1), tum))}
         out[name] = row
     return out
+
+
+def bench_device_encode(n: int = 60, codecs: tuple[str, ...] = ("delta-zstd", "auto")) -> dict[str, Any]:
+    """The device's uplink stage per frame, wire depth codec old default (delta-zstd) vs new (auto), on
+    both depth sets: CPU-ms of JPEG, depth encode, framing + CRC + signature, spool append (fsync
+    interval), the whole `UplinkStage.apply`, and what decoding that codec then costs the ingest."""
+    import cv2
+
+    from uplink import build_stage, messages, wire
+    from uplink.config import UplinkConfig
+    from uplink.identity import DeviceKey
+
+    tmp = Path(tempfile.mkdtemp(prefix="crowdcap-bench-device-encode-"))
+    out: dict[str, Any] = {"frames": n}
+    try:
+        key = DeviceKey.load_or_create(tmp / "key")
+        for kinect in (False, True):
+            frames = _messages(6, kinect)
+            section: dict[str, Any] = {}
+            for name in codecs:
+                codec = messages.depth_codec(name)
+                stage = build_stage(UplinkConfig(broker="", spool_dir=str(tmp / f"spool-{name}-{int(kinect)}")),
+                                    "bench", "b1", signer=key.sign)
+                cpu = dict.fromkeys(("jpeg", "depth_encode", "wire_encode_sign", "spool_append", "stage_apply",
+                                     "ingest_depth_decode"), 0.0)
+                size = 0
+                for i in range(n):
+                    f = frames[i % len(frames)].replace(seq=i)
+                    t0 = time.thread_time()
+                    cv2.imencode(".jpg", f.color, [cv2.IMWRITE_JPEG_QUALITY, 85])
+                    t1 = time.thread_time()
+                    depth_bytes = codec.encode(f.depth)
+                    t2 = time.thread_time()
+                    msg = messages.encode_frame(f, codec, 85)
+                    t3 = time.thread_time()
+                    data = wire.encode(msg)
+                    wire.chunks(data, bytes(16), 128 * 1024, key.sign)
+                    t4 = time.thread_time()
+                    stage.spool.append(data, 1, wire.FRAME)
+                    t5 = time.thread_time()
+                    stage.apply(f.replace(seq=n + i))
+                    t6 = time.thread_time()
+                    codec.decode(depth_bytes, f.depth.shape[1], f.depth.shape[0])
+                    t7 = time.thread_time()
+                    for k, dt in zip(cpu, (t1 - t0, t2 - t1, t4 - t3, t5 - t4, t6 - t5, t7 - t6), strict=True):
+                        cpu[k] += dt
+                    size += len(depth_bytes)
+                stage.close()
+                section[name] = {f"{k}_cpu_ms": round(v * 1000 / n, 2) for k, v in cpu.items()}
+                section[name]["depth_kb_per_frame"] = round(size / 1000 / n, 1)
+            out["kinect_like_depth" if kinect else "synthetic_depth"] = section
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -197,9 +197,10 @@ def main(argv: list[str]) -> dict:
     from bench.uplink import _frames, _messages, _reseq
 
     if argv and argv[0] == "--direct":
-        from bench._ingest_steps import bench_direct, bench_png_only
+        from bench._ingest_steps import bench_device_encode, bench_direct, bench_png_only
 
         return {"bench": "uplink_ingest --direct", "png_step_alone": bench_png_only(),
+                "device_uplink_stage_by_wire_codec": bench_device_encode(),
                 "ingest_cpu_side_by_side": bench_direct(int(argv[1]) if len(argv) > 1 else 120)}
     if argv and argv[0] == "--writers":  # the whole ingest process over mosquitto, old vs new PNG writer
         tmp = Path(tempfile.mkdtemp(prefix="crowdcap-bench-ingest-"))

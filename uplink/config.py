@@ -60,7 +60,9 @@ class UplinkConfig:
     fsync: Literal["always", "interval", "off"] = setting("interval", help="spool durability: per record, every fsync_interval_ms, or never")
     fsync_interval_ms: float = setting(200.0, min=1.0, max=60000.0, help="fsync period for fsync = interval")
     jpeg_quality: int = setting(85, min=10, max=100, live=True, help="colour JPEG quality")
-    depth_codec: str = setting("delta-zstd", help="lossless depth codec on the wire (depth.codec names: delta-zstd, zstd, rvl, png16, raw)")
+    depth_codec: str = setting("auto", help="lossless depth codec on the wire (depth.codec names: auto, delta-zstd, "
+                               "zstd, rvl, png16, raw); auto = zstd on quantised sensor depth (smaller and cheaper "
+                               "to encode and decode there), delta-zstd on continuous depth")
     bandwidth: int = setting(0, min=0, live=True, help="uplink budget in bytes/s; 0 = unlimited")
     degrade_after: float = setting(5.0, min=0.1, live=True,
                                    help="seconds of backlog at the budget before degrading (lower JPEG quality, then keyframes only)")
