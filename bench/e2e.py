@@ -50,6 +50,14 @@ if os.environ.get("CROWDCAP_BENCH_INGEST_PROFILE"):  # PREFIX: a cProfile dump p
     Ingest._work = _profiled
 ing = Ingest(sys.argv[1], sys.argv[2])
 ing.sink.depth_png = os.environ.get("CROWDCAP_BENCH_INGEST_DEPTH_PNG", "fast")  # opencv: the pre-issue-13 writer
+_finalize_all, _fin_cpu = ing.sink.finalize_all, [0.0]
+def _timed_finalize(*a, **kw):  # report.html + text files: per session, not per frame (reported apart)
+    t0 = time.thread_time()
+    try:
+        return _finalize_all(*a, **kw)
+    finally:
+        _fin_cpu[0] += time.thread_time() - t0
+ing.sink.finalize_all = _timed_finalize
 t = threading.Thread(target=ing.run, kwargs={"idle_exit": float(sys.argv[3])}, daemon=True)
 t.start()
 deadline = time.monotonic() + 30
@@ -67,7 +75,7 @@ def vmhwm_mb():  # this process's own peak: ru_maxrss would carry the bench's RS
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(ing.stats() | {"_cpu_s": cpu() - cpu0, "_startup_cpu_s": cpu0,
+print(json.dumps(ing.stats() | {"_cpu_s": cpu() - cpu0, "_startup_cpu_s": cpu0, "_finalize_cpu_s": _fin_cpu[0],
                                 "_peak_rss_mb": vmhwm_mb()}), flush=True)
 """
 
@@ -242,6 +250,15 @@ print(json.dumps({"rc": rc, "cpu_s": time.process_time() - cpu0, "peak_rss_mb": 
 """
 
 
+def ingest_cpu_split(stats: dict[str, Any]) -> dict[str, Any]:
+    """The ingest's CPU per frame without its per-session report (report.html, text files: written
+    once at the end of a short run, so per frame it would weigh by how few frames got through)."""
+    frames = max(1, stats.get("frame", 0))
+    fin = stats.get("_finalize_cpu_s", 0.0)
+    return {"ingest_cpu_ms_per_frame_without_report": round((stats.get("_cpu_s", 0.0) - fin) * 1000 / frames, 2),
+            "ingest_report_cpu_s": round(fin, 2), "ingest_depth_png": stats.get("sink", {})}
+
+
 def own_peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries a parent's RSS at fork into the
     child's ru_maxrss across exec, so a section spawned by a bigger process would report the parent's."""
@@ -384,6 +401,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "device_peak_rss_mb": own_peak_rss_mb(),
         "ingest_cpu_ms_per_frame": round(ingest_stats.get("_cpu_s", 0.0) * 1000 / max(1, ingest_stats.get("frame", 0)), 2),
         "ingest_startup_cpu_s": round(ingest_stats.get("_startup_cpu_s", 0.0), 2),
+        **ingest_cpu_split(ingest_stats),
         "ingest_peak_rss_mb": round(ingest_stats.get("_peak_rss_mb", 0.0), 1),
         # the stages' CPU over the frames they handled (drops cost nothing, so per captured frame flatters a
         # run that drops)
