@@ -17,7 +17,7 @@ Wire ids (stable; the backend decodes by id, never change or reuse one):
  5    auto          1 byte inner id (2 or 4, chosen per frame) + that codec's payload
 ====  ============  =====================================================================
 
-Default (`[depth] codec`): auto — zstd on quantised sensor depth, delta-zstd on noisy continuous
+Default (`uplink.depth_codec`): auto — zstd on quantised sensor depth, delta-zstd on noisy continuous
 depth; see `python -m bench depth`.
 """
 
