@@ -59,6 +59,10 @@ def test_fast_png_decodes_bit_exactly_in_libpng_and_open3d(name: str, tmp_path) 
     path = tmp_path / "d.png"
     path.write_bytes(png)
     assert np.array_equal(np.asarray(o3d.io.read_image(str(path))), depth)
+    from PIL import Image  # a third reader, its own zlib (Pillow ships with scikit-image)
+
+    with Image.open(path) as im:
+        assert np.array_equal(np.asarray(im).astype(np.uint16), depth)
     assert np.array_equal(_read_cv2(encode_png16(depth, "opencv")), depth)  # the old path: same pixels
 
 
