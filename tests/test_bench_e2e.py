@@ -77,3 +77,12 @@ def test_a_child_reports_its_own_peak_rss_not_its_parents():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert held[0] == 1 and out.returncode == 0, out.stderr
     assert 5 < float(out.stdout) < 300, out.stdout
+
+
+def test_ingest_cpu_split_takes_the_report_out_of_the_per_frame_figure():
+    from bench._e2e_extras import ingest_cpu_split
+
+    got = ingest_cpu_split({"frame": 100, "_cpu_s": 1.5, "_finalize_cpu_s": 0.5, "sink": {"depth_png_fast": 100}})
+    assert got == {"ingest_cpu_ms_per_frame_without_report": 10.0, "ingest_report_cpu_s": 0.5,
+                   "ingest_depth_png": {"depth_png_fast": 100}}
+    assert ingest_cpu_split({})["ingest_cpu_ms_per_frame_without_report"] == 0.0  # nothing arrived: no crash
