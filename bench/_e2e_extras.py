@@ -64,5 +64,7 @@ def mesh_step(ingest_out: Path) -> dict[str, Any]:
         got = json.loads(proc.stdout.strip().splitlines()[-1])
     except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
         return {"error": f"mesh step failed: {e}"}
+    size = out.stat().st_size if out.exists() else 0
+    out.unlink(missing_ok=True)  # tens of MB per section: measured, not kept
     return {"ok": got["rc"] == 0, "cpu_s": round(got["cpu_s"], 2), "peak_rss_mb": round(got["peak_rss_mb"], 1),
-            "mesh_kb": round(out.stat().st_size / 1000, 1) if out.exists() else 0}
+            "mesh_kb": round(size / 1000, 1)}
