@@ -36,6 +36,7 @@ from redact.config import RedactConfig
 from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
 from redact.nms import iou_matrix
 from redact.policy import Policy
+from redact.proof import PassCanary
 from redact.runtime import ModelLoadError, ModelRunError
 from redact.screens import find_screens
 
@@ -118,22 +119,39 @@ class Models:
 
     def get(self, name: str) -> Any:
         if name not in self._loaded:
+            import onnxruntime as ort
+
             from redact.detector import Detector
             from redact.recognizer import TextRecognizer
 
-            stem = {"text": "ppocr_det", "rec": "ppocr_rec", "person": "ssdlite_person"}[name]
-            card = load_card(shipped_card(stem))
+            card = load_card(self._card_path(name))
             cls = TextRecognizer if name == "rec" else Detector
             model = cls(card, self.cfg.threads, self.cfg.cache_dir)
             self._warm(name, model)
             if cls is Detector:  # it must find the known objects of the reference frames (redact/proof.py)
-                from redact.proof import prove
+                from redact.proof import _misses, pass_canary, prove
 
                 proof = prove(model)
                 if not proof["ok"]:
                     raise ModelLoadError(proof["detail"])
+                patch = pass_canary(model.card.classes[0])
+                if patch is not None and _misses(model, patch, ort.RunOptions()):
+                    raise ModelLoadError(f"{model.card.card_path}: self-test: {model.card.name} does not find "
+                                         f"its {patch.cls} canary patch")
             self._loaded[name] = model
         return self._loaded[name]
+
+    def _card_path(self, name: str) -> Any:
+        if name == "text":
+            m = self.cfg.text_model
+            if m.endswith(".toml") or "/" in m:
+                return m
+            path = shipped_card(m)
+            if not path.is_file():
+                raise CardError(f"redact.text_model: no shipped card {m!r} (e.g. ppocr_det_fused, ppocr_det; "
+                                "or a card file ending in .toml)")
+            return path
+        return shipped_card({"rec": "ppocr_rec", "person": "ssdlite_person"}[name])
 
     @staticmethod
     def _warm(name: str, model: Any) -> None:
@@ -191,6 +209,7 @@ class FormSchedule:
         self._deferred: Counter[str] = Counter()
         self._frames = 0
         self._by_class: Counter[str] = Counter()  # regions redacted, per class (faces included)
+        self.canary = PassCanary(cfg.forms_canary_every)
 
     def reset(self) -> None:
         """Forget held boxes and passes (unrelated stills follow): the next frame runs every detector."""
@@ -298,6 +317,15 @@ class FormSchedule:
                 allowed = max(self.cfg.budget_ms, CATCH_UP_MS) if self.age[d] > self.limit[d] else left_ms
                 with Deadline(max(allowed, 1.0) / 1000.0) as deadline:
                     fresh[d] = self._detect(d, color, deadline.options, fresh, ms)
+                    if self.canary.due(d):  # the model must still see its known patch (redact/proof.py)
+                        self.canary.check(d, self.models.get(d), deadline.options)
+            except FrameWithheld:
+                # Its boxes of this pass are not trusted and its coverage lapses: the next frame runs a
+                # catch-up pass and the canary again; frames are withheld until the canary is found.
+                self.age[d] = 1 << 30
+                if d == "text":
+                    self.age["screen"] = 1 << 30
+                raise
             except ModelRunError as e:
                 if e.reason != "model_timeout" or self.age[d] > self.limit[d]:
                     raise
@@ -398,4 +426,4 @@ class FormSchedule:
                 "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
                 "reads_per_pass": self._reads_per_pass,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
-                "models": self.models.ids(), "load_error": self.error}}
+                "models": self.models.ids(), "load_error": self.error, "canary": self.canary.status()}}
