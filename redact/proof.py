@@ -16,6 +16,13 @@ known face can.
   Why frames, not seconds: with a timer a model that goes silent leaks every frame until the next
   tick; with a count of N frames, only faces that are *not already tracked* can slip in the last
   N-1 frames (tracked ones are held `hold_frames`). N = 1 leaves no window.
+* `PassCanary` — the same for the forms schedule's text and person detectors, which run every few
+  frames: after every `redact.forms_canary_every`-th pass of each (default: every pass), that
+  detector runs its own patch (`pass_canary`: a rendered sign; the astronaut's head and shoulders).
+  A miss withholds the frame (`canary_missed`) and lapses the detector's coverage, so every following
+  frame runs a catch-up pass and the canary until it is found. Window: the frames between the last
+  good pass and the next one (`text_every` / `person_every`), as for held boxes. The forms schedule
+  loads a text or person model only when it finds its patch (redact/form_models.py).
 """
 
 from __future__ import annotations
@@ -195,7 +202,7 @@ class PassCanary:
     detector runs its class's canary patch (`pass_canary`) at its card's threshold, inside that pass's
     deadline. A miss withholds the frame (`canary_missed`, the reason names the model) and lapses the
     detector's coverage, so that the next frame runs a catch-up pass and its canary again: frames are
-    withheld until the canary is found. Counted per detector (`status()`: runs, misses, state, ms).
+    withheld until the canary is found. Counted per detector (`status()`: runs, misses, state, CPU-ms).
     Not thread-safe: called from the stage's apply only (through the forms schedule).
     """
 
@@ -203,7 +210,7 @@ class PassCanary:
     runs: dict[str, int] = field(default_factory=dict)
     misses: dict[str, int] = field(default_factory=dict)
     failing: dict[str, str] = field(default_factory=dict)
-    ms: dict[str, float] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # of the canary runs (this thread)
     _passes: dict[str, int] = field(default_factory=dict)
 
     def due(self, name: str) -> bool:
@@ -217,9 +224,9 @@ class PassCanary:
         if patch is None:
             return
         self._passes[name] = 0
-        t = time.perf_counter()
+        t = time.thread_time()
         missed = _misses(det, patch, run_options)
-        self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t) * 1000.0
+        self.cpu_ms[name] = self.cpu_ms.get(name, 0.0) + (time.thread_time() - t) * 1000.0
         self.runs[name] = self.runs.get(name, 0) + 1
         if missed:
             self.misses[name] = self.misses.get(name, 0) + 1
@@ -234,4 +241,4 @@ class PassCanary:
     def status(self) -> dict[str, Any]:
         return {"every_passes": self.every, "runs": dict(self.runs), "misses": dict(self.misses),
                 "state": {n: "failing" if n in self.failing else "ok" for n in self.runs},
-                "ms_total": {n: round(v, 1) for n, v in self.ms.items()}}
+                "cpu_ms_per_run": {n: round(v / max(self.runs.get(n, 0), 1), 2) for n, v in self.cpu_ms.items()}}

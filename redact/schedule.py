@@ -31,8 +31,9 @@ import cv2
 import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
-from redact.cards import CardError, load_card, shipped_card
+from redact.cards import CardError
 from redact.config import RedactConfig
+from redact.form_models import Models
 from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
 from redact.nms import iou_matrix
 from redact.policy import Policy
@@ -110,65 +111,6 @@ def text_rule_covers(policy: Policy, forms: list[Form]) -> bool:
     return True
 
 
-class Models:
-    """Sessions loaded on demand and shared by successive schedules (a policy reload keeps them)."""
-
-    def __init__(self, cfg: RedactConfig) -> None:
-        self.cfg = cfg
-        self._loaded: dict[str, Any] = {}
-
-    def get(self, name: str) -> Any:
-        if name not in self._loaded:
-            import onnxruntime as ort
-
-            from redact.detector import Detector
-            from redact.recognizer import TextRecognizer
-
-            card = load_card(self._card_path(name))
-            cls = TextRecognizer if name == "rec" else Detector
-            model = cls(card, self.cfg.threads, self.cfg.cache_dir)
-            self._warm(name, model)
-            if cls is Detector:  # it must find the known objects of the reference frames (redact/proof.py)
-                from redact.proof import _misses, pass_canary, prove
-
-                proof = prove(model)
-                if not proof["ok"]:
-                    raise ModelLoadError(proof["detail"])
-                patch = pass_canary(model.card.classes[0])
-                if patch is not None and _misses(model, patch, ort.RunOptions()):
-                    raise ModelLoadError(f"{model.card.card_path}: self-test: {model.card.name} does not find "
-                                         f"its {patch.cls} canary patch")
-            self._loaded[name] = model
-        return self._loaded[name]
-
-    def _card_path(self, name: str) -> Any:
-        if name == "text":
-            m = self.cfg.text_model
-            if m.endswith(".toml") or "/" in m:
-                return m
-            path = shipped_card(m)
-            if not path.is_file():
-                raise CardError(f"redact.text_model: no shipped card {m!r} (e.g. ppocr_det_fused, ppocr_det; "
-                                "or a card file ending in .toml)")
-            return path
-        return shipped_card({"rec": "ppocr_rec", "person": "ssdlite_person"}[name])
-
-    @staticmethod
-    def _warm(name: str, model: Any) -> None:
-        """One run at load: onnxruntime's first run is several times slower (it would miss a frame's budget)."""
-        import onnxruntime as ort
-
-        img = np.full((96, 128, 3), 255, np.uint8)
-        cv2.putText(img, "AB 123", (8, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
-        if name == "rec":
-            model.read(img, np.array([[0, 30, 128, 70]]), ort.RunOptions())
-        else:
-            model.run(img, model.plan(128, 96, (128, 96), (0, 0))[0], ort.RunOptions())
-
-    def ids(self) -> list[dict[str, str]]:
-        return [m.card.model_id for m in self._loaded.values()]
-
-
 class FormSchedule:
     def __init__(self, cfg: RedactConfig, policy: Policy, own_classes: list[str], models: Models | None = None) -> None:
         self.cfg = cfg
@@ -205,6 +147,7 @@ class FormSchedule:
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
         self._ms: Counter[str] = Counter()
+        self._cpu: Counter[str] = Counter()  # CPU-ms of the detector passes (this thread; canary included)
         self._passes: Counter[str] = Counter()
         self._deferred: Counter[str] = Counter()
         self._frames = 0
@@ -255,20 +198,25 @@ class FormSchedule:
         out = list(regions)
         for c in self.classes:
             rule = policy.rule_for(c)
-            hold = self.holds.get(c)
-            if rule is None or hold is None or not len(hold.boxes):
+            hold = self.holds.get(c) or Hold()
+            b, age = hold.boxes, hold.age
+            if c == "person" and len(faces):
+                # A detected face implies a body below it, on every frame: the person model (300×300,
+                # every few frames) misses or cuts short people whose faces the face path finds.
+                b = np.concatenate([b, bodies(faces, width, height)])
+                age = np.concatenate([age, np.zeros(len(faces), np.int64)])
+            if rule is None or not len(b):
                 continue
-            b = hold.boxes
             ok = b[:, 4] >= rule.min_score
             wh = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
-            pad = wh * (rule.margin + self.cfg.margin_growth * hold.age)[:, None]
+            pad = wh * (rule.margin + self.cfg.margin_growth * age)[:, None]
             box = np.concatenate([np.floor(b[:, :2] - pad), np.ceil(b[:, 2:4] + pad)], 1)
             box[:, 0::2] = np.clip(box[:, 0::2], 0, width)
             box[:, 1::2] = np.clip(box[:, 1::2], 0, height)
             for i in np.nonzero(ok & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]))[0]:
                 out.append({"bbox": [int(v) for v in box[i]], "class": c, "score": round(float(b[i, 4]), 4),
                             "action": rule.action, "applies_to": rule.applies_to,
-                            "source": "detected" if hold.age[i] == 0 else "propagated"})
+                            "source": "detected" if age[i] == 0 else "propagated"})
         extra["classes"].update(coverage)
         extra["detector_ms_by"].update({k: round(v, 2) for k, v in ms.items()})
         with self._lock:
@@ -310,7 +258,7 @@ class FormSchedule:
             if self.age[d] < self.limit[d] and (estimate > left_ms or spread):
                 self._deferred[d] += 1
                 continue
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             try:
                 # A pass that restores lapsed coverage (at start, after a stall) gets a time limit of its
                 # own: the frame is late once rather than withheld on every try under load.
@@ -332,6 +280,8 @@ class FormSchedule:
                 self._deferred[d] += 1
                 continue
             ms[d] = (time.perf_counter() - t) * 1000.0
+            with self._lock:
+                self._cpu[d] += (time.thread_time() - cpu) * 1000.0
             ran.append(d)
             self.age[d] = 0
             if d == "text":
@@ -423,6 +373,7 @@ class FormSchedule:
             return {"regions_by_class": dict(self._by_class), "forms": {
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
+                "cpu_ms_per_pass": {k: round(v / max(self._passes[k], 1), 2) for k, v in self._cpu.items()},
                 "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
                 "reads_per_pass": self._reads_per_pass,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
