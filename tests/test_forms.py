@@ -233,3 +233,20 @@ def test_reads_are_cut_only_where_the_text_rule_hides_the_same_lines(extra: str,
     cfg = RedactConfig(text_reads_per_pass=6)
     sched = FormSchedule(cfg, parse_policy(tomllib.loads(text), "t"), ["face"], Models(cfg))
     assert sched.status()["forms"]["reads_per_pass"] == reads
+
+
+@pytest.mark.parametrize(("read", "plate"), [
+    ("M AB 1234", True), ("MAB 1234", True), ("MAB 1234]", True), ("|7ABC123|", True), ("ABC-1234", True),
+    ("AB-123-CD", True), ("1234 BCD", True), ("AB12 CDE", True), ("12-ABC-3", True), ("b mw 123", True),
+    ("EXIT 12", False), ("EXIT12", False), ("Room 204", False), ("GATE 12", False), ("1047", False),
+    ("Meeting 10:00", False), ("Your PIN is 4821", False), ("", False),
+])
+def test_builtin_plate_matches_plates_not_signs(read: str, plate: bool) -> None:
+    """The built-in `plate` form on a plate-shaped line (aspect 4) whose text the reader returns."""
+    from redact.forms import BUILTIN_FORMS
+
+    line = Found(np.array([[10.0, 10.0, 210.0, 60.0, 0.9]]), [[0]])
+    out = evaluate([BUILTIN_FORMS["plate"]], {"text": line}, lambda idx: {i: read for i in idx})
+    assert len(out["plate"].boxes) == int(plate)
+    wide = Found(np.array([[10.0, 10.0, 610.0, 60.0, 0.9]]), [[0]])  # aspect 12: not plate-shaped
+    assert not len(evaluate([BUILTIN_FORMS["plate"]], {"text": wide}, lambda idx: {i: read for i in idx})["plate"].boxes)
