@@ -97,14 +97,38 @@ def test_screen_finder_on_the_synthetic_scene(models) -> None:  # noqa: ANN001
     assert found == 2
 
 
+@pytest.mark.parametrize("dark", [True, False], ids=["dark-mode", "lit"])
+def test_screen_finder_finds_dark_mode_screens_pasted_in_perspective(models, dark: bool) -> None:  # noqa: ANN001
+    """A screen showing light text on a dark panel (dark mode) or dark text on a lit one, pasted at a
+    random place, size and slant into synthetic frames: found (≥ 70 % of the panel covered)."""
+    import onnxruntime as ort
+
+    from capture.scene_text import screen_stills
+    from capture.synthetic import SyntheticSource
+    from redact.screens import find_screens
+
+    src = SyntheticSource(640, 480, pace="fast")
+    frames = [src.render(i)[0] for i in range(0, 120, 12)]
+    det = models.get("text")
+    hit = 0
+    for img, (x1, y1, x2, y2) in screen_stills(frames, dark, seed=1):
+        text = det.run(img, det.plan(640, 480, (512, 384), (0, 0))[0], ort.RunOptions())
+        m = np.zeros((480, 640), bool)
+        for b in find_screens(img, text):
+            m[int(b[1]):int(np.ceil(b[3])), int(b[0]):int(np.ceil(b[2]))] = True
+        hit += m[y1:y2, x1:x2].mean() >= 0.7
+    assert hit >= (9 if dark else 7), hit
+
+
 def test_shipped_models_have_cards_licences_and_tools() -> None:
     models = Path(__file__).parent.parent / "redact" / "models"
-    for stem, licence in (("ppocr_det", "LICENSE.ppocr.txt"), ("ppocr_rec", "LICENSE.ppocr.txt"),
+    for stem, licence in (("ppocr_det", "LICENSE.ppocr.txt"), ("ppocr_det_fused", "LICENSE.ppocr.txt"),
+                          ("ppocr_rec", "LICENSE.ppocr.txt"),
                           ("ssdlite_person", "LICENSE.ssdlite_person.txt")):
         card = load_card(models / f"{stem}.toml")
         assert card.file.is_file() and card.license and (models / licence).is_file()
     assert "Apache License" in (models / "LICENSE.ppocr.txt").read_text()
-    for tool in ("extract_ppocr.sh", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
+    for tool in ("extract_ppocr.sh", "fuse_ppocr_det.py", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
         assert (models / "tools" / tool).is_file()
 
 
