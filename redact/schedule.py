@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
+from redact import segment
 from redact.cards import CardError
 from redact.config import RedactConfig
 from redact.form_models import Models
@@ -153,6 +154,7 @@ class FormSchedule:
         self._frames = 0
         self._by_class: Counter[str] = Counter()  # regions redacted, per class (faces included)
         self.canary = PassCanary(cfg.forms_canary_every)
+        segment.configure(cfg)  # person masks (policy rules with shape = "mask"): the [redact] mask_* settings
 
     def reset(self) -> None:
         """Forget held boxes and passes (unrelated stills follow): the next frame runs every detector."""

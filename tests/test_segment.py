@@ -156,3 +156,48 @@ def test_stage_redacts_only_the_persons_pixels_in_colour_and_depth(tmp_path: Pat
     masks = stage.status()["person_masks"]
     assert masks["mask"] >= 1 and masks["model"]["name"] == "selfie-segmentation"
     stage.close()
+
+
+def test_mask_settings_come_from_config_and_errors_name_the_key(seg: segment.Segmenter) -> None:
+    from capture.config import ConfigError
+    from device import config
+    from redact.config import RedactConfig
+
+    for table, needle in (({"mask_dilate": 2}, "redact.mask_dilate: expected a value ≤"),
+                          ({"mask_threshold": "high"}, "redact.mask_threshold: expected a number"),
+                          ({"mask_min_fill": -0.1}, "redact.mask_min_fill: expected a value ≥")):
+        with pytest.raises(ConfigError) as e:
+            config.from_table({"redact": table})
+        assert needle in str(e.value)
+    photo, box, _ = segment.astronaut()
+    try:
+        tight = segment.configure(RedactConfig(mask_dilate=0.0, mask_threshold=0.6))
+        m_tight = seg.mask(photo, box)
+        loose = segment.configure(RedactConfig(mask_dilate=0.3))
+        m_loose = seg.mask(photo, box)
+    finally:
+        segment.configure(RedactConfig())
+    assert tight.dilate == 0.0 and loose.dilate == 0.3 and segment.settings() == segment.MaskSettings()
+    assert m_tight.mean() + 0.05 < m_loose.mean()  # the settings change the mask
+
+
+def test_shipped_people_masks_policy_loads_and_masks_persons(tmp_path: Path) -> None:
+    from redact import build_stage
+    from redact.config import RedactConfig
+    from redact.policy import load_policy
+
+    path = Path(segment.__file__).parent / "policies" / "people_masks.toml"
+    pol = load_policy(path)
+    assert pol.rule_for("person").shape == "mask" and segment.wants_mask(pol)
+    photo, box, _ = segment.astronaut()
+    h, w = photo.shape[:2]
+    from capture.frame import now_stamps
+
+    frame = RGBDFrame("t", "masks", 0, *now_stamps(), photo.copy(), np.full((h, w), 1000, np.uint16), 1000.0,
+                      Intrinsics(w, h, 525.0, 525.0, w / 2, h / 2))
+    stage = build_stage(RedactConfig(policy=str(path), budget_ms=10_000.0, person_every=1, text_every=1,
+                                     mask_frame_ms=60_000.0))
+    assert stage.load_error == "", stage.load_error
+    out = stage.apply(frame)
+    people = [r for r in out.redaction["regions"] if r["class"] == "person"]
+    assert people and any(r.get("shape") == "mask" for r in people), people
