@@ -17,8 +17,9 @@ known face can.
   tick; with a count of N frames, only faces that are *not already tracked* can slip in the last
   N-1 frames (tracked ones are held `hold_frames`). N = 1 leaves no window.
 * `PassCanary` — the same for the forms schedule's text and person detectors, which run every few
-  frames: after every `redact.forms_canary_every`-th pass of each (default: every pass), that
-  detector runs its own patch (`pass_canary`: a rendered sign; the astronaut's head and shoulders).
+  frames: after every `redact.forms_canary_every`-th pass of each (default: every pass) that found
+  nothing sure itself (and at least every 4th), that detector runs its own patch (`pass_canary`: a
+  rendered sign; the astronaut's head and shoulders).
   A miss withholds the frame (`canary_missed`) and lapses the detector's coverage, so every following
   frame runs a catch-up pass and the canary until it is found. Window: the frames between the last
   good pass and the next one (`text_every` / `person_every`), as for held boxes. The forms schedule
@@ -184,6 +185,8 @@ def person_canary() -> reference.Reference:
 
 
 PASS_CANARIES = {"text": text_canary, "person": person_canary}
+SELF_PROOF_SCORE = 0.5  # a pass that found something this sure needs no canary (it is not silent) ...
+SELF_PROOF_PASSES = 4  # ... for at most this many passes in a row
 _pass_patches: dict[str, reference.Reference] = {}
 
 
@@ -200,7 +203,9 @@ class PassCanary:
 
     After every `every`-th pass of a detector (and after every pass while it is failing) the same
     detector runs its class's canary patch (`pass_canary`) at its card's threshold, inside that pass's
-    deadline. A miss withholds the frame (`canary_missed`, the reason names the model) and lapses the
+    deadline — unless that pass found something itself at ≥ SELF_PROOF_SCORE (a silent model finds
+    nothing), and then at the latest after SELF_PROOF_PASSES × `every` passes (a model stuck on one
+    output finds "something" on every pass). The person canary is a whole SSD run (~0.8× a pass). A miss withholds the frame (`canary_missed`, the reason names the model) and lapses the
     detector's coverage, so that the next frame runs a catch-up pass and its canary again: frames are
     withheld until the canary is found. Counted per detector (`status()`: runs, misses, state, CPU-ms).
     Not thread-safe: called from the stage's apply only (through the forms schedule).
@@ -211,11 +216,25 @@ class PassCanary:
     misses: dict[str, int] = field(default_factory=dict)
     failing: dict[str, str] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # of the canary runs (this thread)
+    proven_by_pass: dict[str, int] = field(default_factory=dict)  # canaries left out: the pass found something
     _passes: dict[str, int] = field(default_factory=dict)
+    _unchecked: dict[str, int] = field(default_factory=dict)
 
-    def due(self, name: str) -> bool:
-        self._passes[name] = self._passes.get(name, 0) + 1
-        return name in self.failing or self._passes[name] >= self.every
+    def due(self, name: str, found: np.ndarray) -> bool:
+        """Whether the pass of detector `name` that found `found` (N×≥5) must be followed by the canary.
+        A pass that itself found something at ≥ SELF_PROOF_SCORE shows the model is not silent: its
+        canary waits, but at most SELF_PROOF_PASSES passes (a model stuck on one output is caught too)."""
+        self._passes[name] = self._passes.get(name, 0) + 1  # since the last canary run
+        self._unchecked[name] = self._unchecked.get(name, 0) + 1  # since the last canary or self-proof
+        if name in self.failing or self._passes[name] >= self.every * SELF_PROOF_PASSES:
+            return True
+        if self._unchecked[name] < self.every:
+            return False
+        if len(found) and float(np.max(found[:, 4])) >= SELF_PROOF_SCORE:
+            self.proven_by_pass[name] = self.proven_by_pass.get(name, 0) + 1
+            self._unchecked[name] = 0
+            return False
+        return True
 
     def check(self, name: str, det: Detector, run_options: Any) -> None:
         """Run `det` on its canary (call after a pass of detector `name` when `due`); raise
@@ -223,7 +242,7 @@ class PassCanary:
         patch = pass_canary(det.card.classes[0])
         if patch is None:
             return
-        self._passes[name] = 0
+        self._passes[name] = self._unchecked[name] = 0
         t = time.thread_time()
         missed = _misses(det, patch, run_options)
         self.cpu_ms[name] = self.cpu_ms.get(name, 0.0) + (time.thread_time() - t) * 1000.0
@@ -240,5 +259,6 @@ class PassCanary:
 
     def status(self) -> dict[str, Any]:
         return {"every_passes": self.every, "runs": dict(self.runs), "misses": dict(self.misses),
+                "proven_by_pass": dict(self.proven_by_pass),
                 "state": {n: "failing" if n in self.failing else "ok" for n in self.runs},
                 "cpu_ms_per_run": {n: round(v / max(self.runs.get(n, 0), 1), 2) for n, v in self.cpu_ms.items()}}

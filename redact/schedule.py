@@ -267,7 +267,7 @@ class FormSchedule:
                 allowed = max(self.cfg.budget_ms, CATCH_UP_MS) if self.age[d] > self.limit[d] else left_ms
                 with Deadline(max(allowed, 1.0) / 1000.0) as deadline:
                     fresh[d] = self._detect(d, color, deadline.options, fresh, ms)
-                    if self.canary.due(d):  # the model must still see its known patch (redact/proof.py)
+                    if self.canary.due(d, fresh[d].boxes):  # the model must still see its known patch (redact/proof.py)
                         self.canary.check(d, self.models.get(d), deadline.options)
             except FrameWithheld:
                 # Its boxes of this pass are not trusted and its coverage lapses: the next frame runs a

@@ -90,7 +90,9 @@ def test_a_detector_that_goes_silent_withholds_frames_until_it_sees_again(tmp_pa
     healthy = det.session
     assert run(stage, fs[:6]) == ["out"] * 6
     canary = stage.status()["forms"]["canary"]
-    assert canary["runs"][which] == 2 and canary["misses"] == {} and canary["state"][which] == "ok", canary
+    # Each of the 2 passes was checked: by the canary, or by finding something sure itself.
+    assert canary["runs"].get(which, 0) + canary["proven_by_pass"].get(which, 0) == 2, canary
+    assert canary["misses"] == {} and canary["state"].get(which, "ok") == "ok", canary
 
     det.session = Session(load_card(silent_copy(CASES[which][0], CASES[which][1], tmp_path)), 1)
     got = run(stage, fs[6:15])
@@ -110,9 +112,11 @@ def test_a_detector_that_goes_silent_withholds_frames_until_it_sees_again(tmp_pa
 @pytest.mark.parametrize("which", ["text", "person"])
 def test_healthy_models_never_miss_their_canary_and_a_silent_one_is_not_loaded(tmp_path: Path, which: str) -> None:
     stage = stage_for(tmp_path, which, forms_canary_every=2)
-    assert set(run(stage, frames(12))) == {"out"}
+    assert set(run(stage, frames(24))) == {"out"}
     canary = stage.status()["forms"]["canary"]
-    assert canary["runs"][which] == 2 and canary["misses"] == {}, canary  # 4 passes, every 2nd checked
+    # 8 passes, every 2nd checked (4); the canary itself at least every 2 × 4 passes, whatever they found.
+    assert canary["runs"].get(which, 0) + canary["proven_by_pass"].get(which, 0) == 4, canary
+    assert canary["runs"][which] >= 1 and canary["misses"] == {}, canary
 
     if which == "text":  # a silent model from the start: the load-time proof refuses it
         card = silent_copy(CASES[which][0], CASES[which][1], tmp_path)
