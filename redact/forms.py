@@ -15,8 +15,9 @@ form `plate` (class "plate": text in a plate-shaped box matching an EU or US pat
 default policy redacts besides faces.
 
 Recognised text is read only for boxes that reach a `match` filter, is matched in memory, and is
-never returned: results are boxes and scores only. A line the reader could not read in time counts
-as a match (it stays private until it is read and shown not to match). Errors name the file, `forms[i].field` and value.
+never returned: results are boxes and scores only. A line the reader could not read in time, could
+not read at all (below its confidence threshold: a far plate) or that the frame's edge cuts (a
+fragment) counts as a match: it stays private until it is read whole and shown not to match. Errors name the file, `forms[i].field` and value.
 """
 
 from __future__ import annotations
@@ -216,14 +217,16 @@ class Found:
     members: list[list[int]] = field(default_factory=list)
 
 
-Reader = Callable[[list[int]], dict[int, str]]  # text of the lines it could read ("" = unreadable)
+# Text of the lines it was asked for; None (or left out) = unknown: not read yet, unreadable, or cut
+# by the frame's edge — such a line counts as a match (private until read and shown not to match).
+Reader = Callable[[list[int]], dict[int, str | None]]
 
 
 def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[str, Found]:
     """Every form's boxes. `read(indices)` returns the recognised text of those text lines (called
     once per form with a `match`, only for lines that passed nothing else yet needing text)."""
     out = dict(base)
-    texts: dict[int, str] = {}
+    texts: dict[int, str | None] = {}
     for f in order:
         src = out.get(f.source, Found())
         b, members = src.boxes, list(src.members) or [[] for _ in range(len(src.boxes))]

@@ -18,7 +18,7 @@ known face can.
   N-1 frames (tracked ones are held `hold_frames`). N = 1 leaves no window.
 * `PassCanary` — the same for the forms schedule's text and person detectors, which run every few
   frames: after every `redact.forms_canary_every`-th pass of each (default: every pass) that found
-  nothing sure itself (and at least every 4th), that detector runs its own patch (`pass_canary`: a
+  nothing itself (and at least every 4th), that detector runs its own patch (`pass_canary`: a
   rendered sign; the astronaut's head and shoulders).
   A miss withholds the frame (`canary_missed`) and lapses the detector's coverage, so every following
   frame runs a catch-up pass and the canary until it is found. Window: the frames between the last
@@ -185,8 +185,7 @@ def person_canary() -> reference.Reference:
 
 
 PASS_CANARIES = {"text": text_canary, "person": person_canary}
-SELF_PROOF_SCORE = 0.5  # a pass that found something this sure needs no canary (it is not silent) ...
-SELF_PROOF_PASSES = 4  # ... for at most this many passes in a row
+SELF_PROOF_PASSES = 4  # a pass that found something needs no canary (it is not silent), this many in a row at most
 _pass_patches: dict[str, reference.Reference] = {}
 
 
@@ -203,7 +202,7 @@ class PassCanary:
 
     After every `every`-th pass of a detector (and after every pass while it is failing) the same
     detector runs its class's canary patch (`pass_canary`) at its card's threshold, inside that pass's
-    deadline — unless that pass found something itself at ≥ SELF_PROOF_SCORE (a silent model finds
+    deadline — unless that pass found something itself at the card's threshold (a silent model finds
     nothing), and then at the latest after SELF_PROOF_PASSES × `every` passes (a model stuck on one
     output finds "something" on every pass). The person canary is a whole SSD run (~0.8× a pass). A miss withholds the frame (`canary_missed`, the reason names the model) and lapses the
     detector's coverage, so that the next frame runs a catch-up pass and its canary again: frames are
@@ -221,8 +220,8 @@ class PassCanary:
     _unchecked: dict[str, int] = field(default_factory=dict)
 
     def due(self, name: str, found: np.ndarray) -> bool:
-        """Whether the pass of detector `name` that found `found` (N×≥5) must be followed by the canary.
-        A pass that itself found something at ≥ SELF_PROOF_SCORE shows the model is not silent: its
+        """Whether the pass of detector `name` that found `found` (N×≥5, at its card's threshold) must be
+        followed by the canary. A pass that itself found something shows the model is not silent: its
         canary waits, but at most SELF_PROOF_PASSES passes (a model stuck on one output is caught too)."""
         self._passes[name] = self._passes.get(name, 0) + 1  # since the last canary run
         self._unchecked[name] = self._unchecked.get(name, 0) + 1  # since the last canary or self-proof
@@ -230,7 +229,7 @@ class PassCanary:
             return True
         if self._unchecked[name] < self.every:
             return False
-        if len(found) and float(np.max(found[:, 4])) >= SELF_PROOF_SCORE:
+        if len(found):  # boxes at the card's own threshold: what the canary would have to find
             self.proven_by_pass[name] = self.proven_by_pass.get(name, 0) + 1
             self._unchecked[name] = 0
             return False

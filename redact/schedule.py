@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import cv2
@@ -36,6 +36,7 @@ from redact.cards import CardError
 from redact.config import RedactConfig
 from redact.form_models import Models
 from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
+from redact.hold import Hold, edges
 from redact.nms import iou_matrix
 from redact.policy import Policy
 from redact.proof import PassCanary
@@ -44,34 +45,9 @@ from redact.screens import find_screens
 
 log = logging.getLogger("crowdcap.redact")
 
-MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
-
-
-@dataclass
-class Hold:
-    """Held boxes of one detector or form: N×5 (x1, y1, x2, y2, score) and frames since their pass."""
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
-    age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def step(self, dx: float, dy: float, limit: int) -> None:
-        self.boxes[:, 0:4:2] += dx
-        self.boxes[:, 1:4:2] += dy
-        self.age += 1
-        keep = self.age <= limit
-        self.boxes, self.age = self.boxes[keep], self.age[keep]
-
-    def refresh(self, fresh: np.ndarray) -> None:
-        """A pass found `fresh`: those replace the held boxes they overlap; the rest stay held."""
-        fresh = np.asarray(fresh, np.float64).reshape(-1, 5)
-        if len(self.boxes) and len(fresh):
-            stale = iou_matrix(self.boxes[:, :4], fresh[:, :4]).max(axis=1) < MATCH_IOU
-            self.boxes, self.age = self.boxes[stale], self.age[stale]
-        self.boxes = np.concatenate([self.boxes, fresh])
-        self.age = np.concatenate([self.age, np.zeros(len(fresh), np.int64)])
 
 
 def bodies(faces: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -137,9 +113,9 @@ class FormSchedule:
             log.error("redaction model for %s not loaded, frames will be withheld: %s", ", ".join(self.classes), e)
         self.age = {d: 1 << 30 for d in self.every}  # frames since the detector's last pass
         self.holds: dict[str, Hold] = {}
-        self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
+        self._texts: tuple[np.ndarray, list[str | None]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
-        self._pass_texts: dict[int, str] = {}
+        self._pass_texts: dict[int, str | None] = {}
         self._reads_left = 0  # of text_reads_per_pass, on the current pass
         # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
         self._reads_per_pass = min(cfg.text_reads_per_pass, cfg.text_reads_when_covered) if text_rule_covers(
@@ -182,7 +158,7 @@ class FormSchedule:
         for d in self.age:
             self.age[d] += 1
         for name, hold in self.holds.items():
-            hold.step(dx, dy, self.limit[self.roots[name]])
+            hold.step(dx, dy, self.limit[self.roots[name]], width, height)
         self._texts[0][:, 0::2] += dx  # lines read on the last pass move with the camera too
         self._texts[0][:, 1::2] += dy
         ms: dict[str, float] = {}
@@ -322,7 +298,7 @@ class FormSchedule:
         if order:
             text = fresh.get("text", Found())
             t = time.perf_counter()
-            self._pass_texts: dict[int, str] = {}
+            self._pass_texts = {}
             self._reads_left = self._reads_per_pass  # for the whole pass, all forms together
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
@@ -333,17 +309,21 @@ class FormSchedule:
             for f in order:
                 fresh[f.class_name] = results[f.name]
         for name, found in fresh.items():
-            self.holds.setdefault(name, Hold()).refresh(found.boxes)
+            self.holds.setdefault(name, Hold()).refresh(found.boxes, *color.shape[1::-1])
 
-    def _read(self, color: np.ndarray, boxes: np.ndarray, idx: list[int], run_options: Any) -> dict[int, str]:
+    def _read(self, color: np.ndarray, boxes: np.ndarray, idx: list[int],
+              run_options: Any) -> dict[int, str | None]:
         """Strings of text lines `idx` (reused from the last pass where the same line was read)."""
         old_boxes, old_texts = self._texts
-        out: dict[int, str] = {}
+        out: dict[int, str | None] = {}
         todo = []
         if len(old_boxes):
             iou = iou_matrix(boxes[idx, :4], old_boxes)
+        h, w = color.shape[:2]
         for k, i in enumerate(idx):
-            if len(old_boxes) and iou[k].max() >= TEXT_REUSE_IOU:
+            if edges(boxes[i:i + 1], w, h).any():
+                out[i] = None  # cut by the frame's edge: what is read is a fragment, it proves nothing
+            elif len(old_boxes) and iou[k].max() >= TEXT_REUSE_IOU:
                 out[i] = old_texts[int(iou[k].argmax())]
             else:
                 todo.append(i)
@@ -364,7 +344,8 @@ class FormSchedule:
                 self._deferred["rec"] += 1
             self._lines_read += len(read)
             for i, (s, conf) in zip(todo, read, strict=False):
-                out[i] = s if conf >= rec.threshold else ""
+                # Unreadable (a far plate, a blurred bib): unknown, so a match — private, as a line not read yet.
+                out[i] = s if conf >= rec.threshold else None
         self._pass_texts.update(out)  # kept for the next pass (memory only; never logged or sent)
         return out
 

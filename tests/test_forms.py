@@ -212,7 +212,9 @@ def test_lines_not_read_yet_stay_private_and_reads_per_pass_are_capped(frames: l
         stage.close()
     assert counts[0][1] == 0 and min(counts[0][0]) >= 5  # nothing read: every line is private
     assert 0 < counts[1][1] <= len(frames) and counts[1][0][0] < counts[0][0][0]  # one read per pass
-    assert counts[64][1] > counts[1][1] and max(counts[64][0]) == 0  # all read: none matches
+    # All read: none matches; only lines the reader cannot read (tiny, blurred) or that the frame's
+    # edge cuts stay private (unknown counts as a match).
+    assert counts[64][1] > counts[1][1] and sum(counts[64][0]) <= sum(counts[0][0]) / 3, counts
 
 
 @pytest.mark.parametrize(("extra", "reads"), [
@@ -250,3 +252,31 @@ def test_builtin_plate_matches_plates_not_signs(read: str, plate: bool) -> None:
     assert len(out["plate"].boxes) == int(plate)
     wide = Found(np.array([[10.0, 10.0, 610.0, 60.0, 0.9]]), [[0]])  # aspect 12: not plate-shaped
     assert not len(evaluate([BUILTIN_FORMS["plate"]], {"text": wide}, lambda idx: {i: read for i in idx})["plate"].boxes)
+
+
+def test_a_plate_cut_by_the_frames_edge_stays_private(tmp_path: Path) -> None:
+    """At the end of the synthetic trajectory the US plate leaves the frame on the left: the reader sees
+    "BC1", "ABC12" or nothing it can read. A fragment proves nothing, so the line counts as a plate
+    (before: released, 6 frames with the plate's visible part sharp)."""
+    from capture.synthetic import SyntheticSource
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    src = SyntheticSource(640, 480, pace="fast", n_frames=120)
+    src.open()
+    tail = [f for f in iter(src.read, None) if f.seq >= 108]
+    p = tmp_path / "p.toml"
+    p.write_text('version = "t"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "plate"\n')
+    stage = build_stage(RedactConfig(policy=str(p), floor="lowered", budget_ms=10000.0))
+    cut = 0
+    for f in tail:
+        out = stage.apply(f)
+        hidden = np.zeros((480, 640), bool)
+        for r in out.redaction["regions"]:
+            x1, y1, x2, y2 = r["bbox"]
+            hidden[y1:y2, x1:x2] = True
+        for x1, y1, x2, y2 in f.attachments["truth"]["private"].get("plate", []):
+            cut += x1 == 0
+            # ≥ 0.5: the detector boxes only the plate's visible glyphs, the truth is its clipped text box
+            assert hidden[y1:y2, x1:x2].mean() >= 0.5, (f.seq, [x1, y1, x2, y2], out.redaction["regions"])
+    assert cut >= 4  # the case is there
