@@ -3,7 +3,8 @@
 A box the frame's edge cuts (within EDGE_FRACTION of it at its pass) stays anchored to that edge
 while held: the part of the object beyond the edge may come into view before the next pass (a plate
 entering the frame as the wearer turns) and must be covered as it does. A text line cut by the edge
-is not read either (redact/schedule.py): its visible part is a fragment that proves nothing.
+is not read either when it reaches the edge (redact/schedule.py, within 2 px): its visible part is
+a fragment that proves nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 EDGE_FRACTION = 0.02  # of the frame's side: a box this close to an edge is cut by it
 
 
-def edges(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """N×4 bool: whether each box (N×≥4) touches the left, top, right, bottom edge of the frame."""
-    ex, ey = EDGE_FRACTION * width, EDGE_FRACTION * height
+def edges(boxes: np.ndarray, width: int, height: int, within: float = -1.0) -> np.ndarray:
+    """N×4 bool: whether each box (N×≥4) touches the left, top, right, bottom edge of the frame
+    (within `within` pixels; default EDGE_FRACTION of the frame's side)."""
+    ex, ey = (EDGE_FRACTION * width, EDGE_FRACTION * height) if within < 0 else (within, within)
     b = np.asarray(boxes, np.float64)
     if not len(b):
         return np.zeros((0, 4), bool)

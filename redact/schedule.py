@@ -321,7 +321,7 @@ class FormSchedule:
             iou = iou_matrix(boxes[idx, :4], old_boxes)
         h, w = color.shape[:2]
         for k, i in enumerate(idx):
-            if edges(boxes[i:i + 1], w, h).any():
+            if edges(boxes[i:i + 1], w, h, within=2.0).any():
                 out[i] = None  # cut by the frame's edge: what is read is a fragment, it proves nothing
             elif len(old_boxes) and iou[k].max() >= TEXT_REUSE_IOU:
                 out[i] = old_texts[int(iou[k].argmax())]
