@@ -68,6 +68,9 @@ class RedactConfig:
     text_model: str = setting("ppocr_det_fused", help="text detector: a shipped card's name (ppocr_det_fused: "
                               "PP-OCRv4 with its affine blocks folded, same outputs, ~0.75x the time; ppocr_det: "
                               "as shipped in rapidocr) or a card file")
+    person_from_faces: bool = setting(True, help="a body box below every detected face joins the person class on "
+                                      "every frame (the person model misses or cuts short people whose faces are "
+                                      "found; also boxes below faces on posters)")
     forms_canary_every: int = setting(1, min=1, max=30, help="the text and person detectors run their canary patch "
                                       "after every Nth pass (a miss withholds frames until it is found)")
     mask_threshold: float = setting(0.3, min=0.05, max=0.95, help="person masks: segmenter probability from which "

@@ -178,7 +178,7 @@ class FormSchedule:
             rule = policy.rule_for(c)
             hold = self.holds.get(c) or Hold()
             b, age = hold.boxes, hold.age
-            if c == "person" and len(faces):
+            if c == "person" and len(faces) and self.cfg.person_from_faces:
                 # A detected face implies a body below it, on every frame: the person model (300×300,
                 # every few frames) misses or cuts short people whose faces the face path finds.
                 b = np.concatenate([b, bodies(faces, width, height)])

@@ -280,3 +280,28 @@ def test_a_plate_cut_by_the_frames_edge_stays_private(tmp_path: Path) -> None:
             # ≥ 0.5: the detector boxes only the plate's visible glyphs, the truth is its clipped text box
             assert hidden[y1:y2, x1:x2].mean() >= 0.5, (f.seq, [x1, y1, x2, y2], out.redaction["regions"])
     assert cut >= 4  # the case is there
+
+
+def test_person_class_takes_a_body_below_each_detected_face_unless_turned_off(tmp_path: Path) -> None:
+    from capture.synthetic import SyntheticSource
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    src = SyntheticSource(640, 480, pace="fast", n_frames=1)
+    src.open()
+    frame = src.read()
+    p = tmp_path / "p.toml"
+    p.write_text('version = "t"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "person"\n')
+    counts = {}
+    for on in (True, False):
+        stage = build_stage(RedactConfig(policy=str(p), floor="lowered", budget_ms=10000.0, person_from_faces=on))
+        out = stage.apply(frame)
+        faces = [r for r in out.redaction["regions"] if r["class"] == "face"]
+        people = [r for r in out.redaction["regions"] if r["class"] == "person"]
+        counts[on] = len(people)
+        if on:  # each face's body: its top at the face's top, below it, wider than it
+            for f in faces:
+                fx = (f["bbox"][0] + f["bbox"][2]) / 2
+                assert any(b["bbox"][0] <= fx <= b["bbox"][2] and b["bbox"][3] > f["bbox"][3] for b in people)
+        stage.close()
+    assert counts[True] > counts[False], counts
