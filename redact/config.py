@@ -68,6 +68,9 @@ class RedactConfig:
     text_model: str = setting("ppocr_det_fused", help="text detector: a shipped card's name (ppocr_det_fused: "
                               "PP-OCRv4 with its affine blocks folded, same outputs, ~0.75x the time; ppocr_det: "
                               "as shipped in rapidocr) or a card file")
+    text_rec_model: str = setting("ppocr_rec_fused", help="text recogniser (forms' `match`): a shipped card's name "
+                                  "(ppocr_rec_fused: affine blocks folded, same outputs, ~0.6x the time; ppocr_rec: "
+                                  "as shipped in rapidocr) or a card file")
     person_from_faces: bool = setting(True, help="a body box below every detected face joins the person class on "
                                       "every frame (the person model misses or cuts short people whose faces are "
                                       "found; also boxes below faces on posters)")

@@ -1,8 +1,10 @@
 """Fold PP-OCRv4's learnable affine blocks and decomposed hard-swish into plain ops: the same detector,
 computed with fewer, larger kernels.
 
-    python redact/models/tools/fuse_ppocr_det.py [--src redact/models/ppocr_det.onnx]
-                                                 [--out redact/models/ppocr_det_fused.onnx]
+    python redact/models/tools/fuse_ppocr_det.py [--model det|rec] [--src FILE] [--out FILE]
+
+det: ppocr_det.onnx → ppocr_det_fused.onnx; rec: ppocr_rec.onnx → ppocr_rec_fused.onnx (the
+recogniser has the same PP-LCNetV3 backbone; its character list, ONNX metadata, is kept).
 
 PP-LCNetV3 (the detector's backbone), as exported by paddle2onnx, follows every convolution by a
 scalar affine `x·a + b`, spells hard-swish as Add(3) → Clip(0, 6) → Mul(x) → Div(6), and follows that
@@ -14,8 +16,9 @@ reorders around them (onnxruntime profile, 512×384). The rewrite, exact in real
   * Mul(const) / Add(const) right before a convolution without padding (a 1×1 pointwise one), used
     only by it: folded into that convolution (W·a, bias + b·ΣW). Before a padded convolution it stays:
     the zero padding would no longer be zero in the folded domain.
-The result must give the same probability map as the source (max |Δ| ≤ 1e-3 on a real photo and a
-synthetic frame, checked here) and its sha256 must be `FUSED_SHA256` (onnx 1.23.2; the card pins it).
+The result must give the same output as the source (max |Δ| ≤ 1e-3 on a real photo and a synthetic
+frame, and for the recogniser the same best character at every step; checked here) and its sha256
+must be the one in `MODELS` (onnx 1.23.2; the card pins it).
 Reproducible: no randomness, no calibration; run it again and compare the hash.
 """
 
@@ -31,9 +34,14 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parents[1]
-SRC_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"  # ppocr_det.toml's
-FUSED_SHA256 = "d50307c42f3ce424067a1b9a7104079dea85063a123614a8496da167515a0a6a"
 ONNX_VERSION = "1.23.2"
+# model → (source file, its sha256 (the card's), fused file, the fused file's sha256 — a rerun must reproduce it)
+MODELS = {
+    "det": ("ppocr_det.onnx", "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+            "ppocr_det_fused.onnx", "d50307c42f3ce424067a1b9a7104079dea85063a123614a8496da167515a0a6a"),
+    "rec": ("ppocr_rec.onnx", "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+            "ppocr_rec_fused.onnx", "4c64ef792f8efcfb948fd4687c2ebb3ba878b9b352c0e9e0df15d0d57ab80862"),
+}
 MAX_DIFF = 1e-3
 
 
@@ -204,36 +212,42 @@ def fuse(model: Any) -> tuple[Any, dict[str, int]]:
     return model, dict(counts)
 
 
-def _check_images() -> list[np.ndarray]:
-    """A real photo (scikit-image's `page`, upscaled as the text pass would) and a synthetic frame."""
+def _check_inputs(which: str) -> list[np.ndarray]:
+    """Real and synthetic inputs: scikit-image's `page` (as the text pass would see it, or its first
+    lines as the recogniser's 48-px strips) and a synthetic frame."""
     import cv2
     import skimage.data
 
     from capture.synthetic import SyntheticSource
 
     page = cv2.cvtColor(skimage.data.page(), cv2.COLOR_GRAY2BGR)
-    page = cv2.resize(page, (512, 192))
     src = SyntheticSource(640, 480, pace="fast", n_frames=10)
     src.open()
     frame = None
     while (f := src.read()) is not None:
         frame = f.color
     assert frame is not None
-    return [page, cv2.resize(frame, (512, 384), interpolation=cv2.INTER_AREA)]
+    if which == "det":
+        imgs = [cv2.resize(page, (512, 192)), cv2.resize(frame, (512, 384), interpolation=cv2.INTER_AREA)]
+    else:
+        imgs = [cv2.resize(page[0:40, 0:300], (320, 48)), cv2.resize(page[40:80, 0:300], (320, 48)),
+                cv2.resize(frame[200:260, 100:500], (320, 48), interpolation=cv2.INTER_AREA)]
+    blobs = [cv2.dnn.blobFromImage(i, scalefactor=1 / 127.5, mean=(127.5,) * 3) for i in imgs]
+    return blobs if which == "det" else [np.concatenate(blobs)]
 
 
-def max_diff(a: bytes, b: bytes) -> float:
-    import cv2
+def max_diff(a: bytes, b: bytes, which: str = "det") -> float:
     import onnxruntime as ort
 
     sa = ort.InferenceSession(a, providers=["CPUExecutionProvider"])
     sb = ort.InferenceSession(b, providers=["CPUExecutionProvider"])
     worst = 0.0
-    for img in _check_images():
-        x = cv2.dnn.blobFromImage(img, scalefactor=1 / 127.5, mean=(127.5,) * 3)
+    for x in _check_inputs(which):
         pa = sa.run(None, {"x": x})[0]
         pb = sb.run(None, {"x": x})[0]
         worst = max(worst, float(np.abs(pa - pb).max()))
+        if which == "rec" and not np.array_equal(pa.argmax(axis=2), pb.argmax(axis=2)):
+            return float("inf")  # another character somewhere: not the same recogniser
     return worst
 
 
@@ -241,26 +255,29 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, default=HERE / "ppocr_det.onnx")
-    ap.add_argument("--out", type=Path, default=HERE / "ppocr_det_fused.onnx")
+    ap.add_argument("--model", choices=sorted(MODELS), default="det", help="the detector or the recogniser")
+    ap.add_argument("--src", type=Path, help="default: redact/models/<source file>")
+    ap.add_argument("--out", type=Path, help="default: redact/models/<fused file>")
     args = ap.parse_args(argv)
+    src_name, src_sha, out_name, out_sha = MODELS[args.model]
+    src_path, out_path = args.src or HERE / src_name, args.out or HERE / out_name
     if onnx.__version__ != ONNX_VERSION:
         print(f"fuse_ppocr_det: onnx {onnx.__version__}, pinned {ONNX_VERSION}: the output hash may differ",
               file=sys.stderr)
-    src = args.src.read_bytes()
-    if hashlib.sha256(src).hexdigest() != SRC_SHA256:
-        sys.exit(f"fuse_ppocr_det: {args.src}: sha256 is not the PP-OCRv4 detector's ({SRC_SHA256})")
+    src = src_path.read_bytes()
+    if hashlib.sha256(src).hexdigest() != src_sha:
+        sys.exit(f"fuse_ppocr_det: {src_path}: sha256 is not the PP-OCRv4 {args.model}'s ({src_sha})")
     model, counts = fuse(onnx.load_from_string(src))
     out = model.SerializeToString()
-    diff = max_diff(src, out)
+    diff = max_diff(src, out, args.model)
     if diff > MAX_DIFF:
-        sys.exit(f"fuse_ppocr_det: the fused model's probability map differs by {diff:.2e} (> {MAX_DIFF})")
+        sys.exit(f"fuse_ppocr_det: the fused model's output differs by {diff:.2e} (> {MAX_DIFF})")
     digest = hashlib.sha256(out).hexdigest()
-    if FUSED_SHA256 and digest != FUSED_SHA256:
-        sys.exit(f"fuse_ppocr_det: output sha256 {digest}, expected {FUSED_SHA256}")
-    args.out.write_bytes(out)
-    print(f"fuse_ppocr_det: {args.out} ({len(out)} bytes, sha256 {digest}); rewrites {counts}; "
-          f"max |Δ probability| {diff:.2e}")
+    if out_sha and digest != out_sha:
+        sys.exit(f"fuse_ppocr_det: output sha256 {digest}, expected {out_sha}")
+    out_path.write_bytes(out)
+    print(f"fuse_ppocr_det: {out_path} ({len(out)} bytes, sha256 {digest}); rewrites {counts}; "
+          f"max |Δ output| {diff:.2e}")
     return 0
 
 
