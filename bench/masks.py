@@ -133,9 +133,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     while (f := src.read()) is not None:
         frames.append(f)
     result: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1min_at_start": round(os.getloadavg()[0], 2),
-                              "settings": {"threshold": segment.THRESHOLD, "dilate": segment.DILATE,
-                                           "context": segment.CONTEXT, "min_fill": segment.MIN_FILL,
-                                           "frame_ms": segment.FRAME_MS},
+                              "settings": {"threshold": segment.settings().threshold,
+                                           "dilate": segment.settings().dilate,
+                                           "context": segment.settings().context,
+                                           "min_fill": segment.settings().min_fill,
+                                           "frame_ms": segment.settings().frame_ms},
                               "photo_astronaut": photo(args.repeat)}
     with tempfile.TemporaryDirectory() as tmp:
         result["synthetic"] = synthetic(frames, Path(tmp))

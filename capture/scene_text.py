@@ -68,10 +68,11 @@ def _document() -> tuple[np.ndarray, list[tuple[str, Rect]]]:
     return tex, [("custom:document", _union(boxes))] + [("text", b) for b in boxes]
 
 
-def _screen() -> tuple[np.ndarray, list[tuple[str, Rect]]]:
+def _screen(dark: bool = False) -> tuple[np.ndarray, list[tuple[str, Rect]]]:
     lines = ["Inbox (3)", "Your PIN is 4821", "Meeting 10:00"]
-    panel, boxes = _draw((440, 260), (250, 250, 252), [(s, 24, 22 + 78 * i, 46, (30, 30, 40)) for i, s in enumerate(lines)])
-    tex = np.full((300, 480, 3), 25, np.uint8)  # dark bezel around a lit panel
+    bg, fg = ((32, 33, 36), (232, 234, 237)) if dark else ((250, 250, 252), (30, 30, 40))  # dark mode: light on dark
+    panel, boxes = _draw((440, 260), bg, [(s, 24, 22 + 78 * i, 46, fg) for i, s in enumerate(lines)])
+    tex = np.full((300, 480, 3), 12 if dark else 25, np.uint8)  # dark bezel around the panel
     tex[20:280, 20:460] = panel
     px = [(20 + b[0] * 440, 20 + b[1] * 260, 20 + b[2] * 440, 20 + b[3] * 260) for b in boxes]
     lab = [("screen", (20 / 480, 20 / 300, 460 / 480, 280 / 300))]
@@ -148,4 +149,33 @@ def visible_private(renderer: Any, pose: np.ndarray, ids: np.ndarray, min_visibl
                 continue
             if np.count_nonzero(ids[cy1:cy2, cx1:cx2] == qid) / inside >= min_visible:
                 out.setdefault(cls, []).append([cx1, cy1, cx2, cy2])
+    return out
+
+
+def screen_stills(frames: list[np.ndarray], dark: bool, seed: int = 0) -> list[tuple[np.ndarray, list[int]]]:
+    """Each frame (BGR) with a screen (dark mode or lit) pasted in perspective at a random place and
+    size (1/4 to 1/2 of the frame's width), and the screen panel's ground-truth box [x1, y1, x2, y2]."""
+    rng = np.random.default_rng(seed)
+    tex, labels = _screen(dark)
+    th, tw = tex.shape[:2]
+    px1, py1, px2, py2 = labels[0][1]
+    out = []
+    for frame in frames:
+        h, w = frame.shape[:2]
+        sw = w * rng.uniform(0.25, 0.5)
+        sh = sw * th / tw
+        x0, y0 = rng.uniform(0, w - sw * 1.1), rng.uniform(0, h - sh * 1.1)
+        skew = rng.uniform(-0.12, 0.12) * sh  # a panel seen a little from the side
+        dst = np.float32([[x0, y0 + max(skew, 0)], [x0 + sw, y0 + max(-skew, 0)],
+                          [x0 + sw, y0 + sh - max(-skew, 0)], [x0, y0 + sh - max(skew, 0)]])
+        m = cv2.getPerspectiveTransform(np.float32([[0, 0], [tw, 0], [tw, th], [0, th]]), dst)
+        img = frame.copy()
+        warped = cv2.warpPerspective(tex, m, (w, h), flags=cv2.INTER_AREA)
+        cover = cv2.warpPerspective(np.full((th, tw), 255, np.uint8), m, (w, h)) > 127
+        img[cover] = warped[cover]
+        panel = cv2.perspectiveTransform(np.float32([[[px1 * tw, py1 * th], [px2 * tw, py1 * th],
+                                                      [px2 * tw, py2 * th], [px1 * tw, py2 * th]]]), m)[0]
+        x1, y1 = np.floor(panel.min(0)).astype(int)
+        x2, y2 = np.ceil(panel.max(0)).astype(int)
+        out.append((img, [int(x1), int(y1), int(x2), int(y2)]))
     return out

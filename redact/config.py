@@ -64,6 +64,28 @@ class RedactConfig:
         "logged, shown in status and every manifest; `config set` refuses it")
     canary_every: int = setting(1, min=1, max=30, help="run each detector's canary patch every N frames "
                                 "(a miss withholds frames until it is found); remote changes may only lower it")
+    # -- forms schedule: text model, pass canaries, person masks (redact/schedule.py, proof.py, segment.py)
+    text_model: str = setting("ppocr_det_fused", help="text detector: a shipped card's name (ppocr_det_fused: "
+                              "PP-OCRv4 with its affine blocks folded, same outputs, ~0.75x the time; ppocr_det: "
+                              "as shipped in rapidocr) or a card file")
+    text_rec_model: str = setting("ppocr_rec_fused", help="text recogniser (forms' `match`): a shipped card's name "
+                                  "(ppocr_rec_fused: affine blocks folded, same outputs, ~0.6x the time; ppocr_rec: "
+                                  "as shipped in rapidocr) or a card file")
+    person_from_faces: bool = setting(True, help="a body box below every detected face joins the person class on "
+                                      "every frame (the person model misses or cuts short people whose faces are "
+                                      "found; also boxes below faces on posters)")
+    forms_canary_every: int = setting(1, min=1, max=30, help="the text and person detectors run their canary patch "
+                                      "after every Nth pass (a miss withholds frames until it is found)")
+    mask_threshold: float = setting(0.3, min=0.05, max=0.95, help="person masks: segmenter probability from which "
+                                    "a pixel is person (below the model's 0.5: unsure pixels count as person)")
+    mask_dilate: float = setting(0.12, min=0.0, max=0.5,
+                                 help="person masks: dilation, as a fraction of the box's longer side (>= 3 px)")
+    mask_context: float = setting(0.15, min=0.0, max=1.0,
+                                  help="person masks: margin around the box that the segmenter sees (fraction of box)")
+    mask_min_fill: float = setting(0.12, min=0.0, max=1.0, help="person masks: a mask covering less of its box "
+                                   "than this is implausible: the whole box is redacted")
+    mask_frame_ms: float = setting(40.0, min=0.0, max=10000.0,
+                                   help="person masks: segmenter time per frame; persons beyond it get whole boxes")
 
     def check(self) -> None:
         for name in ("detect_width", "detect_height", "tile_width", "tile_height", "detect_width_verify",

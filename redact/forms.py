@@ -15,8 +15,9 @@ form `plate` (class "plate": text in a plate-shaped box matching an EU or US pat
 default policy redacts besides faces.
 
 Recognised text is read only for boxes that reach a `match` filter, is matched in memory, and is
-never returned: results are boxes and scores only. A line the reader could not read in time counts
-as a match (it stays private until it is read and shown not to match). Errors name the file, `forms[i].field` and value.
+never returned: results are boxes and scores only. A line the reader could not read in time, could
+not read at all (below its confidence threshold: a far plate) or that the frame's edge cuts (a
+fragment) counts as a match: it stays private until it is read whole and shown not to match. Errors name the file, `forms[i].field` and value.
 """
 
 from __future__ import annotations
@@ -64,15 +65,20 @@ class Form:
 
 
 # Plates are text: a plate-shaped line whose characters follow a national pattern. EU: German-style
-# district + letters + digits (the issue's pattern), FR/IT "AB-123-CD", ES "1234 BCD", UK "AB12 CDE",
-# NL sidecodes "12-ABC-3"; US: 5-8 letters and digits, both present ("7ABC123", "ABC-1234").
+# district + letters + digits ("M AB 1234"; the two letter groups apart, or at most 3 letters in a run
+# when the reader drops the gap: "EXIT 12" on a sign is not a plate), FR/IT "AB-123-CD", ES "1234 BCD",
+# UK "AB12 CDE", NL sidecodes "12-ABC-3"; US: 5-8 letters and digits, both present ("7ABC123",
+# "ABC-1234"). Words that label signs with a number ("ROOM 204", "GATE 12") are not plates; a
+# plate's frame or screws read as brackets or bars at either end ("MAB 1234]") are ignored.
+PLATE_BORDER = r"[\[\](){}|.,:;'_-]*"
+PLATE_SIGN_WORDS = r"(?!(?:EXIT|ROOM|GATE|DOOR|HALL|LANE|ROAD|ZONE|AREA|UNIT|BUS|BAY|PIER|TRACK)(?:[- ]|[0-9]))"
 PLATE_PATTERN = (
-    r"^(?:[A-Z]{1,3}[- ]?[A-Z]{0,2}[- ]?[0-9]{1,4}[A-Z]?"
+    rf"^{PLATE_BORDER}{PLATE_SIGN_WORDS}(?:(?:[A-Z]{{1,3}}[- ][A-Z]{{1,2}}|[A-Z]{{1,3}})[- ]?[0-9]{{1,4}}[A-Z]?"
     r"|[A-Z]{2}[- ]?[0-9]{3}[- ]?[A-Z]{2}"
     r"|[0-9]{4}[- ]?[A-Z]{3}"
     r"|[A-Z]{2}[0-9]{2} ?[A-Z]{3}"
     r"|[0-9A-Z]{1,3}-[0-9A-Z]{2,3}-[0-9A-Z]{1,2}"
-    r"|(?=[^A-Z]*[A-Z])(?=[^0-9]*[0-9])[A-Z0-9]{2,4}[- ]?[A-Z0-9]{3,4})$")
+    rf"|(?=[^A-Z]*[A-Z])(?=[^0-9]*[0-9])[A-Z0-9]{{2,4}}[- ]?[A-Z0-9]{{3,4}}){PLATE_BORDER}$")
 BUILTIN_FORMS = {
     # Case-blind: recognisers confuse case on worn or partly hidden plates ("Mab1" for "MAB1...").
     "plate": Form(name="plate", source="text", match=re.compile(PLATE_PATTERN, re.IGNORECASE), aspect=(1.5, 8.0),
@@ -211,14 +217,16 @@ class Found:
     members: list[list[int]] = field(default_factory=list)
 
 
-Reader = Callable[[list[int]], dict[int, str]]  # text of the lines it could read ("" = unreadable)
+# Text of the lines it was asked for; None (or left out) = unknown: not read yet, unreadable, or cut
+# by the frame's edge — such a line counts as a match (private until read and shown not to match).
+Reader = Callable[[list[int]], dict[int, str | None]]
 
 
 def evaluate(order: list[Form], base: dict[str, Found], read: Reader) -> dict[str, Found]:
     """Every form's boxes. `read(indices)` returns the recognised text of those text lines (called
     once per form with a `match`, only for lines that passed nothing else yet needing text)."""
     out = dict(base)
-    texts: dict[int, str] = {}
+    texts: dict[int, str | None] = {}
     for f in order:
         src = out.get(f.source, Found())
         b, members = src.boxes, list(src.members) or [[] for _ in range(len(src.boxes))]

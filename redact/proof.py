@@ -16,6 +16,14 @@ known face can.
   Why frames, not seconds: with a timer a model that goes silent leaks every frame until the next
   tick; with a count of N frames, only faces that are *not already tracked* can slip in the last
   N-1 frames (tracked ones are held `hold_frames`). N = 1 leaves no window.
+* `PassCanary` — the same for the forms schedule's text and person detectors, which run every few
+  frames: after every `redact.forms_canary_every`-th pass of each (default: every pass) that found
+  nothing itself (and at least every 4th), that detector runs its own patch (`pass_canary`: a
+  rendered sign; the astronaut's head and shoulders).
+  A miss withholds the frame (`canary_missed`) and lapses the detector's coverage, so every following
+  frame runs a catch-up pass and the canary until it is found. Window: the frames between the last
+  good pass and the next one (`text_every` / `person_every`), as for held boxes. The forms schedule
+  loads a text or person model only when it finds its patch (redact/form_models.py).
 """
 
 from __future__ import annotations
@@ -149,3 +157,107 @@ class Canary:
         return {"every_frames": self.every, "runs": self.runs, "misses": self.misses,
                 "state": "failing" if self.failing else "ok", "last_ms": self.last_ms,
                 "self_test": [{k: p[k] for k in ("ok", "detail", "unproven", "ms")} for p in self.proofs]}
+
+
+# -- the text and person detectors: a canary on their own passes ---------------------------------------
+def text_canary() -> reference.Reference:
+    """A rendered sign, 160×64: dark "AB 123" on a light board over the reference background."""
+    import cv2
+
+    canvas = reference._background(160, 64, seed=24)
+    cv2.rectangle(canvas, (4, 8), (156, 56), (245, 245, 245), -1)
+    cv2.putText(canvas, "AB 123", (12, 46), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (15, 15, 15), 2)
+    (w, h), base = cv2.getTextSize("AB 123", cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
+    return reference.Reference("text", "text-canary", canvas, ((12.0, 46.0 - h, 12.0 + w, 46.0 + base),))
+
+
+def person_canary() -> reference.Reference:
+    """The astronaut's head and shoulders (a real photo, shipped in scikit-image), 160×192."""
+    import cv2
+
+    canvas = reference._background(160, 192, seed=23)
+    head = reference._head()
+    ph = 180
+    pw = round(ph * head.shape[1] / head.shape[0])
+    x, y = (160 - pw) // 2, 192 - ph
+    canvas[y:y + ph, x:x + pw] = cv2.resize(head, (pw, ph), interpolation=cv2.INTER_AREA)
+    return reference.Reference("person", "person-canary", canvas, ((float(x), float(y), float(x + pw), 192.0),))
+
+
+PASS_CANARIES = {"text": text_canary, "person": person_canary}
+SELF_PROOF_PASSES = 4  # a pass that found something needs no canary (it is not silent), this many in a row at most
+_pass_patches: dict[str, reference.Reference] = {}
+
+
+def pass_canary(cls: str) -> reference.Reference | None:
+    """The canary patch a `cls` detector of the forms schedule must find after its passes (built once)."""
+    if cls not in _pass_patches and cls in PASS_CANARIES:
+        _pass_patches[cls] = PASS_CANARIES[cls]()
+    return _pass_patches.get(cls)
+
+
+@dataclass
+class PassCanary:
+    """The running proof of the forms schedule's detectors (text, person), which run every few frames.
+
+    After every `every`-th pass of a detector (and after every pass while it is failing) the same
+    detector runs its class's canary patch (`pass_canary`) at its card's threshold, inside that pass's
+    deadline — unless that pass found something itself at the card's threshold (a silent model finds
+    nothing), and then at the latest after SELF_PROOF_PASSES × `every` passes (a model stuck on one
+    output finds "something" on every pass). The person canary is a whole SSD run (~0.8× a pass). A miss withholds the frame (`canary_missed`, the reason names the model) and lapses the
+    detector's coverage, so that the next frame runs a catch-up pass and its canary again: frames are
+    withheld until the canary is found. Counted per detector (`status()`: runs, misses, state, CPU-ms).
+    Not thread-safe: called from the stage's apply only (through the forms schedule).
+    """
+
+    every: int = 1
+    runs: dict[str, int] = field(default_factory=dict)
+    misses: dict[str, int] = field(default_factory=dict)
+    failing: dict[str, str] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # of the canary runs (this thread)
+    proven_by_pass: dict[str, int] = field(default_factory=dict)  # canaries left out: the pass found something
+    _passes: dict[str, int] = field(default_factory=dict)
+    _unchecked: dict[str, int] = field(default_factory=dict)
+
+    def due(self, name: str, found: np.ndarray) -> bool:
+        """Whether the pass of detector `name` that found `found` (N×≥5, at its card's threshold) must be
+        followed by the canary. A pass that itself found something shows the model is not silent: its
+        canary waits, but at most SELF_PROOF_PASSES passes (a model stuck on one output is caught too)."""
+        self._passes[name] = self._passes.get(name, 0) + 1  # since the last canary run
+        self._unchecked[name] = self._unchecked.get(name, 0) + 1  # since the last canary or self-proof
+        if name in self.failing or self._passes[name] >= self.every * SELF_PROOF_PASSES:
+            return True
+        if self._unchecked[name] < self.every:
+            return False
+        if len(found):  # boxes at the card's own threshold: what the canary would have to find
+            self.proven_by_pass[name] = self.proven_by_pass.get(name, 0) + 1
+            self._unchecked[name] = 0
+            return False
+        return True
+
+    def check(self, name: str, det: Detector, run_options: Any) -> None:
+        """Run `det` on its canary (call after a pass of detector `name` when `due`); raise
+        FrameWithheld("canary_missed") when it is not found."""
+        patch = pass_canary(det.card.classes[0])
+        if patch is None:
+            return
+        self._passes[name] = self._unchecked[name] = 0
+        t = time.thread_time()
+        missed = _misses(det, patch, run_options)
+        self.cpu_ms[name] = self.cpu_ms.get(name, 0.0) + (time.thread_time() - t) * 1000.0
+        self.runs[name] = self.runs.get(name, 0) + 1
+        if missed:
+            self.misses[name] = self.misses.get(name, 0) + 1
+            why = f"{det.card.name}: the {patch.cls} canary was not found: the model has stopped seeing"
+            if name not in self.failing:
+                log.error("redaction canary: %s; every frame is withheld until it is found again", why)
+            self.failing[name] = why
+            raise FrameWithheld("canary_missed", why)
+        if name in self.failing:
+            log.warning("redaction canary found again: frames flow again (%s)", self.failing.pop(name))
+
+    def status(self) -> dict[str, Any]:
+        return {"every_passes": self.every, "runs": dict(self.runs), "misses": dict(self.misses),
+                "proven_by_pass": dict(self.proven_by_pass),
+                "state": {n: "failing" if n in self.failing else "ok" for n in self.runs},
+                "cpu_ms_per_run": {n: round(v / max(self.runs.get(n, 0), 1), 2) for n, v in self.cpu_ms.items()}}

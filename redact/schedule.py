@@ -24,51 +24,30 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import cv2
 import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
-from redact.cards import CardError, load_card, shipped_card
+from redact import segment
+from redact.cards import CardError
 from redact.config import RedactConfig
+from redact.form_models import Models
 from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
+from redact.hold import Hold, edges
 from redact.nms import iou_matrix
 from redact.policy import Policy
+from redact.proof import PassCanary
 from redact.runtime import ModelLoadError, ModelRunError
 from redact.screens import find_screens
 
 log = logging.getLogger("crowdcap.redact")
 
-MATCH_IOU = 0.2  # a fresh box this close to a held one replaces it
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
 MOTION_WIDTH = 160
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
-
-
-@dataclass
-class Hold:
-    """Held boxes of one detector or form: N×5 (x1, y1, x2, y2, score) and frames since their pass."""
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
-    age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def step(self, dx: float, dy: float, limit: int) -> None:
-        self.boxes[:, 0:4:2] += dx
-        self.boxes[:, 1:4:2] += dy
-        self.age += 1
-        keep = self.age <= limit
-        self.boxes, self.age = self.boxes[keep], self.age[keep]
-
-    def refresh(self, fresh: np.ndarray) -> None:
-        """A pass found `fresh`: those replace the held boxes they overlap; the rest stay held."""
-        fresh = np.asarray(fresh, np.float64).reshape(-1, 5)
-        if len(self.boxes) and len(fresh):
-            stale = iou_matrix(self.boxes[:, :4], fresh[:, :4]).max(axis=1) < MATCH_IOU
-            self.boxes, self.age = self.boxes[stale], self.age[stale]
-        self.boxes = np.concatenate([self.boxes, fresh])
-        self.age = np.concatenate([self.age, np.zeros(len(fresh), np.int64)])
 
 
 def bodies(faces: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -109,48 +88,6 @@ def text_rule_covers(policy: Policy, forms: list[Form]) -> bool:
     return True
 
 
-class Models:
-    """Sessions loaded on demand and shared by successive schedules (a policy reload keeps them)."""
-
-    def __init__(self, cfg: RedactConfig) -> None:
-        self.cfg = cfg
-        self._loaded: dict[str, Any] = {}
-
-    def get(self, name: str) -> Any:
-        if name not in self._loaded:
-            from redact.detector import Detector
-            from redact.recognizer import TextRecognizer
-
-            stem = {"text": "ppocr_det", "rec": "ppocr_rec", "person": "ssdlite_person"}[name]
-            card = load_card(shipped_card(stem))
-            cls = TextRecognizer if name == "rec" else Detector
-            model = cls(card, self.cfg.threads, self.cfg.cache_dir)
-            self._warm(name, model)
-            if cls is Detector:  # it must find the known objects of the reference frames (redact/proof.py)
-                from redact.proof import prove
-
-                proof = prove(model)
-                if not proof["ok"]:
-                    raise ModelLoadError(proof["detail"])
-            self._loaded[name] = model
-        return self._loaded[name]
-
-    @staticmethod
-    def _warm(name: str, model: Any) -> None:
-        """One run at load: onnxruntime's first run is several times slower (it would miss a frame's budget)."""
-        import onnxruntime as ort
-
-        img = np.full((96, 128, 3), 255, np.uint8)
-        cv2.putText(img, "AB 123", (8, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
-        if name == "rec":
-            model.read(img, np.array([[0, 30, 128, 70]]), ort.RunOptions())
-        else:
-            model.run(img, model.plan(128, 96, (128, 96), (0, 0))[0], ort.RunOptions())
-
-    def ids(self) -> list[dict[str, str]]:
-        return [m.card.model_id for m in self._loaded.values()]
-
-
 class FormSchedule:
     def __init__(self, cfg: RedactConfig, policy: Policy, own_classes: list[str], models: Models | None = None) -> None:
         self.cfg = cfg
@@ -176,9 +113,9 @@ class FormSchedule:
             log.error("redaction model for %s not loaded, frames will be withheld: %s", ", ".join(self.classes), e)
         self.age = {d: 1 << 30 for d in self.every}  # frames since the detector's last pass
         self.holds: dict[str, Hold] = {}
-        self._texts: tuple[np.ndarray, list[str]] = (np.zeros((0, 4)), [])  # last pass's read lines
+        self._texts: tuple[np.ndarray, list[str | None]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._prev: np.ndarray | None = None
-        self._pass_texts: dict[int, str] = {}
+        self._pass_texts: dict[int, str | None] = {}
         self._reads_left = 0  # of text_reads_per_pass, on the current pass
         # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
         self._reads_per_pass = min(cfg.text_reads_per_pass, cfg.text_reads_when_covered) if text_rule_covers(
@@ -187,10 +124,13 @@ class FormSchedule:
         self._lock = threading.Lock()
         self._coverage: dict[str, Counter[str]] = {c: Counter() for c in self.classes}
         self._ms: Counter[str] = Counter()
+        self._cpu: Counter[str] = Counter()  # CPU-ms of the detector passes (this thread; canary included)
         self._passes: Counter[str] = Counter()
         self._deferred: Counter[str] = Counter()
         self._frames = 0
         self._by_class: Counter[str] = Counter()  # regions redacted, per class (faces included)
+        self.canary = PassCanary(cfg.forms_canary_every)
+        segment.configure(cfg)  # person masks (policy rules with shape = "mask"): the [redact] mask_* settings
 
     def reset(self) -> None:
         """Forget held boxes and passes (unrelated stills follow): the next frame runs every detector."""
@@ -218,7 +158,7 @@ class FormSchedule:
         for d in self.age:
             self.age[d] += 1
         for name, hold in self.holds.items():
-            hold.step(dx, dy, self.limit[self.roots[name]])
+            hold.step(dx, dy, self.limit[self.roots[name]], width, height)
         self._texts[0][:, 0::2] += dx  # lines read on the last pass move with the camera too
         self._texts[0][:, 1::2] += dy
         ms: dict[str, float] = {}
@@ -236,20 +176,25 @@ class FormSchedule:
         out = list(regions)
         for c in self.classes:
             rule = policy.rule_for(c)
-            hold = self.holds.get(c)
-            if rule is None or hold is None or not len(hold.boxes):
+            hold = self.holds.get(c) or Hold()
+            b, age = hold.boxes, hold.age
+            if c == "person" and len(faces) and self.cfg.person_from_faces:
+                # A detected face implies a body below it, on every frame: the person model (300×300,
+                # every few frames) misses or cuts short people whose faces the face path finds.
+                b = np.concatenate([b, bodies(faces, width, height)])
+                age = np.concatenate([age, np.zeros(len(faces), np.int64)])
+            if rule is None or not len(b):
                 continue
-            b = hold.boxes
             ok = b[:, 4] >= rule.min_score
             wh = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
-            pad = wh * (rule.margin + self.cfg.margin_growth * hold.age)[:, None]
+            pad = wh * (rule.margin + self.cfg.margin_growth * age)[:, None]
             box = np.concatenate([np.floor(b[:, :2] - pad), np.ceil(b[:, 2:4] + pad)], 1)
             box[:, 0::2] = np.clip(box[:, 0::2], 0, width)
             box[:, 1::2] = np.clip(box[:, 1::2], 0, height)
             for i in np.nonzero(ok & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]))[0]:
                 out.append({"bbox": [int(v) for v in box[i]], "class": c, "score": round(float(b[i, 4]), 4),
                             "action": rule.action, "applies_to": rule.applies_to,
-                            "source": "detected" if hold.age[i] == 0 else "propagated"})
+                            "source": "detected" if age[i] == 0 else "propagated"})
         extra["classes"].update(coverage)
         extra["detector_ms_by"].update({k: round(v, 2) for k, v in ms.items()})
         with self._lock:
@@ -291,19 +236,30 @@ class FormSchedule:
             if self.age[d] < self.limit[d] and (estimate > left_ms or spread):
                 self._deferred[d] += 1
                 continue
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             try:
                 # A pass that restores lapsed coverage (at start, after a stall) gets a time limit of its
                 # own: the frame is late once rather than withheld on every try under load.
                 allowed = max(self.cfg.budget_ms, CATCH_UP_MS) if self.age[d] > self.limit[d] else left_ms
                 with Deadline(max(allowed, 1.0) / 1000.0) as deadline:
                     fresh[d] = self._detect(d, color, deadline.options, fresh, ms)
+                    if self.canary.due(d, fresh[d].boxes):  # the model must still see its known patch (redact/proof.py)
+                        self.canary.check(d, self.models.get(d), deadline.options)
+            except FrameWithheld:
+                # Its boxes of this pass are not trusted and its coverage lapses: the next frame runs a
+                # catch-up pass and the canary again; frames are withheld until the canary is found.
+                self.age[d] = 1 << 30
+                if d == "text":
+                    self.age["screen"] = 1 << 30
+                raise
             except ModelRunError as e:
                 if e.reason != "model_timeout" or self.age[d] > self.limit[d]:
                     raise
                 self._deferred[d] += 1
                 continue
             ms[d] = (time.perf_counter() - t) * 1000.0
+            with self._lock:
+                self._cpu[d] += (time.thread_time() - cpu) * 1000.0
             ran.append(d)
             self.age[d] = 0
             if d == "text":
@@ -342,7 +298,7 @@ class FormSchedule:
         if order:
             text = fresh.get("text", Found())
             t = time.perf_counter()
-            self._pass_texts: dict[int, str] = {}
+            self._pass_texts = {}
             self._reads_left = self._reads_per_pass  # for the whole pass, all forms together
             results = evaluate(order, base, lambda idx: self._read(color, text.boxes, idx, run_options))
             ms["rec"] = (time.perf_counter() - t) * 1000.0
@@ -353,17 +309,21 @@ class FormSchedule:
             for f in order:
                 fresh[f.class_name] = results[f.name]
         for name, found in fresh.items():
-            self.holds.setdefault(name, Hold()).refresh(found.boxes)
+            self.holds.setdefault(name, Hold()).refresh(found.boxes, *color.shape[1::-1])
 
-    def _read(self, color: np.ndarray, boxes: np.ndarray, idx: list[int], run_options: Any) -> dict[int, str]:
+    def _read(self, color: np.ndarray, boxes: np.ndarray, idx: list[int],
+              run_options: Any) -> dict[int, str | None]:
         """Strings of text lines `idx` (reused from the last pass where the same line was read)."""
         old_boxes, old_texts = self._texts
-        out: dict[int, str] = {}
+        out: dict[int, str | None] = {}
         todo = []
         if len(old_boxes):
             iou = iou_matrix(boxes[idx, :4], old_boxes)
+        h, w = color.shape[:2]
         for k, i in enumerate(idx):
-            if len(old_boxes) and iou[k].max() >= TEXT_REUSE_IOU:
+            if edges(boxes[i:i + 1], w, h, within=2.0).any():
+                out[i] = None  # cut by the frame's edge: what is read is a fragment, it proves nothing
+            elif len(old_boxes) and iou[k].max() >= TEXT_REUSE_IOU:
                 out[i] = old_texts[int(iou[k].argmax())]
             else:
                 todo.append(i)
@@ -384,7 +344,8 @@ class FormSchedule:
                 self._deferred["rec"] += 1
             self._lines_read += len(read)
             for i, (s, conf) in zip(todo, read, strict=False):
-                out[i] = s if conf >= rec.threshold else ""
+                # Unreadable (a far plate, a blurred bib): unknown, so a match — private, as a line not read yet.
+                out[i] = s if conf >= rec.threshold else None
         self._pass_texts.update(out)  # kept for the next pass (memory only; never logged or sent)
         return out
 
@@ -395,7 +356,8 @@ class FormSchedule:
             return {"regions_by_class": dict(self._by_class), "forms": {
                 "classes": {c: dict(v) for c, v in self._coverage.items()},
                 "detector_ms_per_frame": {k: round(v / n, 2) for k, v in self._ms.items()},
+                "cpu_ms_per_pass": {k: round(v / max(self._passes[k], 1), 2) for k, v in self._cpu.items()},
                 "passes": dict(self._passes), "deferred": dict(self._deferred), "lines_read": self._lines_read,
                 "reads_per_pass": self._reads_per_pass,
                 "every": {d: self.every[d] for d in self.detectors if d in self.every},
-                "models": self.models.ids(), "load_error": self.error}}
+                "models": self.models.ids(), "load_error": self.error, "canary": self.canary.status()}}

@@ -212,7 +212,9 @@ def test_lines_not_read_yet_stay_private_and_reads_per_pass_are_capped(frames: l
         stage.close()
     assert counts[0][1] == 0 and min(counts[0][0]) >= 5  # nothing read: every line is private
     assert 0 < counts[1][1] <= len(frames) and counts[1][0][0] < counts[0][0][0]  # one read per pass
-    assert counts[64][1] > counts[1][1] and max(counts[64][0]) == 0  # all read: none matches
+    # All read: none matches; only lines the reader cannot read (tiny, blurred) or that the frame's
+    # edge cuts stay private (unknown counts as a match).
+    assert counts[64][1] > counts[1][1] and sum(counts[64][0]) <= sum(counts[0][0]) / 3, counts
 
 
 @pytest.mark.parametrize(("extra", "reads"), [
@@ -233,3 +235,73 @@ def test_reads_are_cut_only_where_the_text_rule_hides_the_same_lines(extra: str,
     cfg = RedactConfig(text_reads_per_pass=6)
     sched = FormSchedule(cfg, parse_policy(tomllib.loads(text), "t"), ["face"], Models(cfg))
     assert sched.status()["forms"]["reads_per_pass"] == reads
+
+
+@pytest.mark.parametrize(("read", "plate"), [
+    ("M AB 1234", True), ("MAB 1234", True), ("MAB 1234]", True), ("|7ABC123|", True), ("ABC-1234", True),
+    ("AB-123-CD", True), ("1234 BCD", True), ("AB12 CDE", True), ("12-ABC-3", True), ("b mw 123", True),
+    ("EXIT 12", False), ("EXIT12", False), ("Room 204", False), ("GATE 12", False), ("1047", False),
+    ("Meeting 10:00", False), ("Your PIN is 4821", False), ("", False),
+])
+def test_builtin_plate_matches_plates_not_signs(read: str, plate: bool) -> None:
+    """The built-in `plate` form on a plate-shaped line (aspect 4) whose text the reader returns."""
+    from redact.forms import BUILTIN_FORMS
+
+    line = Found(np.array([[10.0, 10.0, 210.0, 60.0, 0.9]]), [[0]])
+    out = evaluate([BUILTIN_FORMS["plate"]], {"text": line}, lambda idx: {i: read for i in idx})
+    assert len(out["plate"].boxes) == int(plate)
+    wide = Found(np.array([[10.0, 10.0, 610.0, 60.0, 0.9]]), [[0]])  # aspect 12: not plate-shaped
+    assert not len(evaluate([BUILTIN_FORMS["plate"]], {"text": wide}, lambda idx: {i: read for i in idx})["plate"].boxes)
+
+
+def test_a_plate_cut_by_the_frames_edge_stays_private(tmp_path: Path) -> None:
+    """At the end of the synthetic trajectory the US plate leaves the frame on the left: the reader sees
+    "BC1", "ABC12" or nothing it can read. A fragment proves nothing, so the line counts as a plate
+    (before: released, 6 frames with the plate's visible part sharp)."""
+    from capture.synthetic import SyntheticSource
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    src = SyntheticSource(640, 480, pace="fast", n_frames=120)
+    src.open()
+    tail = [f for f in iter(src.read, None) if f.seq >= 108]
+    p = tmp_path / "p.toml"
+    p.write_text('version = "t"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "plate"\n')
+    stage = build_stage(RedactConfig(policy=str(p), floor="lowered", budget_ms=10000.0))
+    cut = 0
+    for f in tail:
+        out = stage.apply(f)
+        hidden = np.zeros((480, 640), bool)
+        for r in out.redaction["regions"]:
+            x1, y1, x2, y2 = r["bbox"]
+            hidden[y1:y2, x1:x2] = True
+        for x1, y1, x2, y2 in f.attachments["truth"]["private"].get("plate", []):
+            cut += x1 == 0
+            # ≥ 0.5: the detector boxes only the plate's visible glyphs, the truth is its clipped text box
+            assert hidden[y1:y2, x1:x2].mean() >= 0.5, (f.seq, [x1, y1, x2, y2], out.redaction["regions"])
+    assert cut >= 4  # the case is there
+
+
+def test_person_class_takes_a_body_below_each_detected_face_unless_turned_off(tmp_path: Path) -> None:
+    from capture.synthetic import SyntheticSource
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    src = SyntheticSource(640, 480, pace="fast", n_frames=1)
+    src.open()
+    frame = src.read()
+    p = tmp_path / "p.toml"
+    p.write_text('version = "t"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "person"\n')
+    counts = {}
+    for on in (True, False):
+        stage = build_stage(RedactConfig(policy=str(p), floor="lowered", budget_ms=10000.0, person_from_faces=on))
+        out = stage.apply(frame)
+        faces = [r for r in out.redaction["regions"] if r["class"] == "face"]
+        people = [r for r in out.redaction["regions"] if r["class"] == "person"]
+        counts[on] = len(people)
+        if on:  # each face's body: its top at the face's top, below it, wider than it
+            for f in faces:
+                fx = (f["bbox"][0] + f["bbox"][2]) / 2
+                assert any(b["bbox"][0] <= fx <= b["bbox"][2] and b["bbox"][3] > f["bbox"][3] for b in people)
+        stage.close()
+    assert counts[True] > counts[False], counts

@@ -59,8 +59,10 @@ def test_refine_sets_shape_and_falls_back_to_the_box_when_implausibly_small(seg:
     assert "shape" not in regions[2]
     after = segment.counts()
     assert after.get("mask_small", 0) == before.get("mask_small", 0) + 1
-    # A box-shaped person rule never runs the segmenter.
-    assert segment.refine(photo, regions, parse_policy({"version": "b", "rules": [{"class": "person"}]}, "p"), seg) == {}
+    # A box-shaped person rule never runs the segmenter; the face inside the filled person box is
+    # painted by that box (COVERED: nothing of its own).
+    boxes = segment.refine(photo, regions, parse_policy({"version": "b", "rules": [{"class": "person"}]}, "p"), seg)
+    assert boxes == {2: segment.COVERED}
 
 
 def _nan_model(tmp_path: Path) -> Path:
@@ -92,7 +94,7 @@ def test_a_faulty_segmenter_or_a_spent_budget_keeps_the_whole_box(tmp_path: Path
     bad = segment.Segmenter(load_card(_nan_model(tmp_path)))
     regions = [{"bbox": list(box), "class": "person", "action": "fill", "applies_to": "both"}]
     before = segment.counts().get("mask_fault", 0)
-    assert segment.refine(photo, regions, policy, bad) == {}
+    assert segment.refine(photo, regions, policy, bad) == {}  # no mask, nothing covered
     assert regions[0]["shape"] == "box" and regions[0]["mask_fallback"] == "fault"
     assert segment.counts()["mask_fault"] == before + 1
     color, depth = photo.copy(), np.full(photo.shape[:2], 900, np.uint16)
@@ -100,7 +102,7 @@ def test_a_faulty_segmenter_or_a_spent_budget_keeps_the_whole_box(tmp_path: Path
     x1, y1, x2, y2 = box
     assert not color[y1:y2, x1:x2].any() and not depth[y1:y2, x1:x2].any()  # the whole box, colour and depth
     two = [{"bbox": list(box), "class": "person", "action": "fill", "applies_to": "both"} for _ in range(2)]
-    assert segment.refine(photo, two, policy, seg, frame_ms=-1.0) == {}
+    assert segment.refine(photo, two, policy, seg, frame_ms=-1.0) == {1: segment.COVERED}  # the same box twice
     assert [r["mask_fallback"] for r in two] == ["budget", "budget"]
 
 
@@ -156,3 +158,71 @@ def test_stage_redacts_only_the_persons_pixels_in_colour_and_depth(tmp_path: Pat
     masks = stage.status()["person_masks"]
     assert masks["mask"] >= 1 and masks["model"]["name"] == "selfie-segmentation"
     stage.close()
+
+
+def test_mask_settings_come_from_config_and_errors_name_the_key(seg: segment.Segmenter) -> None:
+    from capture.config import ConfigError
+    from device import config
+    from redact.config import RedactConfig
+
+    for table, needle in (({"mask_dilate": 2}, "redact.mask_dilate: expected a value ≤"),
+                          ({"mask_threshold": "high"}, "redact.mask_threshold: expected a number"),
+                          ({"mask_min_fill": -0.1}, "redact.mask_min_fill: expected a value ≥")):
+        with pytest.raises(ConfigError) as e:
+            config.from_table({"redact": table})
+        assert needle in str(e.value)
+    photo, box, _ = segment.astronaut()
+    try:
+        tight = segment.configure(RedactConfig(mask_dilate=0.0, mask_threshold=0.6))
+        m_tight = seg.mask(photo, box)
+        loose = segment.configure(RedactConfig(mask_dilate=0.3))
+        m_loose = seg.mask(photo, box)
+    finally:
+        segment.configure(RedactConfig())
+    assert tight.dilate == 0.0 and loose.dilate == 0.3 and segment.settings() == segment.MaskSettings()
+    assert m_tight.mean() + 0.05 < m_loose.mean()  # the settings change the mask
+
+
+def test_shipped_people_masks_policy_loads_and_masks_persons(tmp_path: Path) -> None:
+    from redact import build_stage
+    from redact.config import RedactConfig
+    from redact.policy import load_policy
+
+    path = Path(segment.__file__).parent / "policies" / "people_masks.toml"
+    pol = load_policy(path)
+    assert pol.rule_for("person").shape == "mask" and segment.wants_mask(pol)
+    photo, box, _ = segment.astronaut()
+    h, w = photo.shape[:2]
+    from capture.frame import now_stamps
+
+    frame = RGBDFrame("t", "masks", 0, *now_stamps(), photo.copy(), np.full((h, w), 1000, np.uint16), 1000.0,
+                      Intrinsics(w, h, 525.0, 525.0, w / 2, h / 2))
+    stage = build_stage(RedactConfig(policy=str(path), budget_ms=10_000.0, person_every=1, text_every=1,
+                                     mask_frame_ms=60_000.0))
+    assert stage.load_error == "", stage.load_error
+    out = stage.apply(frame)
+    people = [r for r in out.redaction["regions"] if r["class"] == "person"]
+    assert people and any(r.get("shape") == "mask" for r in people), people
+
+
+def test_regions_inside_a_region_painted_as_strongly_are_painted_once() -> None:
+    def r(bbox: list[int], action: str = "blur", applies_to: str = "both") -> dict:
+        return {"bbox": bbox, "class": "text", "action": action, "applies_to": applies_to}
+
+    regions = [r([0, 0, 100, 100]), r([10, 10, 50, 30]),  # a line inside a block: covered
+               r([10, 40, 50, 60], "fill"),  # a stronger action inside a blur: painted
+               r([60, 60, 90, 90], applies_to="both"), r([0, 0, 100, 100], "pixelate"),  # ...
+               r([200, 0, 300, 50], "fill", "color"), r([210, 10, 250, 30], "fill", "both"),  # depth not covered
+               r([0, 0, 100, 100])]  # the same box as 0: the first paints
+    assert segment.covered(regions, set()) == [1, 3, 4, 7]
+    assert segment.covered(regions, {0}) == [1, 3, 4]  # a masked region paints only its mask: 7 paints them
+    # Painting: the covered line's pixels are exactly what its container made of them.
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 256, (120, 320, 3), dtype=np.uint8)
+    depth = np.full((120, 320), 900, np.uint16)
+    masks = segment.refine(color, regions[:2], parse_policy({"version": "b", "rules": [{"class": "text"}]}, "p"))
+    once, both = color.copy(), color.copy()
+    for i, reg in enumerate(regions[:2]):
+        segment.paint(once, depth.copy(), reg, masks.get(i))
+    segment.paint(both, depth.copy(), regions[0])
+    assert np.array_equal(once, both) and not np.array_equal(once, color)

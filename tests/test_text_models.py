@@ -97,14 +97,58 @@ def test_screen_finder_on_the_synthetic_scene(models) -> None:  # noqa: ANN001
     assert found == 2
 
 
+@pytest.mark.parametrize("dark", [True, False], ids=["dark-mode", "lit"])
+def test_screen_finder_finds_dark_mode_screens_pasted_in_perspective(models, dark: bool) -> None:  # noqa: ANN001
+    """A screen showing light text on a dark panel (dark mode) or dark text on a lit one, pasted at a
+    random place, size and slant into synthetic frames: found (≥ 70 % of the panel covered)."""
+    import onnxruntime as ort
+
+    from capture.scene_text import screen_stills
+    from capture.synthetic import SyntheticSource
+    from redact.screens import find_screens
+
+    src = SyntheticSource(640, 480, pace="fast")
+    frames = [src.render(i)[0] for i in range(0, 120, 12)]
+    det = models.get("text")
+    hit = 0
+    for img, (x1, y1, x2, y2) in screen_stills(frames, dark, seed=1):
+        text = det.run(img, det.plan(640, 480, (512, 384), (0, 0))[0], ort.RunOptions())
+        m = np.zeros((480, 640), bool)
+        for b in find_screens(img, text):
+            m[int(b[1]):int(np.ceil(b[3])), int(b[0]):int(np.ceil(b[2]))] = True
+        hit += m[y1:y2, x1:x2].mean() >= 0.7
+    assert hit >= (9 if dark else 7), hit
+
+
+def test_fused_text_models_compute_what_the_shipped_ones_do() -> None:
+    """ppocr_det_fused / ppocr_rec_fused (models/tools/fuse_ppocr_det.py) against the files as shipped
+    in rapidocr, on a real photo: the same probability map (to 1e-3), the same strings read."""
+    import onnxruntime as ort
+    import skimage.data
+
+    from redact.cards import load_card, shipped_card
+    from redact.detector import Detector
+    from redact.recognizer import TextRecognizer
+
+    page = cv2.cvtColor(skimage.data.page(), cv2.COLOR_GRAY2BGR)
+    opts = ort.RunOptions()
+    det, fused = (Detector(load_card(shipped_card(s)), 1) for s in ("ppocr_det", "ppocr_det_fused"))
+    p = det.plan(384, 191, (384, 192), (0, 0))[0]
+    a, b = det.run(page, p, opts), fused.run(page, p, opts)
+    assert len(a) >= 5 and a.shape == b.shape and np.allclose(a, b, atol=0.5)  # boxes to half a pixel
+    rec, rec_fused = (TextRecognizer(load_card(shipped_card(s)), 1) for s in ("ppocr_rec", "ppocr_rec_fused"))
+    assert [s for s, _ in rec.read(page, a, opts)] == [s for s, _ in rec_fused.read(page, a, opts)]
+
+
 def test_shipped_models_have_cards_licences_and_tools() -> None:
     models = Path(__file__).parent.parent / "redact" / "models"
-    for stem, licence in (("ppocr_det", "LICENSE.ppocr.txt"), ("ppocr_rec", "LICENSE.ppocr.txt"),
+    for stem, licence in (("ppocr_det", "LICENSE.ppocr.txt"), ("ppocr_det_fused", "LICENSE.ppocr.txt"),
+                          ("ppocr_rec", "LICENSE.ppocr.txt"), ("ppocr_rec_fused", "LICENSE.ppocr.txt"),
                           ("ssdlite_person", "LICENSE.ssdlite_person.txt")):
         card = load_card(models / f"{stem}.toml")
         assert card.file.is_file() and card.license and (models / licence).is_file()
     assert "Apache License" in (models / "LICENSE.ppocr.txt").read_text()
-    for tool in ("extract_ppocr.sh", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
+    for tool in ("extract_ppocr.sh", "fuse_ppocr_det.py", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
         assert (models / "tools" / tool).is_file()
 
 
