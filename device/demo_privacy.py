@@ -18,6 +18,10 @@ import numpy as np
 BOX = (np.array([1.1, 0.9, 2.2]), np.array([1.7, 1.5, 2.8]))  # the toy box on the floor (capture/scene.py)
 HOME_NET = "DemoHome"
 ZONE_SPAN = (0.45, 0.6)  # fraction of the run spent inside the home Wi-Fi zone
+# The demo keeps up on 2 cores: the whole frame is searched for objects every 6th frame and matches are
+# followed by optical flow in between (redact/private/objects.py: a new object waits ≤ 5 frames, and
+# those frames say `held` in the manifest). `bench privacy` (walk) measures what each interval costs.
+OBJECT_SEARCH = {"privacy.object_interval": 6, "privacy.object_track": True}
 
 
 def prepare(out: Path, state_dir: Path, width: int, height: int, seed: int) -> dict[str, Any]:

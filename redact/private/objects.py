@@ -267,10 +267,11 @@ class ObjectMatcher:
             elif held is not None:
                 followed = self.track and self._prev is not None and held.follow(self._prev, gray)
                 if not followed:
-                    if not self.track or self._prev is None:
+                    if not self.track or self._prev is None:  # coasting by design: the schedule stands
                         held.age, held.blind = held.age + 1, held.blind + 1
                         held.outline = (held.outline + held.velocity).astype(np.float32)
-                    self._search_next = True  # lost it: look at the whole frame again next frame
+                    else:
+                        self._search_next = True  # the flow lost it: look at the whole frame next frame
                 self.stats["tracked" if followed else "blind"] += 1
                 if held.age > self.hold_frames:
                     del self._held[name]
