@@ -247,3 +247,25 @@ def test_layer_reports_object_coverage_for_the_manifest(photos: Path, tmp_path: 
         seen.append((layer.coverage()["private_object"]["coverage"], regions[0]["source"]))
     assert seen == [("detected", "matched")] + [("held", "propagated")] * 3 + [("detected", "matched")]
     assert layer.status()["object_search"] == {"interval": 4, "searches": 2, "tracked": 3}
+
+
+@pytest.mark.slow
+def test_manifest_says_whether_objects_were_searched_or_followed(photos: Path, tmp_path: Path) -> None:
+    """The redaction stage (real models) puts the layer's object coverage in the manifest's `classes`."""
+    import redact
+    from redact.config import RedactConfig
+
+    state = tmp_path / "state"
+    assert main(["privacy", "--state-dir", str(state), "add-object", REGISTERED, str(photos / "family-photo.png")]) == 0
+    stage = redact.build_stage(RedactConfig(budget_ms=5000.0),
+                               private=PrivateLayer.load(state, PrivacyConfig(object_interval=2)))
+    src = SyntheticSource(pace="fast")
+    background, depth, _ = src.render(5)
+    color, _ = object_view(background, exemplar(REGISTERED), np.random.default_rng(11))
+    got = []
+    for i in range(3):
+        out = stage.apply(RGBDFrame("d", "s", i, i, 1.0, color, depth, 1000.0, src.intrinsics))
+        got.append(out.redaction["classes"]["private_object"])
+        assert "private_object" in [r["class"] for r in out.redaction["regions"]]
+    assert got == [{"coverage": "detected", "age": 0}, {"coverage": "held", "age": 1},
+                   {"coverage": "detected", "age": 0}]
