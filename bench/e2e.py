@@ -225,10 +225,12 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     from bench._stage_cpu import instrument
     from device import config as config_mod
     from device import settings
+    from device.memory import limit_malloc_arenas
     from device.runtime import Service
     from uplink.embedded import start_broker
 
     args.set = PATHS[args.path] + args.set if args.path else args.set
+    limit_malloc_arenas()  # as `crowdcap run` and `demo` do
     work = Path(tempfile.mkdtemp(prefix="crowdcap-e2e-"))
     url, stop_broker = start_broker()
     ingest: subprocess.Popen[str] | None = None

@@ -45,12 +45,14 @@ def _progress(progress: Any, service: Any, t_end: float, seconds: float) -> None
 
 def run(args: argparse.Namespace) -> int:
     from device.cli import CliError
+    from device.memory import limit_malloc_arenas
     from device.runtime import Service
     from uplink.backend.ingest import Ingest
     from uplink.embedded import start_broker
 
     if args.seconds <= 0:
         raise CliError("--seconds: expected a positive number")
+    limit_malloc_arenas()  # before any stage thread allocates (device/memory.py)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     private_walk = args.source is None  # the default walk includes the wearer's own private things
