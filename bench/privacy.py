@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 
-def _objects(n_views: int, variants: list[tuple[str, str, float]]) -> dict[str, Any]:
+def _objects(n_views: int, variants: list[tuple[Any, ...]]) -> dict[str, Any]:
     from capture.scene_private import exemplar, object_view
     from capture.synthetic import SyntheticSource
     from redact.private.common import polygon_mask
@@ -41,8 +41,9 @@ def _objects(n_views: int, variants: list[tuple[str, str, float]]) -> dict[str, 
         views.append((cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), name, quad))
     objs = [PrivateObject(n, "both", [_fit(exemplar(n))]) for n in registered]
     out: dict[str, Any] = {"views": n_views, "positives": sum(v[1] in registered for v in views)}
-    for label, features, scale in variants:
-        matcher = ObjectMatcher(objs, features, hold_frames=0, frame_scale=scale)
+    for label, features, scale, *layers in variants:
+        matcher = ObjectMatcher(objs, features, hold_frames=0, frame_scale=scale, **(
+            {"octave_layers": layers[0]} if layers else {}))
         tp = fp = 0
         coverage: list[float] = []
         wall: list[float] = []
@@ -80,13 +81,13 @@ def _objects(n_views: int, variants: list[tuple[str, str, float]]) -> dict[str, 
     return out
 
 
-WALK_VARIANTS = (  # label, search interval, follow by optical flow, frame scale of the search
-    ("search_every_frame", 1, True, 0.75),
-    ("interval_3_coasting (the demo before: no flow, velocity only)", 3, False, 0.75),
-    ("interval_3_followed", 3, True, 0.75),
-    ("interval_3_followed_scale_0.6", 3, True, 0.6),
-    ("interval_6_followed", 6, True, 0.75),
-    ("interval_10_followed", 10, True, 0.75),
+WALK_VARIANTS = (  # label, search interval, follow by optical flow, frame scale, SIFT octave layers
+    ("search_every_frame_3_layers (the config default before)", 1, True, 0.75, 3),
+    ("search_every_frame", 1, True, 0.75, 2),
+    ("interval_3_coasting_3_layers (the demo before: no flow, velocity only)", 3, False, 0.75, 3),
+    ("interval_3_followed", 3, True, 0.75, 2),
+    ("interval_6_followed (the demo now)", 6, True, 0.75, 2),
+    ("interval_10_followed", 10, True, 0.75, 2),
 )
 
 
@@ -100,9 +101,9 @@ def _walk(n_frames: int) -> dict[str, Any]:
     frames = walk(n_frames)
     objs = [PrivateObject(n, "both", [_fit(exemplar(n))]) for n in REGISTERED]
     out: dict[str, Any] = {"frames": len(frames), "covered_means": "≥ 95 % of the true outline redacted"}
-    for label, interval, track, scale in WALK_VARIANTS:
+    for label, interval, track, scale, layers in WALK_VARIANTS:
         m = ObjectMatcher(objs, "sift", frame_scale=scale, interval=interval, track=track,
-                          hold_frames=max(5, interval - 1))
+                          hold_frames=max(5, interval - 1), octave_layers=layers)
         m.match(cv2.cvtColor(frames[0][0], cv2.COLOR_BGR2GRAY))  # warm up, then start the walk afresh
         m.reset()
 
@@ -185,8 +186,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--walk-frames", type=int, default=120, help="frames of the object walk (default 120)")
     ap.add_argument("--sections", default="objects,walk,volumes", help="comma-separated (default: all)")
     args = ap.parse_args(argv)
-    variants = [("sift", "sift", 1.0), ("sift_scale_0.75", "sift", 0.75), ("sift_scale_0.6", "sift", 0.6),
-                ("orb", "orb", 1.0)]
+    variants: list[tuple[Any, ...]] = [
+        ("sift", "sift", 1.0), ("sift_scale_0.75", "sift", 0.75),
+        ("sift_scale_0.75_3_octave_layers (before)", "sift", 0.75, 3), ("sift_scale_0.6", "sift", 0.6),
+        ("orb", "orb", 1.0)]
     load = round(__import__("os").getloadavg()[0], 2)
     sections = args.sections.split(",")
     out: dict[str, Any] = {}

