@@ -97,45 +97,59 @@ def _mask(quads: list[np.ndarray], w: int, h: int) -> np.ndarray:
 
 
 def score(frames: list[tuple[np.ndarray, dict[str, np.ndarray]]],
-          run: Callable[[np.ndarray], tuple[list[Any], dict[str, Any]]]) -> dict[str, Any]:
-    """`run(bgr)` → (hits with .name and .quad, coverage {"coverage", "age"}) per frame, in order."""
-    object_frames = covered = 0
-    outline_fraction: list[float] = []
-    uncovered_states: dict[str, int] = {}
-    cpu: list[float] = []
-    over_px = truth_px = 0
-    first_covered: dict[str, int | None] = {}
-    false_names = 0
+          runs: dict[str, Callable[[np.ndarray], tuple[list[Any], dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    """Each `runs[label](bgr)` → (hits with .name and .quad, coverage {"coverage", "age"}) per frame, in
+    order. Variants take turns on every frame, so a machine's load changing during the walk weighs on
+    all of them alike (their CPU ratios are side by side, not minutes apart)."""
+    tallies = {label: _Tally() for label in runs}
     for k, (bgr, truth) in enumerate(frames):
-        c = time.process_time()
-        hits, cov = run(bgr)
-        cpu.append(time.process_time() - c)
         h, w = bgr.shape[:2]
-        redacted = _mask([hit.quad for hit in hits], w, h)
-        false_names += sum(hit.name not in truth for hit in hits)
         all_truth = _mask(list(truth.values()), w, h)
-        over_px += int((redacted & ~all_truth).sum())
-        truth_px += int(all_truth.sum())
-        for name, quad in truth.items():
-            t = _mask([quad], w, h)
+        truth_masks = {name: _mask([quad], w, h) for name, quad in truth.items()}
+        for label, run in runs.items():
+            c = time.process_time()
+            hits, cov = run(bgr)
+            tallies[label].add(k, time.process_time() - c, hits, cov, truth_masks, all_truth)
+    return {label: t.result() for label, t in tallies.items()}
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.object_frames = self.covered = self.over_px = self.truth_px = self.false_names = 0
+        self.outline_fraction: list[float] = []
+        self.uncovered_states: dict[str, int] = {}
+        self.cpu: list[float] = []
+        self.first_covered: dict[str, int | None] = {}
+
+    def add(self, k: int, cpu: float, hits: list[Any], cov: dict[str, Any], truth: dict[str, np.ndarray],
+            all_truth: np.ndarray) -> None:
+        self.cpu.append(cpu)
+        redacted = _mask([hit.quad for hit in hits], all_truth.shape[1], all_truth.shape[0])
+        self.false_names += sum(hit.name not in truth for hit in hits)
+        self.over_px += int((redacted & ~all_truth).sum())
+        self.truth_px += int(all_truth.sum())
+        for name, t in truth.items():
             frac = float((redacted & t).sum() / max(1, t.sum()))
-            object_frames += 1
-            outline_fraction.append(frac)
+            self.object_frames += 1
+            self.outline_fraction.append(frac)
             app = next(a for a in APPEARANCES if a.name == name and a.first <= k <= a.last)
             key = f"{name}@{app.first}"
             if frac >= COVERED:
-                covered += 1
-                if first_covered.get(key) is None:
-                    first_covered[key] = k - app.first
+                self.covered += 1
+                if self.first_covered.get(key) is None:
+                    self.first_covered[key] = k - app.first
             else:
-                first_covered.setdefault(key, None)
+                self.first_covered.setdefault(key, None)
                 state = f"{cov.get('coverage', 'none')}" + (" (searched, missed)" if cov.get("age") == 0 else "")
-                uncovered_states[state] = uncovered_states.get(state, 0) + 1
-    return {"object_frames": object_frames, "recall_per_frame": round(covered / max(1, object_frames), 4),
-            "true_outline_redacted_mean": round(float(np.mean(outline_fraction)), 4),
-            "frames_to_first_cover_by_appearance": first_covered,
-            "uncovered_object_frames_by_coverage_state": uncovered_states,
-            "over_redacted_px_per_true_px": round(over_px / max(1, truth_px), 3),
-            "hits_with_no_such_object_in_view": false_names,
-            "cpu_ms_per_frame": round(1e3 * float(np.mean(cpu)), 2),
-            "cpu_ms_p99": round(1e3 * float(np.percentile(cpu, 99)), 2)}
+                self.uncovered_states[state] = self.uncovered_states.get(state, 0) + 1
+
+    def result(self) -> dict[str, Any]:
+        return {"object_frames": self.object_frames,
+                "recall_per_frame": round(self.covered / max(1, self.object_frames), 4),
+                "true_outline_redacted_mean": round(float(np.mean(self.outline_fraction)), 4),
+                "frames_to_first_cover_by_appearance": self.first_covered,
+                "uncovered_object_frames_by_coverage_state": self.uncovered_states,
+                "over_redacted_px_per_true_px": round(self.over_px / max(1, self.truth_px), 3),
+                "hits_with_no_such_object_in_view": self.false_names,
+                "cpu_ms_per_frame": round(1e3 * float(np.mean(self.cpu)), 2),
+                "cpu_ms_p99": round(1e3 * float(np.percentile(self.cpu, 99)), 2)}

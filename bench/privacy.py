@@ -93,7 +93,7 @@ WALK_VARIANTS = (  # label, search interval, follow by optical flow, frame scale
 
 def _walk(n_frames: int) -> dict[str, Any]:
     """Per-frame recall on a walk where pictures appear between searches (bench/_object_walk.py), every
-    schedule side by side on the same frames (SIFT)."""
+    schedule side by side on the same frames, taking turns frame by frame (SIFT)."""
     from bench._object_walk import REGISTERED, score, walk
     from capture.scene_private import exemplar
     from redact.private.objects import ObjectMatcher, PrivateObject, _fit
@@ -101,16 +101,19 @@ def _walk(n_frames: int) -> dict[str, Any]:
     frames = walk(n_frames)
     objs = [PrivateObject(n, "both", [_fit(exemplar(n))]) for n in REGISTERED]
     out: dict[str, Any] = {"frames": len(frames), "covered_means": "≥ 95 % of the true outline redacted"}
+    matchers: dict[str, ObjectMatcher] = {}
     for label, interval, track, scale, layers in WALK_VARIANTS:
         m = ObjectMatcher(objs, "sift", frame_scale=scale, interval=interval, track=track,
                           hold_frames=max(5, interval - 1), octave_layers=layers)
         m.match(cv2.cvtColor(frames[0][0], cv2.COLOR_BGR2GRAY))  # warm up, then start the walk afresh
         m.reset()
+        matchers[label] = m
 
-        def run(bgr: np.ndarray, m: ObjectMatcher = m) -> tuple[list[Any], dict[str, Any]]:
-            return m.match(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)), m.coverage()
+    def runner(m: ObjectMatcher) -> Any:
+        return lambda bgr: (m.match(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)), m.coverage())
 
-        out[label] = score(frames, run) | {"full_searches": m.passes, **dict(m.stats)}
+    for label, result in score(frames, {label: runner(m) for label, m in matchers.items()}).items():
+        out[label] = result | {"full_searches": matchers[label].passes, **dict(matchers[label].stats)}
     return out
 
 
