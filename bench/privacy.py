@@ -82,12 +82,12 @@ def _objects(n_views: int, variants: list[tuple[Any, ...]]) -> dict[str, Any]:
 
 
 WALK_VARIANTS = (  # label, search interval, follow by optical flow, frame scale, SIFT octave layers
-    ("search_every_frame_3_layers (the config default before)", 1, True, 0.75, 3),
-    ("search_every_frame", 1, True, 0.75, 2),
-    ("interval_3_coasting_3_layers (the demo before: no flow, velocity only)", 3, False, 0.75, 3),
-    ("interval_3_followed", 3, True, 0.75, 2),
-    ("interval_6_followed (the demo now)", 6, True, 0.75, 2),
-    ("interval_10_followed", 10, True, 0.75, 2),
+    ("search_every_frame (the config default)", 1, True, 0.75, 3),
+    ("interval_3_coasting (the demo before: no flow, velocity only)", 3, False, 0.75, 3),
+    ("interval_3_followed", 3, True, 0.75, 3),
+    ("interval_6_followed (the demo now)", 6, True, 0.75, 3),
+    ("interval_6_followed_2_octave_layers", 6, True, 0.75, 2),
+    ("interval_10_followed", 10, True, 0.75, 3),
 )
 
 
@@ -191,7 +191,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     args = ap.parse_args(argv)
     variants: list[tuple[Any, ...]] = [
         ("sift", "sift", 1.0), ("sift_scale_0.75", "sift", 0.75),
-        ("sift_scale_0.75_3_octave_layers (before)", "sift", 0.75, 3), ("sift_scale_0.6", "sift", 0.6),
+        ("sift_scale_0.75_2_octave_layers", "sift", 0.75, 2), ("sift_scale_0.6", "sift", 0.6),
         ("orb", "orb", 1.0)]
     load = round(__import__("os").getloadavg()[0], 2)
     sections = args.sections.split(",")
