@@ -107,6 +107,8 @@ def _walk(n_frames: int) -> dict[str, Any]:
                           hold_frames=max(5, interval - 1), octave_layers=layers)
         m.match(cv2.cvtColor(frames[0][0], cv2.COLOR_BGR2GRAY))  # warm up, then start the walk afresh
         m.reset()
+        m.passes = 0
+        m.stats.clear()
         matchers[label] = m
 
     def runner(m: ObjectMatcher) -> Any:

@@ -269,3 +269,19 @@ def test_manifest_says_whether_objects_were_searched_or_followed(photos: Path, t
         assert "private_object" in [r["class"] for r in out.redaction["regions"]]
     assert got == [{"coverage": "detected", "age": 0}, {"coverage": "held", "age": 1},
                    {"coverage": "detected", "age": 0}]
+
+
+@pytest.mark.slow
+def test_bench_privacy_walk_reports_every_schedule_side_by_side() -> None:
+    from bench.privacy import WALK_VARIANTS
+    from bench.privacy import main as bench_main
+
+    out = bench_main(["--sections", "walk", "--walk-frames", "30"])
+    walk = out["walk"]
+    assert set(walk) >= {label for label, *_ in WALK_VARIANTS} and "volumes" not in out
+    every = walk["search_every_frame (the config default)"]
+    assert every["recall_per_frame"] == 1.0 and every["full_searches"] == 30
+    assert every["frames_to_first_cover_by_appearance"] == {"family-photo@7": 0, "coffee-poster@23": 0}
+    demo = walk["interval_6_followed (the demo now)"]
+    assert demo["full_searches"] < 10 and demo["cpu_ms_per_frame"] > 0
+    assert set(demo["uncovered_object_frames_by_coverage_state"]) <= {"held"}  # misses only where it says so
