@@ -26,9 +26,11 @@ FB_ERROR_PX = 1.0  # forward-backward disagreement beyond which a point is dropp
 SEARCH_PX = 48  # the neighbourhood: outline's bounding box grown by this much (fast motion at 30 fps)
 MAX_SCALE_STEP = 1.3  # one frame cannot change the outline's area by more than this factor (either way)
 
-# 15×15 windows, 3 pyramid levels (motion up to ~50 px a frame), 10 iterations: about half the CPU of
-# 21×21 / 4 levels / 20 iterations, following the walk's pictures as well (bench privacy, tests).
-_LK = {"winSize": (15, 15), "maxLevel": 2,
+# 15×15 windows, 4 pyramid levels (motion up to ~100 px between processed frames: a busy device drops
+# frames before redaction, so neighbours can be 7 captures apart), 10 iterations, 48 points: ~70 % of
+# the CPU of 21×21 / 20 iterations / 80 points; 3 levels were cheaper but lost the demo's photo across
+# such gaps (bench privacy, tests).
+_LK = {"winSize": (15, 15), "maxLevel": 3,
        "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.05)}
 
 
