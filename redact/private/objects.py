@@ -15,7 +15,7 @@ homography (a quad, grown by `margin`), not a loose box. Exemplar features are c
 The schedule and what it guarantees: a full search (SIFT over the whole frame, tens of CPU-ms) runs on
 the first frame, every `interval` frames, and on the frame after a held object's optical flow was
 lost. Between searches, matched objects are followed by optical flow near their last outline
-(track.py, ~1 ms) with a margin growing per frame, and held at most `hold_frames` frames after a
+(track.py, a few CPU-ms per object) with a margin growing per frame, and held at most `hold_frames` frames after a
 search last matched them. An object that comes into view between two searches is NOT looked for until
 the next search — at most `interval - 1` frames later; those frames say so (`coverage()`: `held`, with
 the age of the last search; the manifest's `classes.private_object`). `interval = 1` (the config's

@@ -4,7 +4,7 @@
     ok = held.follow(prev_gray, gray)   # True: moved by the flow's homography; False: blind (velocity)
     quad = held.quad(margin, growth_tracked, growth_blind)          # what is redacted on this frame
 
-A full SIFT search costs tens of CPU-ms per frame; following a match costs ~1 ms: Lucas-Kanade flow of
+A full SIFT search costs 60-120 CPU-ms; following a match costs a few (~3.5 on a loaded 2-core box): flow of
 points on the object (the search's inliers plus corners found inside the outline), inside the outline's
 neighbourhood only, checked forward and backward, then a RANSAC homography moves the outline. The
 redacted quad is the outline grown by the policy's margin plus a margin that grows with every frame
