@@ -5,7 +5,7 @@ MQTT QoS 1 → a local mosquitto → `crowdcap ingest` in a separate process (as
 
 Sections, each in its own process (clean RSS and CPU), side by side in one run: every --sources ×
 every --paths. Sources: `synthetic` (the renderer, pre-rendered with --prerender), `demo` (`crowdcap
-demo`'s walk: the wearer's private objects, places and zones registered, SIFT matching every 3rd frame) and `replay`
+demo`'s walk: the wearer's private objects, places and zones registered, SIFT search on device/demo_privacy.py's schedule) and `replay`
 (`crowdcap run`'s path: a TUM-layout folder read from disk, looped, paced in real time — by default
 one written from the synthetic source, NOT real sensor data; give a real sequence with --replay-dir).
 Face paths: `old_centerface` (the face path before issue 13) and `new_default`.
@@ -244,10 +244,12 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     from bench._stage_cpu import instrument
     from device import config as config_mod
     from device import settings
+    from device.memory import limit_malloc_arenas
     from device.runtime import Service
     from uplink.embedded import start_broker
 
     args.set = PATHS[args.path] + args.set if args.path else args.set
+    limit_malloc_arenas()  # as `crowdcap run` and `demo` do
     work = Path(tempfile.mkdtemp(prefix="crowdcap-e2e-"))
     url, stop_broker = start_broker()
     ingest: subprocess.Popen[str] | None = None
@@ -266,14 +268,13 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             cfg = config_mod.override(cfg, **{"capture.source": f"replay:{args.replay_dir}", "capture.loop": True,
                                               "capture.pace": "realtime"})
         elif args.source == "demo":  # `crowdcap demo`'s walk: the wearer's private things registered
-            from device.demo_privacy import prepare
+            from device.demo_privacy import OBJECT_SEARCH, prepare
 
             (work / "demo").mkdir()
             walk = prepare(work / "demo", work / "state", cfg.capture.width, cfg.capture.height, cfg.capture.seed)
             cfg = config_mod.override(cfg, **{"capture.source": "synthetic:private",
                                               "capture.prerender": args.prerender or 30,
-                                              "privacy.wifi_file": str(walk["wifi_file"]),
-                                              "privacy.object_interval": 3})
+                                              "privacy.wifi_file": str(walk["wifi_file"]), **OBJECT_SEARCH})
         elif args.prerender:
             cfg = config_mod.override(cfg, **{"capture.prerender": args.prerender})
         service = Service(cfg, max_frames=n, source=source)

@@ -6,6 +6,10 @@ recall, how much of the true outline is redacted, and matching time (wall and CP
 ORB side by side in one run. Volumes: the synthetic walk with a box-shaped volume around the box on the
 floor — the depth-clipped projection against its image-space rectangle (what a Ring-style 2D zone
 would hide), content recall, and time per frame (projection alone, and with pose tracking on the raw frame).
+Walk (bench/_object_walk.py): consecutive frames where registered pictures appear between searches and
+move; per-frame recall, frames until first covered, the coverage state of uncovered frames, and CPU
+per frame for each search schedule (every frame, every 3rd coasting as the demo did, every N followed
+by optical flow) side by side on the same frames.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import cv2
 import numpy as np
 
 
-def _objects(n_views: int, variants: list[tuple[str, str, float]]) -> dict[str, Any]:
+def _objects(n_views: int, variants: list[tuple[Any, ...]]) -> dict[str, Any]:
     from capture.scene_private import exemplar, object_view
     from capture.synthetic import SyntheticSource
     from redact.private.common import polygon_mask
@@ -37,8 +41,9 @@ def _objects(n_views: int, variants: list[tuple[str, str, float]]) -> dict[str, 
         views.append((cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), name, quad))
     objs = [PrivateObject(n, "both", [_fit(exemplar(n))]) for n in registered]
     out: dict[str, Any] = {"views": n_views, "positives": sum(v[1] in registered for v in views)}
-    for label, features, scale in variants:
-        matcher = ObjectMatcher(objs, features, hold_frames=0, frame_scale=scale)
+    for label, features, scale, *layers in variants:
+        matcher = ObjectMatcher(objs, features, hold_frames=0, frame_scale=scale, **(
+            {"octave_layers": layers[0]} if layers else {}))
         tp = fp = 0
         coverage: list[float] = []
         wall: list[float] = []
@@ -73,6 +78,44 @@ def _objects(n_views: int, variants: list[tuple[str, str, float]]) -> dict[str, 
                       "match_ms_mean": round(1e3 * float(np.mean(wall)), 2),
                       "match_ms_p99": round(1e3 * float(np.percentile(wall, 99)), 2),
                       "cpu_ms_per_frame": round(1e3 * float(np.mean(cpu)), 2)}
+    return out
+
+
+WALK_VARIANTS = (  # label, search interval, follow by optical flow, frame scale, SIFT octave layers
+    ("search_every_frame (the config default)", 1, True, 0.75, 3),
+    ("interval_3_coasting (the demo before: no flow, velocity only)", 3, False, 0.75, 3),
+    ("interval_3_followed", 3, True, 0.75, 3),
+    ("interval_6_followed (the demo now)", 6, True, 0.75, 3),
+    ("interval_6_followed_2_octave_layers", 6, True, 0.75, 2),
+    ("interval_10_followed", 10, True, 0.75, 3),
+)
+
+
+def _walk(n_frames: int) -> dict[str, Any]:
+    """Per-frame recall on a walk where pictures appear between searches (bench/_object_walk.py), every
+    schedule side by side on the same frames, taking turns frame by frame (SIFT)."""
+    from bench._object_walk import REGISTERED, score, walk
+    from capture.scene_private import exemplar
+    from redact.private.objects import ObjectMatcher, PrivateObject, _fit
+
+    frames = walk(n_frames)
+    objs = [PrivateObject(n, "both", [_fit(exemplar(n))]) for n in REGISTERED]
+    out: dict[str, Any] = {"frames": len(frames), "covered_means": "≥ 95 % of the true outline redacted"}
+    matchers: dict[str, ObjectMatcher] = {}
+    for label, interval, track, scale, layers in WALK_VARIANTS:
+        m = ObjectMatcher(objs, "sift", frame_scale=scale, interval=interval, track=track,
+                          hold_frames=max(5, interval - 1), octave_layers=layers)
+        m.match(cv2.cvtColor(frames[0][0], cv2.COLOR_BGR2GRAY))  # warm up, then start the walk afresh
+        m.reset()
+        m.passes = 0
+        m.stats.clear()
+        matchers[label] = m
+
+    def runner(m: ObjectMatcher) -> Any:
+        return lambda bgr: (m.match(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)), m.coverage())
+
+    for label, result in score(frames, {label: runner(m) for label, m in matchers.items()}).items():
+        out[label] = result | {"full_searches": matchers[label].passes, **dict(matchers[label].stats)}
     return out
 
 
@@ -145,7 +188,20 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench privacy", description=__doc__)
     ap.add_argument("--views", type=int, default=90, help="held-out object views (default 90)")
     ap.add_argument("--frames", type=int, default=60, help="walk frames for volumes (default 60)")
+    ap.add_argument("--walk-frames", type=int, default=120, help="frames of the object walk (default 120)")
+    ap.add_argument("--sections", default="objects,walk,volumes", help="comma-separated (default: all)")
     args = ap.parse_args(argv)
-    variants = [("sift", "sift", 1.0), ("sift_scale_0.75", "sift", 0.75), ("orb", "orb", 1.0)]
-    return {"objects": _objects(args.views, variants), "volumes": _volumes(args.frames),
-            "machine": {"load_1min_at_start": round(__import__("os").getloadavg()[0], 2)}}
+    variants: list[tuple[Any, ...]] = [
+        ("sift", "sift", 1.0), ("sift_scale_0.75", "sift", 0.75),
+        ("sift_scale_0.75_2_octave_layers", "sift", 0.75, 2), ("sift_scale_0.6", "sift", 0.6),
+        ("orb", "orb", 1.0)]
+    load = round(__import__("os").getloadavg()[0], 2)
+    sections = args.sections.split(",")
+    out: dict[str, Any] = {}
+    if "objects" in sections:
+        out["objects"] = _objects(args.views, variants)
+    if "walk" in sections:
+        out["walk"] = _walk(args.walk_frames)
+    if "volumes" in sections:
+        out["volumes"] = _volumes(args.frames)
+    return out | {"machine": {"load_1min_at_start": load, "load_1min_at_end": round(__import__("os").getloadavg()[0], 2)}}

@@ -8,7 +8,9 @@ visibility by a z-buffer. Cost scales with the pixels each quad covers (its boun
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -48,11 +50,25 @@ def _texture(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     return np.clip(tex.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
+def skimage_picture(filename: str) -> np.ndarray | None:
+    """BGR pixels of a picture that ships inside scikit-image (`skimage/data/FILENAME`), read with
+    OpenCV; None if it is not there. `skimage.data.astronaut()` imports scipy, imageio and PIL to read
+    the same PNG: ~45 MB of the device's resident memory for two pictures."""
+    spec = importlib.util.find_spec("skimage")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    img = cv2.imread(str(Path(list(spec.submodule_search_locations)[0]) / "data" / filename), cv2.IMREAD_COLOR)
+    return img
+
+
 def _face_texture(variant: int) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """Head-and-shoulders crop of the astronaut photo and where the face is in it (fractions)."""
-    from skimage import data  # the photo ships inside scikit-image; nothing is downloaded
+    photo = skimage_picture("astronaut.png")  # the photo ships inside scikit-image; nothing is downloaded
+    if photo is None:
+        from skimage import data
 
-    crop = np.ascontiguousarray(data.astronaut()[10:250, 110:320, ::-1])  # RGB → BGR, 210×240
+        photo = np.ascontiguousarray(data.astronaut()[..., ::-1])  # RGB → BGR
+    crop = np.ascontiguousarray(photo[10:250, 110:320])  # 210×240
     face = (58 / 210, 50 / 240, 152 / 210, 165 / 240)
     if variant % 2:
         crop = np.ascontiguousarray(crop[:, ::-1])

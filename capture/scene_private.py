@@ -19,6 +19,12 @@ EXEMPLARS = {"family-photo": "chelsea", "coffee-poster": "coffee", "rocket": "ro
 
 def exemplar(name: str) -> np.ndarray:
     """The BGR photo of a synthetic private object."""
+    from capture.scene import skimage_picture
+
+    if EXEMPLARS[name] in ("chelsea", "coffee"):  # PNGs read directly: no scipy/PIL in the device process
+        img = skimage_picture(f"{EXEMPLARS[name]}.png")
+        if img is not None:
+            return img
     from skimage import data
 
     img = getattr(data, EXEMPLARS[name])()

@@ -9,6 +9,7 @@ the summary then show the object and volume regions and the gap.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ import numpy as np
 BOX = (np.array([1.1, 0.9, 2.2]), np.array([1.7, 1.5, 2.8]))  # the toy box on the floor (capture/scene.py)
 HOME_NET = "DemoHome"
 ZONE_SPAN = (0.45, 0.6)  # fraction of the run spent inside the home Wi-Fi zone
+# The demo keeps up on 2 cores: the whole frame is searched for objects every 6th frame and matches are
+# followed by optical flow in between (redact/private/objects.py: a new object waits ≤ 5 frames, and
+# those frames say `held` in the manifest). `bench privacy` (walk) measures what each interval costs.
+OBJECT_SEARCH = {"privacy.object_interval": 6, "privacy.object_track": True}
 
 
 def prepare(out: Path, state_dir: Path, width: int, height: int, seed: int) -> dict[str, Any]:
@@ -37,12 +42,14 @@ def prepare(out: Path, state_dir: Path, width: int, height: int, seed: int) -> d
         objects.add("family-photo", [photo])
     if not any(v["name"] == "toybox" for v in VolumeStore(state_dir).list()):
         src = SyntheticSource(width, height, pace="fast", seed=seed, props=True)
-        frames = []
-        for i in range(0, 90, 3):
-            color, depth, truth = src.render(i)
-            frames.append(RGBDFrame("demo", "place", i, i, 0.0, color, depth, src.depth_scale, src.intrinsics,
-                                    attachments={"truth": truth}))
-        place, _ = place_from_session(frames)
+
+        def frames() -> Iterator[RGBDFrame]:  # one at a time: 30 frames held at once were ~46 MB of peak RSS
+            for i in range(0, 90, 3):
+                color, depth, truth = src.render(i)
+                yield RGBDFrame("demo", "place", i, i, 0.0, color, depth, src.depth_scale, src.intrinsics,
+                                attachments={"truth": truth})
+
+        place, _ = place_from_session(frames())
         place.save(places_dir(state_dir))
         lo, hi = BOX
         VolumeStore(state_dir).add(Volume("toybox", place.id, (lo + hi) / 2, np.eye(3), hi - lo + 0.1))

@@ -87,9 +87,14 @@ _FACE_IN_CROP = (58 / 210, 50 / 240, 152 / 210, 165 / 240)  # x1, y1, x2, y2 as 
 
 
 def _head() -> np.ndarray:
-    from skimage import data  # the photo ships inside scikit-image
+    from capture.scene import skimage_picture  # the photo ships inside scikit-image
 
-    return np.ascontiguousarray(data.astronaut()[_HEAD_CROP][:, :, ::-1])  # RGB → BGR, 210×240
+    photo = skimage_picture("astronaut.png")  # BGR, without skimage.data's scipy/PIL imports (~45 MB of RSS)
+    if photo is None:
+        from skimage import data
+
+        photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    return np.ascontiguousarray(photo[_HEAD_CROP])  # 210×240
 
 
 def _background(w: int, h: int, seed: int) -> np.ndarray:

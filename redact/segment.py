@@ -272,9 +272,13 @@ def counts() -> dict[str, Any]:
 
 def astronaut() -> tuple[np.ndarray, list[int], list[int]]:
     """A real photo (scikit-image's astronaut, BGR), a person box on it and her face box inside it."""
-    from skimage import data
+    from capture.scene import skimage_picture
 
-    photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    photo = skimage_picture("astronaut.png")  # without skimage.data's scipy/PIL imports (~45 MB of RSS)
+    if photo is None:
+        from skimage import data
+
+        photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     return photo, [0, 30, 400, 512], [165, 55, 245, 160]
 
 

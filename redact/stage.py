@@ -145,6 +145,8 @@ class RedactStage:
                 return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"))
             regions = regions + mine
         manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class
+        if self.private is not None and hasattr(self.private, "coverage") and self.private.coverage():
+            manifest["classes"] = {**manifest.get("classes", {}), **self.private.coverage()}  # searched or followed
         manifest["passes"] = self._last_passes
         with self._lock:
             self._frames += 1

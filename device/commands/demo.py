@@ -45,12 +45,14 @@ def _progress(progress: Any, service: Any, t_end: float, seconds: float) -> None
 
 def run(args: argparse.Namespace) -> int:
     from device.cli import CliError
+    from device.memory import limit_malloc_arenas
     from device.runtime import Service
     from uplink.backend.ingest import Ingest
     from uplink.embedded import start_broker
 
     if args.seconds <= 0:
         raise CliError("--seconds: expected a positive number")
+    limit_malloc_arenas()  # before any stage thread allocates (device/memory.py)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     private_walk = args.source is None  # the default walk includes the wearer's own private things
@@ -73,11 +75,10 @@ def run(args: argparse.Namespace) -> int:
     walk: dict[str, Any] = {}
     if private_walk and cfg.privacy.enabled and cfg.redact.enabled:
         from device import config as config_mod
-        from device.demo_privacy import prepare
+        from device.demo_privacy import OBJECT_SEARCH, prepare
 
         walk = prepare(out, Path(cfg.device.state_dir), cfg.capture.width, cfg.capture.height, cfg.capture.seed)
-        # the demo keeps up on 2 cores: objects matched every 3rd frame (held in between)
-        cfg = config_mod.override(cfg, **{"privacy.wifi_file": str(walk["wifi_file"]), "privacy.object_interval": 3})
+        cfg = config_mod.override(cfg, **{"privacy.wifi_file": str(walk["wifi_file"]), **OBJECT_SEARCH})
     sessions = out / "sessions"
     ingest = Ingest(broker_url, sessions)
     ingest_thread = threading.Thread(target=ingest.run, name="ingest", daemon=True)

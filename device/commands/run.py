@@ -71,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    from device.memory import limit_malloc_arenas
     from device.operations import Operations
     from device.runtime import Service
 
+    limit_malloc_arenas()  # before any stage thread allocates (device/memory.py)
     service = Service(cfg, Path(args.config) if args.config else None, max_frames=args.max_frames)
     service.install_signal_handlers()
     ops = None

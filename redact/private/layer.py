@@ -5,7 +5,8 @@
 
 `RedactStage` calls `apply` after its detectors, on the raw frame (in memory: the pose for volumes is
 estimated here, see places.py) with the colour/depth it has redacted so far; arrays are copied on
-first write. Regions go into the frame's manifest by name hash. Fail closed: a pose lost near a volume
+first write. Regions go into the frame's manifest by name hash; `coverage()` says whether this frame was searched
+for objects whole or only followed held matches (objects.py: the schedule and its guarantee). Fail closed: a pose lost near a volume
 beyond `volume_hold_frames`, or an unlocalised frame that resembles a place with volumes, is withheld
 (`private_pose_lost`); any error in here withholds the frame (`private_error`, via the stage).
 The state folder is re-read when `privacy` commands change it (the `changed` stamp file).
@@ -78,7 +79,8 @@ class PrivateLayer:
         objects = ObjectStore(self.state_dir).load()
         self.objects = ObjectMatcher(objects, cfg.object_features, min_inliers=cfg.object_min_inliers,
                                      hold_frames=max(cfg.object_hold_frames, cfg.object_interval - 1),
-                                     frame_scale=cfg.object_scale, interval=cfg.object_interval)
+                                     frame_scale=cfg.object_scale, interval=cfg.object_interval,
+                                     track=cfg.object_track, track_margin_growth=cfg.object_track_margin_growth)
         self.volumes = VolumeStore(self.state_dir).load()
         if self.volumes and self.pose is None:
             self.pose = PoseKeeper(load_places(self.state_dir), places_dir(self.state_dir))
@@ -207,9 +209,16 @@ class PrivateLayer:
             self.pose.odometry, self.pose.place, self.pose._last = None, None, None
 
     # -- status -----------------------------------------------------------------------------------
+    def coverage(self) -> dict[str, Any]:
+        """The last frame's coverage of the wearer's objects for the manifest's `classes` (empty when
+        none are registered): `detected` (searched whole) or `held` (followed since a search `age` ago)."""
+        return {"private_object": self.objects.coverage()} if self.objects.objects else {}
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"objects": len(self.objects.objects), "volumes": len(self.volumes),
                                "matches": dict(self.counts), "withheld": dict(self.withheld)}
+        if self.objects.objects:
+            out["object_search"] = {"interval": self.objects.interval, **self.objects.stats}
         if self.zone_status is not None:
             out["zones"] = self.zone_status()
         if self.pose is not None:

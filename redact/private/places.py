@@ -72,6 +72,10 @@ class Place:
         return cls(path.stem, kfs)
 
 
+def _gray(frame: RGBDFrame) -> np.ndarray:
+    return cv2.cvtColor(frame.color, cv2.COLOR_BGR2GRAY)
+
+
 def places_dir(state_dir: str | Path) -> Path:
     return private_dir(state_dir) / "places"
 
@@ -134,7 +138,6 @@ class PoseKeeper:
         camera = (frame.intrinsics, frame.depth_scale)
         if camera != self._camera:
             self._camera, self.odometry, self.place = camera, None, None
-        gray = cv2.cvtColor(frame.color, cv2.COLOR_BGR2GRAY)
         if self._anchor_new:
             self._anchor_new = False
             pid = new_place_id()
@@ -142,20 +145,20 @@ class PoseKeeper:
             self._start(frame, pid, np.eye(4))
             return PoseState(np.eye(4), pid, True)
         if self.odometry is None:
-            return self._relocalise(frame, gray)
+            return self._relocalise(frame, _gray(frame))
         result = self.odometry.track(frame.color, frame.depth, frame.seq)
         if result.segment != self.segment:  # odometry gave up its map: its poses are unrelated now
             self.odometry, self.place = None, None
-            return self._relocalise(frame, gray)
-        if result.ok:
+            return self._relocalise(frame, _gray(frame))
+        if result.ok:  # the usual frame: odometry alone, no grey image needed
             self.lost = 0
             self.last_ok_pose = result.pose
             if result.keyframe:
-                self._add_keyframe(frame, gray, result.pose)
+                self._add_keyframe(frame, _gray(frame), result.pose)
             return PoseState(result.pose, self.place, True, relocalised=result.relocalised)
         self.lost += 1
         self.counters["lost_frames"] += 1
-        state = self._relocalise(frame, gray, only=self.place)
+        state = self._relocalise(frame, _gray(frame), only=self.place)
         if state.ok:
             return state
         return PoseState(result.pose, self.place, False, lost=self.lost, resembles=state.resembles)
