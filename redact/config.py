@@ -40,6 +40,16 @@ class RedactConfig:
                                help="frames a track is held (propagated) after its last detection")
     margin_growth: float = setting(0.04, min=0.0, max=1.0,
                                    help="extra margin per frame since a track's last detection (fraction of box)")
+    face_every: int = setting(1, min=1, max=8,
+                              help="full face detection on every N-th frame (a key frame); a frame between waits in "
+                                   "memory for the next key frame and is covered by the tracks held from the key "
+                                   "frame before and those of the key frame after, moved back by the camera's shift "
+                                   "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency")
+    face_between_width: int = setting(0, min=0, max=4096,
+                                      help="a cheap whole-frame face pass at this width on the frames between key "
+                                           "frames (multiple of 32; 0 = none): for large fast faces that come and go "
+                                           "between key frames")
+    face_between_height: int = setting(0, min=0, max=4096, help="height of the between-key-frames face pass")
     text_every: int = setting(6, min=1, max=30,
                               help="text/plate/screen/form detector pass every N frames (held in between)")
     # 512×384 (×0.8 of 640×480) rather than 480×352: the document's 5-8 px lines survive the resize
@@ -66,10 +76,13 @@ class RedactConfig:
                                 "(a miss withholds frames until it is found); remote changes may only lower it")
 
     def check(self) -> None:
-        for name in ("detect_width", "detect_height", "tile_width", "tile_height", "detect_width_verify",
+        for name in ("detect_width", "detect_height", "face_between_width", "face_between_height", "tile_width", "tile_height", "detect_width_verify",
                      "detect_height_verify", "text_width", "text_height"):
             v = getattr(self, name)
             if v % 32:
                 raise ConfigError(f"{name}: expected a multiple of 32, got {v}")
+        if (self.face_between_width == 0) != (self.face_between_height == 0):
+            raise ConfigError("face_between_width: face_between_width and face_between_height must both be 0 "
+                              "(no pass) or both set")
         if (self.tile_width == 0) != (self.tile_height == 0):
             raise ConfigError("tile_width: tile_width and tile_height must both be 0 (no tiles) or both set")

@@ -1,0 +1,220 @@
+"""The face bracket: full face detection on key frames only; the frames between wait and are covered from both sides.
+
+`RedactStage.push(frame)` takes a stream's frames one at a time and returns those it releases, in
+order (possibly none): each as a redacted `RGBDFrame`, or as the `FrameWithheld` that stood for it —
+exactly one item per pushed frame, in push order, over push + flush. `flush()` ends the stream: the
+last waiting frame becomes a key frame and everything is released. Raw frames wait here, in memory,
+inside the redaction stage; they never leave it unredacted.
+
+Every `face_every`-th frame (and a stream's first) is a **key frame**: the stage's full face detection
+(whole frame, re-checks, tiles, the verify model's schedule, the canary) runs on it. A frame between two
+key frames waits until the next key frame has been detected (at most `face_every - 1` frames; the
+pipeline also flushes a stream that stalls), then is redacted with the union of
+  * the **forward hold**: the tracker's tracks from the key frame before, stepped over this frame
+    with no detection (velocity, margin growing `margin_growth` per frame: today's hold), source
+    `propagated`; and
+  * the **backward projection** of the key frame after: every face track it confirmed, moved back by
+    the camera's image shift accumulated between the two frames (phase correlation of a small grey
+    copy, redact/motion.py), and — for a track confirmed on both key frames — also by its own motion
+    (linear between its two confirmations); the hull of both, grown by the rule's margin plus
+    `margin_growth` per frame of distance, source `projected`.
+So a face that pops in between key frames is covered from the first frame it is in, retroactively.
+What neither side sees — a face that comes *and goes* between two key frames — is what the optional
+cheap pass on the frames between (`face_between_width/height`, whole frame downscaled, fed to the
+tracker) is for; whether the default needs it is measured in `python -m bench redact` (contenders
+`ours_every*`, `*_between320`) and stated in docs/ARCHITECTURE.md.
+
+Fail closed: if the key frame's detection fails (timeout, model fault, canary miss, garbage), every
+frame waiting on it is withheld (or obscured under `on_fault = "obscure"`) with that reason, counted
+per frame as a single frame's fault is, and under `withheld_by_bracket`. A frame whose between pass
+failed is withheld with its own reason. The non-face forms (text, plates, persons: FormSchedule), the
+policy's drop and the wearer's private layer run per frame when it is released, in frame order.
+
+Manifests: key frames as `apply` (`passes`); a bracketed frame has `coverage: "bracketed"`,
+`bracket: {"key_before": seq | null, "key_after": seq}` (key_before: the last key frame whose
+detection succeeded), `passes` (`{}`, or the between pass), face classes `{"coverage": "bracketed",
+"age": frames since key_before}`, and regions with source `propagated` / `projected` / `detected`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from capture.frame import FrameWithheld, RGBDFrame
+from redact.motion import Motion
+
+if TYPE_CHECKING:
+    from redact.policy import Policy
+    from redact.stage import RedactStage
+
+Released = RGBDFrame | FrameWithheld
+
+
+@dataclass
+class Waiting:
+    """A frame waiting for the next key frame."""
+
+    frame: RGBDFrame
+    offset: np.ndarray  # the camera's accumulated image shift at this frame (x, y), since the stream began
+    dets: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))  # the between pass's, if it ran
+    passes: dict[str, Any] = field(default_factory=dict)
+    fault: FrameWithheld | None = None  # its between pass failed
+
+
+class Bracket:
+    """Buffers the frames between key frames of one stream and covers them once the next key frame is detected."""
+
+    def __init__(self, stage: RedactStage, every: int) -> None:
+        self.stage = stage
+        self.every = max(1, int(every))
+        self.motion = Motion()
+        self.waiting: list[Waiting] = []
+        self._offset = np.zeros(2)
+        self._key_seq: int | None = None  # the last key frame whose detection succeeded
+        self._started = False
+        self.counts: Counter[str] = Counter()  # key, bracketed, between_passes
+        self.withheld: Counter[str] = Counter()  # frames withheld because their key frame failed, by reason
+        self.max_wait_frames = 0
+
+    def reset(self) -> None:
+        """A new, unrelated stream follows (nothing may be waiting: flush first)."""
+        if self.waiting:
+            raise RuntimeError(f"bracket reset with {len(self.waiting)} frames waiting: flush() them first")
+        self.motion.reset()
+        self._offset = np.zeros(2)
+        self._key_seq = None
+        self._started = False
+
+    # -- the stream ------------------------------------------------------------------------------
+    def push(self, frame: RGBDFrame) -> list[Released]:
+        if self.every > 1:  # the shift of every frame against the one before: the projection sums it
+            self._offset = self._offset + self.motion.step(frame.color)
+        if not self._started or len(self.waiting) >= self.every - 1:
+            self._started = True
+            return self._key(frame)
+        w = Waiting(frame, self._offset.copy())
+        cfg = self.stage.cfg
+        if cfg.face_between_width and cfg.face_between_height:
+            try:
+                w.dets, w.passes = self.stage.between_pass(frame, self.stage.policy)
+                self.counts["between_passes"] += 1
+            except FrameWithheld as e:
+                w.fault = e
+        self.waiting.append(w)
+        self.max_wait_frames = max(self.max_wait_frames, len(self.waiting))
+        return []
+
+    def flush(self) -> list[Released]:
+        if not self.waiting:
+            return []
+        last = self.waiting.pop()  # its between pass (if any) is superseded by the full detection
+        self._started = True
+        return self._key(last.frame)
+
+    # -- a key frame: detect, then release what waited on it --------------------------------------
+    def _key(self, frame: RGBDFrame) -> list[Released]:
+        stage, policy = self.stage, self.stage.policy
+        waiting, self.waiting = self.waiting, []
+        width, height = frame.size
+        held = []
+        for w in waiting:  # the forward hold: the tracker steps over each waiting frame, in order
+            d = w.dets if w.fault is None else np.zeros((0, 6))
+            stage.tracker.update(d[:, :4].astype(np.float64), d[:, 4].astype(np.float64), d[:, 5].astype(np.int64))
+            held.append(stage.track_regions(policy, width, height))
+        tr = stage.tracker
+        before = {int(i): (tr.anchor[k].copy(), int(tr.age[k]) + 1) for k, i in enumerate(tr.ids)}
+        t0 = time.perf_counter()
+        try:
+            regions, detector_ms = stage.detect_key(frame, policy, t0, len(waiting) + 1)
+        except FrameWithheld as e:
+            return self._failed(frame, policy, waiting, e)
+        key_passes = stage.last_passes
+        out: list[Released] = []
+        for i, w in enumerate(waiting):
+            distance = len(waiting) - i  # frames from this one to the key frame
+            if w.fault is not None:
+                out.append(self._withhold(w.frame, policy, w.fault))
+                continue
+            projected = self._project(policy, before, self._offset - w.offset, distance, width, height)
+            extra = {"coverage": "bracketed", "passes": w.passes,
+                     "bracket": {"key_before": self._key_seq, "key_after": frame.seq}}
+            out.append(self._release(w.frame, policy, held[i] + projected, extra, i + 1))
+        self.counts["bracketed"] += len(waiting)
+        self.counts["key"] += 1
+        self._key_seq = frame.seq
+        # The key frame's forms get what is left of its budget after its face detection.
+        t_key = time.perf_counter() - detector_ms / 1000.0
+        try:
+            out.append(stage.finish(frame, policy, regions, detector_ms, t_key, {"passes": key_passes}))
+        except FrameWithheld as e:
+            out.append(e)
+        return out
+
+    def _project(self, policy: Policy, before: dict[int, tuple[np.ndarray, int]], shift: np.ndarray,
+                 distance: int, width: int, height: int) -> list[dict[str, Any]]:
+        """The key frame's fresh tracks moved back `distance` frames (camera `shift` since that frame)."""
+        tr, stage = self.stage.tracker, self.stage
+        out = []
+        for k in np.nonzero(tr.age == 0)[0]:
+            rule = stage.rule_of_class(policy, tr.cls[k])
+            if rule is None:
+                continue
+            b = tr.boxes[k]
+            box = b - np.array([shift[0], shift[1], shift[0], shift[1]])  # where the camera's motion puts it
+            prior = before.get(int(tr.ids[k]))
+            if prior is not None and distance < prior[1]:  # confirmed before: its own motion, linear
+                anchor, age = prior
+                own = anchor + (b - anchor) * (age - distance) / age
+                box = np.concatenate([np.minimum(box[:2], own[:2]), np.maximum(box[2:], own[2:])])
+            wh = np.array([b[2] - b[0], b[3] - b[1]])
+            pad = wh * (rule.margin + stage.cfg.margin_growth * distance)
+            x1, y1 = np.floor(box[:2] - pad)
+            x2, y2 = np.ceil(box[2:] + pad)
+            x1, x2 = np.clip([x1, x2], 0, width)
+            y1, y2 = np.clip([y1, y2], 0, height)
+            if x2 > x1 and y2 > y1:
+                out.append({"bbox": [int(x1), int(y1), int(x2), int(y2)], "class": rule.cls,
+                            "score": round(float(tr.score[k]), 4), "action": rule.action,
+                            "applies_to": rule.applies_to, "source": "projected"})
+        return out
+
+    def _release(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], extra: dict[str, Any],
+                 age: int) -> Released:
+        try:
+            out = self.stage.finish(frame, policy, regions, 0.0, time.perf_counter(), extra,
+                                    age_tracks=False, timed=False)
+        except FrameWithheld as e:
+            return e
+        classes = out.redaction.get("classes")
+        if isinstance(classes, dict):  # the face classes: covered by the bracket, not detected on this frame
+            for c in {r.cls for r in policy.rules} - set(self.stage.forms.classes):
+                if c in classes:
+                    classes[c] = {"coverage": "bracketed", "age": age}
+        return out
+
+    def _withhold(self, frame: RGBDFrame, policy: Policy, e: FrameWithheld, age_tracks: bool = False) -> Released:
+        """Withheld (the exception, counted by the stage) or obscured, as a single frame's fault is."""
+        try:
+            return self.stage._fault(frame, policy, e, age_tracks)
+        except FrameWithheld as raised:
+            return raised
+
+    def _failed(self, key: RGBDFrame, policy: Policy, waiting: list[Waiting], e: FrameWithheld) -> list[Released]:
+        """The key frame's detection failed: nothing vouches for the frames waiting on it either."""
+        out = [self._withhold(w.frame, policy, w.fault or e) for w in waiting]
+        with self.stage._lock:
+            self.withheld[e.reason] += sum(1 for w in waiting if w.fault is None)
+        out.append(self._withhold(key, policy, e, age_tracks=True))  # the tracks step over the key frame
+        return out
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {"face_every": self.every, "frames_key": self.counts["key"],
+                "frames_bracketed": self.counts["bracketed"], "between_passes": self.counts["between_passes"],
+                "waiting": len(self.waiting), "max_wait_frames": self.max_wait_frames,
+                "withheld_by_bracket": dict(self.withheld)}
