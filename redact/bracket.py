@@ -21,7 +21,8 @@ pipeline also flushes a stream that stalls), then is redacted with the union of
 So a face that pops in between key frames is covered from the first frame it is in, retroactively.
 What neither side sees — a face that comes *and goes* between two key frames — is what the optional
 cheap pass on the frames between (`face_between_width/height`, whole frame downscaled, fed to the
-tracker) is for; whether the default needs it is measured in `python -m bench redact` (contenders
+tracker; on every `face_between_every`-th frame after a key frame: with 2, any face in view for 2
+frames is on a pass's or a key frame) is for; whether the default needs it is measured in `python -m bench redact` (contenders
 `ours_every*`, `*_between320`) and stated in docs/ARCHITECTURE.md.
 
 Fail closed: if the key frame's detection fails (timeout, model fault, canary miss, garbage), every
@@ -99,7 +100,9 @@ class Bracket:
             return self._key(frame)
         w = Waiting(frame, self._offset.copy())
         cfg = self.stage.cfg
-        if cfg.face_between_width and cfg.face_between_height:
+        # Every face_between_every-th frame after the key frame: with 2, a face in view for 2 frames
+        # (one of which is not a key frame) is on a pass's frame.
+        if cfg.face_between_width and cfg.face_between_height and (len(self.waiting) + 1) % cfg.face_between_every == 0:
             try:
                 w.dets, w.passes = self.stage.between_pass(frame, self.stage.policy)
                 self.counts["between_passes"] += 1
@@ -140,7 +143,8 @@ class Bracket:
             if w.fault is not None:
                 out.append(self._withhold(w.frame, policy, w.fault))
                 continue
-            projected = self._project(policy, before, self._offset - w.offset, distance, width, height)
+            projected = (self._project(policy, before, self._offset - w.offset, distance, width, height)
+                         + self._between_back(policy, waiting, i, width, height))
             extra = {"coverage": "bracketed", "passes": w.passes,
                      "bracket": {"key_before": self._key_seq, "key_after": frame.seq}}
             out.append(self._release(w.frame, policy, held[i] + projected, extra, i + 1))
@@ -158,19 +162,33 @@ class Bracket:
     def _project(self, policy: Policy, before: dict[int, tuple[np.ndarray, int]], shift: np.ndarray,
                  distance: int, width: int, height: int) -> list[dict[str, Any]]:
         """The key frame's fresh tracks moved back `distance` frames (camera `shift` since that frame)."""
-        tr, stage = self.stage.tracker, self.stage
+        tr = self.stage.tracker
+        fresh = np.nonzero(tr.age == 0)[0]
+        own = []
+        for k in fresh:  # a track confirmed before too: its own motion, linear between the confirmations
+            prior = before.get(int(tr.ids[k]))
+            if prior is not None and distance < prior[1]:
+                anchor, age = prior
+                own.append(anchor + (tr.boxes[k] - anchor) * (age - distance) / age)
+            else:
+                own.append(None)
+        return self._moved_back(policy, tr.boxes[fresh], tr.cls[fresh], tr.score[fresh], own, shift, distance,
+                                width, height)
+
+    def _moved_back(self, policy: Policy, boxes: np.ndarray, cls: np.ndarray, scores: np.ndarray,
+                    own: list[np.ndarray | None], shift: np.ndarray, distance: int, width: int,
+                    height: int) -> list[dict[str, Any]]:
+        """Boxes seen `distance` frames later moved back by the camera's `shift` (∪ their own motion
+        where known), grown by the rule's margin plus margin_growth per frame of distance."""
+        stage = self.stage
         out = []
-        for k in np.nonzero(tr.age == 0)[0]:
-            rule = stage.rule_of_class(policy, tr.cls[k])
+        for b, c, score, o in zip(boxes, cls, scores, own, strict=True):
+            rule = stage.rule_of_class(policy, c)
             if rule is None:
                 continue
-            b = tr.boxes[k]
             box = b - np.array([shift[0], shift[1], shift[0], shift[1]])  # where the camera's motion puts it
-            prior = before.get(int(tr.ids[k]))
-            if prior is not None and distance < prior[1]:  # confirmed before: its own motion, linear
-                anchor, age = prior
-                own = anchor + (b - anchor) * (age - distance) / age
-                box = np.concatenate([np.minimum(box[:2], own[:2]), np.maximum(box[2:], own[2:])])
+            if o is not None:
+                box = np.concatenate([np.minimum(box[:2], o[:2]), np.maximum(box[2:], o[2:])])
             wh = np.array([b[2] - b[0], b[3] - b[1]])
             pad = wh * (rule.margin + stage.cfg.margin_growth * distance)
             x1, y1 = np.floor(box[:2] - pad)
@@ -179,8 +197,21 @@ class Bracket:
             y1, y2 = np.clip([y1, y2], 0, height)
             if x2 > x1 and y2 > y1:
                 out.append({"bbox": [int(x1), int(y1), int(x2), int(y2)], "class": rule.cls,
-                            "score": round(float(tr.score[k]), 4), "action": rule.action,
+                            "score": round(float(score), 4), "action": rule.action,
                             "applies_to": rule.applies_to, "source": "projected"})
+        return out
+
+    def _between_back(self, policy: Policy, waiting: list[Waiting], i: int, width: int,
+                      height: int) -> list[dict[str, Any]]:
+        """What the between passes of later waiting frames found, moved back to waiting frame i (a face
+        first seen by the pass on the frame after its first frame)."""
+        out = []
+        for m in range(i + 1, len(waiting)):
+            later = waiting[m]
+            if later.fault is None and len(later.dets):
+                d = later.dets
+                out += self._moved_back(policy, d[:, :4].astype(np.float64), d[:, 5].astype(np.int64), d[:, 4],
+                                        [None] * len(d), later.offset - waiting[i].offset, m - i, width, height)
         return out
 
     def _release(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], extra: dict[str, Any],

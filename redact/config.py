@@ -50,6 +50,9 @@ class RedactConfig:
                                            "frames (multiple of 32; 0 = none): for large fast faces that come and go "
                                            "between key frames")
     face_between_height: int = setting(0, min=0, max=4096, help="height of the between-key-frames face pass")
+    face_between_every: int = setting(2, min=1, max=8,
+                                      help="the between pass runs on every N-th frame after a key frame (2: "
+                                           "any face in view for 2 frames or more is seen by a pass or a key frame)")
     text_every: int = setting(6, min=1, max=30,
                               help="text/plate/screen/form detector pass every N frames (held in between)")
     # 512×384 (×0.8 of 640×480) rather than 480×352: the document's 5-8 px lines survive the resize

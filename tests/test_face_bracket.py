@@ -212,3 +212,29 @@ def test_a_stalled_stream_does_not_keep_frames_waiting() -> None:
     finally:
         src.end.set()
         assert p.join(60)
+
+
+def run_flash(stage: RedactStage) -> list[int]:
+    stage.tracker.reset()
+    stage.bracket.reset()
+    inputs, released = [], []
+    for k in range(10):
+        frame, box = panning_frame(k, face=k in (5, 6))
+        inputs.append((frame, box))
+        released += stage.push(frame)
+    released += stage.flush()
+    return leaks([(f, o, box) for (f, box), o in zip(inputs, released, strict=True)])
+
+
+def test_a_face_that_comes_and_goes_between_key_frames_needs_the_between_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    between = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4, face_between_width=320,
+                                       face_between_height=256, face_between_every=2))
+    assert run_flash(between) == []  # frame 6 had the pass; frame 5 got what it found, moved back
+    st = between.status()["bracket"]
+    assert st["between_passes"] >= 2  # frames 2 and 6 (and the one before the flush)
+    monkeypatch.setattr(Bracket, "_between_back", lambda *a, **k: [])
+    assert run_flash(between) == [5]  # without moving the pass's faces back, the face's first frame leaks
+    monkeypatch.undo()
+    blind = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4))
+    assert run_flash(blind) == [5, 6]  # no pass between key frames: neither key frame saw the face
