@@ -76,6 +76,7 @@ PATHS: dict[str, list[str]] = {
     "new_default": [],
     # the new face path without the bracket: full detection on every frame (redact.face_every = 1)
     "new_every_frame": ["redact.face_every=1"],
+    "new_every3": ["redact.face_every=3"],
     # stands in for the faster face path (issue 13, branch `faces`) until it lands: does the rest keep up?
     "fast_face_standin": ["redact.detect_width=320", "redact.detect_height=256", "redact.verify_model_every=0",
                           "redact.tiles_per_frame=0"],

@@ -227,20 +227,21 @@ OLD_PATH: dict[str, Any] = {"models": [str(Path(__file__).resolve().parents[1] /
                             "tiles_per_frame": 0.5, "verify_candidates": 8, "face_every": 1}
 # The face bracket (redact/bracket.py): full detection on every N-th frame, the frames between covered
 # from both sides; with and without the cheap between-key-frames pass (RetinaFace 320×256).
+NO_BETWEEN = {"face_between_width": 0, "face_between_height": 0}
+BETWEEN256 = {"face_between_width": 256, "face_between_height": 192}
 BETWEEN320 = {"face_between_width": 320, "face_between_height": 256}
-NO_CF_PASS = {"verify_model_every": 0}  # no CenterFace whole-frame pass (its re-checks of candidates stay)
 BRACKET_VARIANTS: dict[str, dict[str, Any]] = {
-    "ours_every1": {"face_every": 1}, "ours_every2": {"face_every": 2}, "ours_every3": {"face_every": 3},
-    "ours_every4": {"face_every": 4}, "ours_every3_between320": {"face_every": 3, **BETWEEN320}}
+    "ours_every1": {"face_every": 1, **NO_BETWEEN}, "ours_every2": {"face_every": 2, **NO_BETWEEN},
+    "ours_every3": {"face_every": 3, **NO_BETWEEN}, "ours_every4": {"face_every": 4, **NO_BETWEEN},
+    "ours_every3_between256": {"face_every": 3, **BETWEEN256},
+    "ours_every4_between256": {"face_every": 4, **BETWEEN256},
+    "ours_every4_between320": {"face_every": 4, **BETWEEN320}}
 # What a key frame runs, ablated under bracketing: the verify model's scheduled whole-frame pass (rarer,
-# or none), the re-checks of weak small candidates (none: no CenterFace at all), tiles.
+# or none), the re-checks of weak small candidates (none: no CenterFace at all).
 KEY_ABLATIONS: dict[str, dict[str, Any]] = {
-    "ours_every3_cf_every12": {"face_every": 3, "verify_model_every": 12},
-    "ours_every4_cf_every12": {"face_every": 4, "verify_model_every": 12},
-    "ours_every3_no_verifier_pass": {"face_every": 3, **NO_CF_PASS},
-    "ours_every4_no_verifier_pass": {"face_every": 4, **NO_CF_PASS},
-    "ours_every4_no_verifier_pass_between320": {"face_every": 4, **NO_CF_PASS, **BETWEEN320},
-    "ours_every3_no_recheck": {"face_every": 3, "verify_candidates": 0}}
+    "ours_every4_between256_cf_every8": {"face_every": 4, **BETWEEN256, "verify_model_every": 8},
+    "ours_every4_between256_no_verifier_pass": {"face_every": 4, **BETWEEN256, "verify_model_every": 0},
+    "ours_every4_between256_no_recheck": {"face_every": 4, **BETWEEN256, "verify_candidates": 0}}
 
 
 def detectability(stage_variants: dict[str, dict[str, Any]]) -> dict[str, Any]:

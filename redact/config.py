@@ -40,16 +40,20 @@ class RedactConfig:
                                help="frames a track is held (propagated) after its last detection")
     margin_growth: float = setting(0.04, min=0.0, max=1.0,
                                    help="extra margin per frame since a track's last detection (fraction of box)")
-    face_every: int = setting(1, min=1, max=8,
+    # 4 (bench redact, 2026-12-03): the cheapest setting with recall >= the old path on every set (the
+    # verify model's pass still every 3 frames: the crowd needs it); 5 would add another 33 ms of latency.
+    face_every: int = setting(4, min=1, max=8,
                               help="full face detection on every N-th frame (a key frame); a frame between waits in "
                                    "memory for the next key frame and is covered by the tracks held from the key "
                                    "frame before and those of the key frame after, moved back by the camera's shift "
                                    "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency")
-    face_between_width: int = setting(0, min=0, max=4096,
+    # 256×192 every 2nd frame: a large face in view for only 2 frames between key frames is seen
+    # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4) for ~1.5 CPU-ms/frame.
+    face_between_width: int = setting(256, min=0, max=4096,
                                       help="a cheap whole-frame face pass at this width on the frames between key "
                                            "frames (multiple of 32; 0 = none): for large fast faces that come and go "
                                            "between key frames")
-    face_between_height: int = setting(0, min=0, max=4096, help="height of the between-key-frames face pass")
+    face_between_height: int = setting(192, min=0, max=4096, help="height of the between-key-frames face pass")
     face_between_every: int = setting(2, min=1, max=8,
                                       help="the between pass runs on every N-th frame after a key frame (2: "
                                            "any face in view for 2 frames or more is seen by a pass or a key frame)")
