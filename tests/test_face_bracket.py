@@ -45,7 +45,8 @@ def panning_frame(seq: int, face: bool) -> tuple[RGBDFrame, tuple[float, ...] | 
 
 @pytest.fixture(scope="module")
 def stage() -> RedactStage:
-    s = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=3))
+    # No pass between key frames: the key frames alone must cover the pop-in.
+    s = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=3, face_between_width=0, face_between_height=0))
     assert s.load_error == ""
     return s
 
@@ -236,5 +237,5 @@ def test_a_face_that_comes_and_goes_between_key_frames_needs_the_between_pass(
     monkeypatch.setattr(Bracket, "_between_back", lambda *a, **k: [])
     assert run_flash(between) == [5]  # without moving the pass's faces back, the face's first frame leaks
     monkeypatch.undo()
-    blind = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4))
+    blind = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4, face_between_width=0, face_between_height=0))
     assert run_flash(blind) == [5, 6]  # no pass between key frames: neither key frame saw the face
