@@ -40,13 +40,15 @@ class RedactConfig:
                                help="frames a track is held (propagated) after its last detection")
     margin_growth: float = setting(0.04, min=0.0, max=1.0,
                                    help="extra margin per frame since a track's last detection (fraction of box)")
-    # 4 (bench redact, 2026-12-03): the cheapest setting with recall >= the old path on every set (the
-    # verify model's pass still every 3 frames: the crowd needs it); 5 would add another 33 ms of latency.
+    # 4 (bench redact, 2026-12-03): the cheapest setting with recall >= the old path on every set (with the
+    # verify model's pass still every 3 frames — on every key frame — and the longer hold: the crowd needs
+    # both); 5 would add another 33 ms of latency.
     face_every: int = setting(4, min=1, max=8,
                               help="full face detection on every N-th frame (a key frame); a frame between waits in "
                                    "memory for the next key frame and is covered by the tracks held from the key "
                                    "frame before and those of the key frame after, moved back by the camera's shift "
-                                   "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency")
+                                   "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency; face tracks "
+                                   "are held hold_frames + N-1 frames (as many missed detections as with 1)")
     # 256×192 every 2nd frame: a large face in view for only 2 frames between key frames is seen
     # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4) for ~1.5 CPU-ms/frame.
     face_between_width: int = setting(256, min=0, max=4096,

@@ -61,7 +61,9 @@ class RedactStage:
         self._policy_error = self._uncovered(policy)
         self.layers = PolicyLayers.from_config(cfg)  # floor ∪ fleet ∪ wearer (redact/layers.py)
         self.canary = Canary(cfg.canary_every)  # detectors keep proving they see (redact/proof.py)
-        self.tracker = Tracker(cfg.hold_frames, cfg.margin_growth)
+        # Under the face bracket a track can be confirmed on key frames only: held face_every - 1 frames
+        # longer, it survives as many missed detections as with face_every = 1 (crowd recall, bench redact).
+        self.tracker = Tracker(cfg.hold_frames + cfg.face_every - 1, cfg.margin_growth)
         self._lock = threading.Lock()
         self._faults: Counter[str] = Counter()
         self._withheld: Counter[str] = Counter()
