@@ -128,8 +128,17 @@ class Bracket:
 
     # -- a key frame: detect, then release what waited on it --------------------------------------
     def _key(self, frame: RGBDFrame) -> list[Released]:
-        stage, policy = self.stage, self.stage.policy
         waiting, self.waiting = self.waiting, []
+        try:
+            return self._resolve(frame, waiting)
+        except Exception as e:  # a bug here must not lose the frames it held: each withheld, counted
+            fault = FrameWithheld("bracket_error", f"{type(e).__name__}: {e}")
+            with self.stage._lock:
+                self.withheld[fault.reason] += len(waiting)
+            return [self._withhold(f, self.stage.policy, fault) for f in [w.frame for w in waiting] + [frame]]
+
+    def _resolve(self, frame: RGBDFrame, waiting: list[Waiting]) -> list[Released]:
+        stage, policy = self.stage, self.stage.policy
         width, height = frame.size
         held = []
         for w in waiting:  # the forward hold: the tracker steps over each waiting frame, in order

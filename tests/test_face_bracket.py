@@ -239,3 +239,20 @@ def test_a_face_that_comes_and_goes_between_key_frames_needs_the_between_pass(
     monkeypatch.undo()
     blind = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4, face_between_width=0, face_between_height=0))
     assert run_flash(blind) == [5, 6]  # no pass between key frames: neither key frame saw the face
+
+
+def test_a_bug_in_the_bracket_withholds_the_frames_it_held_never_loses_them(stage: RedactStage,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    stage.tracker.reset()
+    stage.bracket.reset()
+    frames = [panning_frame(k, face=True)[0] for k in range(4)]
+    stage.push(frames[0])
+    assert stage.push(frames[1]) == [] and stage.push(frames[2]) == []
+
+    def broken(*a: object, **k: object) -> list:
+        raise ValueError("hostile")
+
+    monkeypatch.setattr(Bracket, "_project", broken)
+    out = stage.push(frames[3])
+    assert [type(o) for o in out] == [FrameWithheld] * 3 and {o.reason for o in out} == {"bracket_error"}
+    assert stage.status()["bracket"]["waiting"] == 0
