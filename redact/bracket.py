@@ -28,6 +28,9 @@ for. Measured (`python -m bench redact`, 2026-12-03, one run, load ~3-8 on 2 cor
 and 0.625 at 4 without the pass (every other set unchanged), 1.0 with it at 256×192 or 320×256, for
 ~0.6 CPU-ms/frame at 4 (23.2 vs 22.7; RetinaFace at 256×192 ≈ 5 ms, one pass per 4 frames). So the
 default runs it (256×192, every 2nd frame); `face_between_width = 0` turns it off.
+Latency: a frame waits for up to face_every - 1 later frames plus the key frame's detection; under
+overload a key frame's timeout withholds its whole bracket (bench e2e, load ~2-3, nothing keeps up:
+capture→spool p50/p99 559/935 ms at 4 vs 246/471 ms at 1; 36 vs 6 frames withheld by timeouts).
 Face tracks are held `hold_frames + face_every - 1` frames (redact/stage.py): confirmed on key frames
 only, they survive as many missed detections as at face_every = 1 (without it the crowd set lost
 recall at 4: 0.9905 vs the old path's 0.9913; with it 0.9942).
