@@ -50,7 +50,7 @@ class RedactConfig:
                                    "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency; face tracks "
                                    "are held hold_frames + N-1 frames (as many missed detections as with 1)")
     # 256×192 every 2nd frame: a large face in view for only 2 frames between key frames is seen
-    # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4) for ~1.5 CPU-ms/frame.
+    # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4, 1.0 with it) for ~0.6-2 CPU-ms/frame.
     face_between_width: int = setting(256, min=0, max=4096,
                                       help="a cheap whole-frame face pass at this width on the frames between key "
                                            "frames (multiple of 32; 0 = none): for large fast faces that come and go "
