@@ -21,6 +21,10 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("redact", "private.apply", "redact.private (wearer's objects: SIFT, places, volumes, zones)"),
     ("redact", "_manifest", "redact.manifest"),
     ("redact", "apply", "redact.total"),
+    # the pipeline drives a stage with push/flush (the face bracket) through them, never apply
+    ("redact", "push", "redact.total"),
+    ("redact", "flush", "redact.flush (face bracket: end of stream, stalls)"),
+    ("redact", "bracket.motion.step", "redact.bracket_motion"),
     ("depth", "_cloud", "depth.keyframe_cloud"),
     ("depth", "apply", "depth.total"),
     ("uplink", "spool.append", "uplink.spool_write"),
@@ -69,7 +73,8 @@ class StepCpu:
                                    "calls": self.calls[k]} for k, v in self.cpu.items()}
         total = self.cpu.get("redact.total")
         if total is not None:  # actions (blur/fill), copies, region bookkeeping: redaction minus its named steps
-            named = sum(v for k, v in self.cpu.items() if k.startswith("redact.") and k != "redact.total")
+            named = sum(v for k, v in self.cpu.items()
+                        if k.startswith("redact.") and k not in ("redact.total", "redact.flush (face bracket: end of stream, stalls)"))
             out["redact.rest (actions, copies, bookkeeping)"] = {"cpu_ms_per_frame": round((total - named) * 1000 / n, 2)}
         if self.missing:
             out["missing"] = self.missing

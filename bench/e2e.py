@@ -8,7 +8,9 @@ every --paths. Sources: `synthetic` (the renderer, pre-rendered with --prerender
 demo`'s walk: the wearer's private objects, places and zones registered, SIFT search on device/demo_privacy.py's schedule) and `replay`
 (`crowdcap run`'s path: a TUM-layout folder read from disk, looped, paced in real time — by default
 one written from the synthetic source, NOT real sensor data; give a real sequence with --replay-dir).
-Face paths: `old_centerface` (the face path before issue 13) and `new_default`.
+Face paths: `old_centerface` (the face path before issue 13), `new_default` (with the face bracket:
+full detection on every `redact.face_every`-th frame, the frames between wait for it — their latency
+includes that wait) and `new_every_frame` (the same, face_every = 1).
 
 Reports frames captured / dropped before redaction / withheld / ingested, latency capture → written by
 the ingest (p50/p99), CPU-ms per captured frame of the whole device process, per thread and per step
@@ -85,8 +87,11 @@ PATHS: dict[str, list[str]] = {
     # the face path before issue 13: CenterFace downscaled every frame, tiles, re-checks
     "old_centerface": ["redact.models=[\"" + str(Path(__file__).resolve().parents[1] / "redact" / "models"
                                                   / "centerface.toml") + "\"]",
-                       "redact.detect_width=384", "redact.detect_height=288"],
+                       "redact.detect_width=384", "redact.detect_height=288", "redact.face_every=1"],
     "new_default": [],
+    # the new face path without the bracket: full detection on every frame (redact.face_every = 1)
+    "new_every_frame": ["redact.face_every=1"],
+    "new_every3": ["redact.face_every=3"],
     # stands in for the faster face path (issue 13, branch `faces`) until it lands: does the rest keep up?
     "fast_face_standin": ["redact.detect_width=320", "redact.detect_height=256", "redact.verify_model_every=0",
                           "redact.tiles_per_frame=0"],
@@ -169,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 SUMMARY_KEYS = ("dropped_before_redaction", "dropped_pct", "withheld", "output_fps", "latency_capture_to_spool_ms",
+                "face_bracket",
                 "latency_capture_to_ingest_ms",
                 "device_cpu_ms_per_frame", "redact_cpu_ms_per_frame_through_redaction", "cpu_ms_per_frame_by_thread",
                 "device_cpu_cores_used", "device_peak_rss_mb", "ingest_cpu_ms_per_frame", "ingest_peak_rss_mb",
@@ -302,6 +308,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         cpu = time.process_time() - cpu0
         broker_cpu = _child_cpu_s("mosquitto")[0] - broker_cpu0
         status = service.status()
+        redact_stage = service.stages.get("redact")
+        bracket = redact_stage.status().get("bracket") if hasattr(redact_stage, "bracket") else None
         service.close()
         out, _ = ingest.communicate(timeout=60)
         ingest_stats = json.loads(out.strip().splitlines()[-1])
@@ -331,6 +339,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "dropped_before_redaction": status["frames_dropped"],
         "dropped_pct": round(100.0 * status["frames_dropped"] / max(1, status["frames_captured"]), 2),
         "withheld": stages["redact"]["withheld"],
+        # key frames / frames that waited for one, the longest wait (frames), frames withheld with their key frame
+        "face_bracket": bracket,
         "frames_spooled": stages["uplink"]["frames_out"],
         "frames_ingested": ingest_stats.get("frame", 0),
         "duplicates_at_ingest": ingest_stats.get("duplicate", 0),

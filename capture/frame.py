@@ -163,6 +163,12 @@ class Stage(Protocol):
     """One step of the pipeline: takes a frame, returns a frame (or raises FrameWithheld).
 
     Stages own no threads or queues; the pipeline does. `close` releases resources (optional).
+    Optional pair, for a stage that must see later frames before it can finish one (redaction's face
+    bracket, redact/bracket.py): `push(frame) -> list[RGBDFrame | FrameWithheld]` returns the frames
+    it releases now — in push order, possibly none, exactly one item per pushed frame over the
+    stream (a FrameWithheld stands for a frame withheld) — and `flush() -> list[...]` releases every
+    frame still held (end of stream, or a stalled one). The pipeline uses them when both exist;
+    `apply` must still work alone (one frame in, that frame out).
     """
 
     name: str

@@ -8,6 +8,10 @@ Backpressure policy (explicit, tested):
     to the capture queue) and a frame can only leave by being passed on, withheld with a reason, or
     failing with a counted error. Nothing is dropped silently.
 Stages own no threads; each runs in its own thread here, and its metrics live in `self.metrics`.
+A stage with `push`/`flush` (redaction's face bracket) may hold frames back: it gets them by `push`,
+and what it releases (in order, possibly later) goes on; it is flushed at the end of the stream and
+whenever no frame came for IDLE_FLUSH_S (a stall must not keep frames waiting). A frame held back has
+not been accepted yet (it is before redaction); its stage latency includes the wait.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from device.metrics import StageMetrics
 log = logging.getLogger("crowdcap.pipeline")
 
 _END = object()  # end-of-stream marker passed down the queues
+IDLE_FLUSH_S = 0.25  # a stage holding frames back releases them after this long without a new frame
 
 
 class DropOldestQueue:
@@ -210,6 +215,10 @@ class Pipeline:
         inq = self._queues[index]
         outq = self._queues[index + 1] if index + 1 < len(self._queues) else None
         m = self.metrics[stage.name]
+        push, flush = getattr(stage, "push", None), getattr(stage, "flush", None)
+        if callable(push) and callable(flush):
+            self._buffered_loop(inq, m, push, flush, outq)
+            return
         while True:
             item = inq.get()
             if item is _END:
@@ -223,19 +232,72 @@ class Pipeline:
                 m.withheld[e.reason] += 1
                 continue
             except Exception as e:  # counted, never silent; the frame does not go on
-                m.errors[type(e).__name__] += 1
-                if sum(m.errors.values()) <= 5:
-                    log.error("stage %s failed on seq %s: %s: %s", stage.name, item.seq, type(e).__name__, e)
+                self._stage_error(m, item, e)
                 continue
-            m.record(time.monotonic_ns() - t0)
-            if outq is not None:
-                outq.put(out)  # blocks when full: backpressure, never a drop after acceptance
-            else:
-                self.end_to_end.record(time.monotonic_ns() - out.t_mono_ns)
-                if self.on_output is not None:
-                    self.on_output(out)
+            self._emit(m, out, t0, outq)
         if outq is not None:
             outq.put(_END)
+
+    def _buffered_loop(self, inq: Any, m: StageMetrics, push: Callable[[RGBDFrame], list[Any]],
+                       flush: Callable[[], list[Any]], outq: Any) -> None:
+        """A stage that holds frames back (redaction's face bracket: `push` releases frames later, in
+        order, one item per pushed frame: a frame or the FrameWithheld that stood for it; `flush`
+        releases the rest). A stream that stalls (paused, camera gone) is flushed after IDLE_FLUSH_S,
+        so no frame waits on a frame that may never come; the end of the stream flushes too."""
+        pushed: deque[int] = deque()  # push times of frames inside the stage, oldest first
+        idle_s = max(IDLE_FLUSH_S, 2.0 / max(float(getattr(self.source, "fps", 30.0) or 30.0), 1e-3))
+        while True:
+            try:
+                item = inq.get(timeout=idle_s if pushed else None)
+            except queue.Empty:
+                try:
+                    self._released(m, flush(), pushed, outq)
+                except Exception as e:
+                    self._stage_error(m, None, e)
+                continue
+            if item is _END:
+                break
+            m.frames_in += 1
+            m.queue_depth = inq.qsize()
+            pushed.append(time.monotonic_ns())
+            try:
+                released = push(item)
+            except Exception as e:  # counted, never silent; the stage keeps what it already held
+                pushed.pop()
+                self._stage_error(m, item, e)
+                continue
+            self._released(m, released, pushed, outq)
+        try:
+            self._released(m, flush(), pushed, outq)
+        except Exception as e:
+            self._stage_error(m, None, e)
+        if pushed:  # the stage lost frames it had taken: counted, never silent
+            m.errors["lost_in_stage"] += len(pushed)
+        if outq is not None:
+            outq.put(_END)
+
+    def _released(self, m: StageMetrics, items: list[Any], pushed: deque[int], outq: Any) -> None:
+        for out in items:
+            t0 = pushed.popleft() if pushed else time.monotonic_ns()
+            if isinstance(out, FrameWithheld):
+                m.withheld[out.reason] += 1
+            else:  # the stage latency includes the wait for a later frame
+                self._emit(m, out, t0, outq)
+
+    def _emit(self, m: StageMetrics, out: RGBDFrame, t0: int, outq: Any) -> None:
+        m.record(time.monotonic_ns() - t0)
+        if outq is not None:
+            outq.put(out)  # blocks when full: backpressure, never a drop after acceptance
+        else:
+            self.end_to_end.record(time.monotonic_ns() - out.t_mono_ns)
+            if self.on_output is not None:
+                self.on_output(out)
+
+    @staticmethod
+    def _stage_error(m: StageMetrics, item: Any, e: Exception) -> None:
+        m.errors[type(e).__name__] += 1
+        if sum(m.errors.values()) <= 5:
+            log.error("stage %s failed on seq %s: %s: %s", m.name, getattr(item, "seq", "?"), type(e).__name__, e)
 
     def _watch_end(self) -> None:
         for t in self._threads:

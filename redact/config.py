@@ -40,6 +40,25 @@ class RedactConfig:
                                help="frames a track is held (propagated) after its last detection")
     margin_growth: float = setting(0.04, min=0.0, max=1.0,
                                    help="extra margin per frame since a track's last detection (fraction of box)")
+    # 4 (bench redact, 2026-12-03): the cheapest setting with recall >= the old path on every set (with the
+    # verify model's pass still every 3 frames — on every key frame — and the longer hold: the crowd needs
+    # both); 5 would add another 33 ms of latency.
+    face_every: int = setting(4, min=1, max=8,
+                              help="full face detection on every N-th frame (a key frame); a frame between waits in "
+                                   "memory for the next key frame and is covered by the tracks held from the key "
+                                   "frame before and those of the key frame after, moved back by the camera's shift "
+                                   "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency; face tracks "
+                                   "are held hold_frames + N-1 frames (as many missed detections as with 1)")
+    # 256×192 every 2nd frame: a large face in view for only 2 frames between key frames is seen
+    # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4, 1.0 with it) for ~0.6-2 CPU-ms/frame.
+    face_between_width: int = setting(256, min=0, max=4096,
+                                      help="a cheap whole-frame face pass at this width on the frames between key "
+                                           "frames (multiple of 32; 0 = none): for large fast faces that come and go "
+                                           "between key frames")
+    face_between_height: int = setting(192, min=0, max=4096, help="height of the between-key-frames face pass")
+    face_between_every: int = setting(2, min=1, max=8,
+                                      help="the between pass runs on every N-th frame after a key frame (2: "
+                                           "any face in view for 2 frames or more is seen by a pass or a key frame)")
     text_every: int = setting(6, min=1, max=30,
                               help="text/plate/screen/form detector pass every N frames (held in between)")
     # 512×384 (×0.8 of 640×480) rather than 480×352: the document's 5-8 px lines survive the resize
@@ -88,10 +107,13 @@ class RedactConfig:
                                    help="person masks: segmenter time per frame; persons beyond it get whole boxes")
 
     def check(self) -> None:
-        for name in ("detect_width", "detect_height", "tile_width", "tile_height", "detect_width_verify",
+        for name in ("detect_width", "detect_height", "face_between_width", "face_between_height", "tile_width", "tile_height", "detect_width_verify",
                      "detect_height_verify", "text_width", "text_height"):
             v = getattr(self, name)
             if v % 32:
                 raise ConfigError(f"{name}: expected a multiple of 32, got {v}")
+        if (self.face_between_width == 0) != (self.face_between_height == 0):
+            raise ConfigError("face_between_width: face_between_width and face_between_height must both be 0 "
+                              "(no pass) or both set")
         if (self.tile_width == 0) != (self.tile_height == 0):
             raise ConfigError("tile_width: tile_width and tile_height must both be 0 (no tiles) or both set")

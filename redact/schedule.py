@@ -27,7 +27,6 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-import cv2
 import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
@@ -37,6 +36,7 @@ from redact.config import RedactConfig
 from redact.form_models import Models
 from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
 from redact.hold import Hold, edges
+from redact.motion import Motion
 from redact.nms import iou_matrix
 from redact.policy import Policy
 from redact.proof import PassCanary
@@ -46,7 +46,6 @@ from redact.screens import find_screens
 log = logging.getLogger("crowdcap.redact")
 
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
-MOTION_WIDTH = 160
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
 
 
@@ -114,7 +113,7 @@ class FormSchedule:
         self.age = {d: 1 << 30 for d in self.every}  # frames since the detector's last pass
         self.holds: dict[str, Hold] = {}
         self._texts: tuple[np.ndarray, list[str | None]] = (np.zeros((0, 4)), [])  # last pass's read lines
-        self._prev: np.ndarray | None = None
+        self._motion_est = Motion()
         self._pass_texts: dict[int, str | None] = {}
         self._reads_left = 0  # of text_reads_per_pass, on the current pass
         # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
@@ -136,7 +135,7 @@ class FormSchedule:
         """Forget held boxes and passes (unrelated stills follow): the next frame runs every detector."""
         self.holds.clear()
         self.age = {d: 1 << 30 for d in self.every}
-        self._prev = None
+        self._motion_est.reset()
         self._texts = (np.zeros((0, 4)), [])
 
     def provides(self, cls: str) -> bool:
@@ -207,18 +206,8 @@ class FormSchedule:
         return out, face_ms + sum(ms.values()), extra
 
     def _motion(self, color: np.ndarray) -> tuple[float, float]:
-        """The camera's image shift since the last frame (pixels), from a small grey copy."""
-        h, w = color.shape[:2]
-        s = MOTION_WIDTH / w
-        g = cv2.cvtColor(cv2.resize(color, (MOTION_WIDTH, max(8, round(h * s))), interpolation=cv2.INTER_AREA),
-                         cv2.COLOR_BGR2GRAY).astype(np.float32)
-        prev, self._prev = self._prev, g
-        if prev is None or prev.shape != g.shape or not self.holds:
-            return 0.0, 0.0
-        (sx, sy), response = cv2.phaseCorrelate(prev, g)
-        if response < 0.05 or not np.isfinite(sx) or not np.isfinite(sy):
-            return 0.0, 0.0  # no reliable shift: the growing margin has to cover it
-        return sx / s, sy / s
+        """The camera's image shift since the last frame (pixels), from a small grey copy (redact/motion.py)."""
+        return self._motion_est.step(color, measure=bool(self.holds))
 
     def _run_due(self, color: np.ndarray, t0: float, ms: dict[str, float], faces: np.ndarray) -> list[str]:
         from redact.detector import Deadline

@@ -2,7 +2,9 @@
 
 A frame leaves `apply` only (a) with every region of the policy's classes redacted after a
 detector pass over this very frame, or (b) fully obscured when the policy says `on_fault =
-"obscure"` and something went wrong. Otherwise it raises `FrameWithheld`.
+"obscure"` and something went wrong. Otherwise it raises `FrameWithheld`. A stream goes through
+`push`/`flush` instead: with `face_every` > 1 only key frames get the face detection, the frames
+between wait for the next one and are covered from both sides (contract in redact/bracket.py).
 
 "A detector pass over this very frame" is the whole-frame pass, which may be downscaled
 (`detect_width/height`). What only full resolution sees (faces too small for that pass) is seen by a
@@ -25,6 +27,7 @@ import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
 from redact import segment
+from redact.bracket import Bracket
 from redact.config import RedactConfig
 from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
@@ -58,7 +61,9 @@ class RedactStage:
         self._policy_error = self._uncovered(policy)
         self.layers = PolicyLayers.from_config(cfg)  # floor ∪ fleet ∪ wearer (redact/layers.py)
         self.canary = Canary(cfg.canary_every)  # detectors keep proving they see (redact/proof.py)
-        self.tracker = Tracker(cfg.hold_frames, cfg.margin_growth)
+        # Under the face bracket a track can be confirmed on key frames only: held face_every - 1 frames
+        # longer, it survives as many missed detections as with face_every = 1 (crowd recall, bench redact).
+        self.tracker = Tracker(cfg.hold_frames + cfg.face_every - 1, cfg.margin_growth)
         self._lock = threading.Lock()
         self._faults: Counter[str] = Counter()
         self._withheld: Counter[str] = Counter()
@@ -71,8 +76,13 @@ class RedactStage:
         self._last_passes: dict[str, Any] = {}
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
+        self.bracket = Bracket(self, cfg.face_every)  # push/flush: key frames and the frames between
 
     # -- policy -----------------------------------------------------------------------------------
+    @property
+    def last_passes(self) -> dict[str, Any]:
+        return self._last_passes
+
     @property
     def policy(self) -> Policy:
         return self._policy
@@ -104,25 +114,49 @@ class RedactStage:
 
     # -- the hot path -----------------------------------------------------------------------------
     def apply(self, frame: RGBDFrame) -> RGBDFrame:
+        """One frame in, that frame out after a full detection over it (stills, tests, face_every = 1)."""
         policy = self._policy
         t0 = time.perf_counter()
+        try:
+            regions, detector_ms = self.detect_key(frame, policy, t0)
+        except FrameWithheld as e:
+            return self._fault(frame, policy, e)
+        return self.finish(frame, policy, regions, detector_ms, t0, {"passes": self._last_passes})
+
+    def push(self, frame: RGBDFrame) -> list[RGBDFrame | FrameWithheld]:
+        """A stream's next frame in; the frames released by it, in order (redact/bracket.py)."""
+        return self.bracket.push(frame)
+
+    def flush(self) -> list[RGBDFrame | FrameWithheld]:
+        """End of stream (or a stalled one): every waiting frame released, the last as a key frame."""
+        return self.bracket.flush()
+
+    def detect_key(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
+        """The full face detection of a (key) frame and the canary: (face regions, ms); any fault is
+        raised as FrameWithheld. `frames`: frames since the last key frame (tiles and the verify
+        model's schedule keep their per-frame rate)."""
         try:
             if self.load_error:
                 raise FrameWithheld("no_model", self.load_error)
             if self._policy_error:
                 raise FrameWithheld("no_model", self._policy_error)
-            regions, detector_ms = self._detect(frame, policy, t0)
+            regions, detector_ms = self._detect(frame, policy, t0, frames)
             self.canary.check(self.detectors, t0, self.cfg.budget_ms)
+            return regions, detector_ms
+        except FrameWithheld:
+            raise
+        except Exception as e:
+            raise as_withheld(e) from e
+
+    def finish(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], detector_ms: float, t0: float,
+               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True) -> RGBDFrame:
+        """The per-frame rest once the face regions are known: forms (text, plates, persons), the
+        policy's drop, painting, the wearer's private layer, the manifest (+ `extra`)."""
+        try:
             # After the canary: a forms pass restoring lapsed coverage may take longer than the budget.
             regions, detector_ms, per_class = self.forms.step(frame, policy, regions, t0, detector_ms)
-        except FrameWithheld as e:
-            return self._fault(frame, policy, e)
-        except ModelRunError as e:
-            return self._fault(frame, policy, FrameWithheld(e.reason, e.detail))
-        except ModelGarbage as e:
-            return self._fault(frame, policy, FrameWithheld("model_garbage", str(e)))
-        except Exception as e:  # anything else: the frame cannot be vouched for
-            return self._fault(frame, policy, FrameWithheld("model_error", f"{type(e).__name__}: {e}"))
+        except Exception as e:
+            return self._fault(frame, policy, as_withheld(e), age_tracks)
         drop = [r for r in regions if r["action"] == "drop_frame"]
         if drop:
             with self._lock:
@@ -142,19 +176,20 @@ class RedactStage:
                     self._withheld[e.reason] += 1
                 raise
             except Exception as e:  # cannot vouch for the wearer's own private things: fail closed
-                return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"))
+                return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"),
+                                   age_tracks)
             regions = regions + mine
-        manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class
+        manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class | extra
         if self.private is not None and hasattr(self.private, "coverage") and self.private.coverage():
             manifest["classes"] = {**manifest.get("classes", {}), **self.private.coverage()}  # searched or followed
-        manifest["passes"] = self._last_passes
         with self._lock:
             self._frames += 1
             self._regions += len(regions)
-            self._times.append(detector_ms)
+            if timed:
+                self._times.append(detector_ms)
         return frame.replace(color=color, depth=depth, redaction=manifest)
 
-    def _detect(self, frame: RGBDFrame, policy: Policy, t0: float) -> tuple[list[dict[str, Any]], float]:
+    def _detect(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
         width, height = frame.size
         budget_s = self.cfg.budget_ms / 1000.0
         found = []
@@ -163,10 +198,10 @@ class RedactStage:
             for det in self.detectors:
                 whole, tiles = det.plan(width, height, (self.cfg.detect_width, self.cfg.detect_height),
                                         (self.cfg.tile_width, self.cfg.tile_height))
-                # A rule asking for a lower score than the card's threshold gets it.
-                thr = min([det.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in det.card.classes])
+                thr = self._threshold(det, policy)
                 found.append(self._whole_pass(det, frame.color, whole, deadline.options, thr))
-                self._tile_credit = min(self._tile_credit + self.cfg.tiles_per_frame, float(max(1, len(tiles))))
+                self._tile_credit = min(self._tile_credit + self.cfg.tiles_per_frame * frames,
+                                        float(max(1, len(tiles))))
                 ran = 0
                 while ran < len(tiles) and self._tile_credit >= 1.0:
                     found.append(self._classed(det, det.run(frame.color, tiles[ran], deadline.options, thr)))
@@ -175,7 +210,7 @@ class RedactStage:
                 det.advance(ran)
                 ran_passes[det.card.name] = {"whole": [round(width * whole.scale), round(height * whole.scale)]
                                              if whole.scale else list(det.card.input.size or ()), "tiles": ran}
-            scheduled = self._scheduled_verifier_pass(frame.color, policy, deadline.options)
+            scheduled = self._scheduled_verifier_pass(frame.color, policy, deadline.options, frames)
             found.extend(scheduled)
             if scheduled and self.verifier is not None:
                 ran_passes[f"{self.verifier.card.name}_whole"] = True
@@ -183,17 +218,59 @@ class RedactStage:
         detector_ms = (time.perf_counter() - t0) * 1000.0
         if deadline.expired or detector_ms > self.cfg.budget_ms:
             raise FrameWithheld("model_timeout", f"detection took {detector_ms:.0f} ms, budget {self.cfg.budget_ms:.0f} ms")
-        dets = np.concatenate(found)
+        dets = self._kept(np.concatenate(found), policy)
+        self.tracker.update(dets[:, :4].astype(np.float64), dets[:, 4].astype(np.float64),
+                            dets[:, 5].astype(np.int64))
+        return self.track_regions(policy, width, height), detector_ms
+
+    def between_pass(self, frame: RGBDFrame, policy: Policy) -> tuple[np.ndarray, dict[str, Any]]:
+        """The cheap whole-frame pass on a frame between key frames (`face_between_width`): its
+        detections (N×6, stage class ids) and its manifest `passes`; faults raise FrameWithheld."""
+        width, height = frame.size
+        size = (self.cfg.face_between_width, self.cfg.face_between_height)
+        t0 = time.perf_counter()
+        found, passes = [np.zeros((0, 6), np.float32)], {}
+        try:
+            if self.load_error or self._policy_error:
+                raise FrameWithheld("no_model", self.load_error or self._policy_error)
+            with Deadline(self.cfg.budget_ms / 1000.0) as deadline:
+                for det in self.detectors:
+                    whole, _ = det.plan(width, height, size, (0, 0))
+                    found.append(self._classed(det, det.run(frame.color, whole, deadline.options,
+                                                            self._threshold(det, policy))))
+                    passes[det.card.name] = {"whole": [round(width * whole.scale), round(height * whole.scale)],
+                                             "tiles": 0}
+            ms = (time.perf_counter() - t0) * 1000.0
+            if deadline.expired or ms > self.cfg.budget_ms:
+                raise FrameWithheld("model_timeout", f"between-key-frames pass took {ms:.0f} ms, budget "
+                                                     f"{self.cfg.budget_ms:.0f} ms")
+        except FrameWithheld:
+            raise
+        except Exception as e:
+            raise as_withheld(e) from e
+        return self._kept(np.concatenate(found), policy), passes
+
+    def _threshold(self, det: Detector, policy: Policy) -> float:
+        # A rule asking for a lower score than the card's threshold gets it.
+        return min([det.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in det.card.classes])
+
+    def _kept(self, dets: np.ndarray, policy: Policy) -> np.ndarray:
+        """Detections above their rule's min_score; the same face seen by several passes: the best box."""
         if len(dets):
             rules = [policy.rule_for(c) for c in self._classes]
             min_score = np.array([r.min_score if r else np.inf for r in rules])
             dets = dets[dets[:, 4] >= min_score[dets[:, 5].astype(np.int64)]]
-        if len(dets):  # the same face seen by the whole-frame pass and a tile: keep the best box
+        if len(dets):
             dets = dets[nms(dets[:, :4], dets[:, 4], 0.3, classes=dets[:, 5])]
-        self.tracker.update(dets[:, :4].astype(np.float64), dets[:, 4].astype(np.float64),
-                            dets[:, 5].astype(np.int64))
+        return dets
+
+    def rule_of_class(self, policy: Policy, class_id: int) -> Any:
+        return policy.rule_for(self._classes[int(class_id)])
+
+    def track_regions(self, policy: Policy, width: int, height: int) -> list[dict[str, Any]]:
+        """The tracker's tracks as regions: grown by their rule's margin (and while held, by age and speed)."""
         tr = self.tracker
-        rules_by_track = [policy.rule_for(self._classes[int(c)]) for c in tr.cls]
+        rules_by_track = [self.rule_of_class(policy, c) for c in tr.cls]
         margins = np.array([r.margin if r else 0.0 for r in rules_by_track])
         boxes = tr.regions(margins, width, height)
         regions = []
@@ -204,7 +281,7 @@ class RedactStage:
             regions.append({"bbox": [int(v) for v in boxes[i]], "class": rule.cls, "score": round(float(tr.score[i]), 4),
                             "action": rule.action, "applies_to": rule.applies_to,
                             "source": "detected" if tr.age[i] == 0 else "propagated"})
-        return regions, detector_ms
+        return regions
 
     def _whole_pass(self, det: Detector, color: np.ndarray, whole: Any, run_options: Any, thr: float) -> np.ndarray:
         """The downscaled whole-frame pass, plus a full-resolution look (one mosaic run) at what it
@@ -233,18 +310,20 @@ class RedactStage:
             confirmed = confirmed[np.isin(confirmed[:, 5], mine_v)]
         return np.concatenate([self._classed(det, strong), self._classed(verifier, confirmed)])
 
-    def _scheduled_verifier_pass(self, color: np.ndarray, policy: Policy, run_options: Any) -> list[np.ndarray]:
+    def _scheduled_verifier_pass(self, color: np.ndarray, policy: Policy, run_options: Any,
+                                 frames: int = 1) -> list[np.ndarray]:
         """Every `verify_model_every` frames the verify model also looks at the whole frame (downscaled,
         with its own full-resolution check of weak small candidates): a second opinion on faces the
         main detector scores too low to propose (tiny ones, crowds)."""
         v, every = self.verifier, self.cfg.verify_model_every
-        self._verifier_clock += 1
-        if v is None or not every or (self._verifier_clock - 1) % every or not set(v.card.classes) <= set(self._class_ids):
+        first = self._verifier_clock  # due when one of the `frames` frames since the last call is its turn
+        self._verifier_clock += frames
+        due = bool(every) and any((first + i) % every == 0 for i in range(frames))
+        if v is None or not due or not set(v.card.classes) <= set(self._class_ids):
             return []
         h, w = color.shape[:2]
         whole, _ = v.plan(w, h, (self.cfg.detect_width_verify, self.cfg.detect_height_verify), (0, 0))
-        thr = min([v.decoder.threshold] + [r.min_score for r in policy.rules if r.cls in v.card.classes])
-        return [self._whole_pass(v, color, whole, run_options, thr)]
+        return [self._whole_pass(v, color, whole, run_options, self._threshold(v, policy))]
 
     def _classed(self, det: Detector, d: np.ndarray) -> np.ndarray:
         """Detections with the model's class ids replaced by the stage's."""
@@ -252,13 +331,16 @@ class RedactStage:
             d[:, 5] = np.array([self._class_ids[det.card.classes[int(c)]] for c in d[:, 5]])
         return d
 
-    def _fault(self, frame: RGBDFrame, policy: Policy, e: FrameWithheld) -> RGBDFrame:
+    def _fault(self, frame: RGBDFrame, policy: Policy, e: FrameWithheld, age_tracks: bool = True) -> RGBDFrame:
+        """Withhold (raise, counted) or obscure a frame that cannot be vouched for. `age_tracks` False:
+        the tracker already stepped over this frame (a bracketed frame)."""
         with self._lock:
             self._faults[e.reason] += 1
             self._last_fault = f"{e.reason}: {e.detail}"[:300]
         # No detections for this frame: age the tracks (they drift on and grow, and go after
         # hold_frames) rather than forget them — the next frame's detector may miss a face too.
-        self.tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+        if age_tracks:
+            self.tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
         if policy.on_fault != "obscure":
             with self._lock:
                 self._withheld[e.reason] += 1
@@ -300,13 +382,25 @@ class RedactStage:
                 "regions": self._regions,
                 "tracks": len(self.tracker),
                 "last_passes": self._last_passes,
+                "bracket": self.bracket.status(),
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
             } | self.forms.status() | ({"person_masks": segment.counts()} if segment.wants_mask(self._policy) else {})
 
-    def close(self) -> None:
+    def close(self) -> None:  # frames still waiting in the bracket are not released: flush() first
         if self.private is not None:
             self.private.close()
         self.detectors = []
         self.load_error = self.load_error or "stage closed"
+
+
+def as_withheld(e: Exception) -> FrameWithheld:
+    """Any fault of a detection as the FrameWithheld it means (the frame cannot be vouched for)."""
+    if isinstance(e, FrameWithheld):
+        return e
+    if isinstance(e, ModelRunError):
+        return FrameWithheld(e.reason, e.detail)
+    if isinstance(e, ModelGarbage):
+        return FrameWithheld("model_garbage", str(e))
+    return FrameWithheld("model_error", f"{type(e).__name__}: {e}")

@@ -5,7 +5,9 @@ frame the box moves by its velocity; a detection of the same class that overlaps
 confirms it. An unconfirmed track is held for `hold_frames` and its region grows by
 `margin_growth` (fraction of the box per frame) plus its speed, so it keeps covering a face that
 moves or that the detector dropped. Tracks that are views of one face (overlapping, same class)
-are merged into the most recently confirmed one, so one face is one region.
+are merged into the most recently confirmed one, so one face is one region. Each track has an `id`
+(unique for the tracker's life, kept through merges by the surviving track): the face bracket
+(redact/bracket.py) finds by it the tracks confirmed on two key frames, to interpolate between them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Tracker:
         self.score = np.zeros(0)
         self.cls = np.zeros(0, dtype=np.int64)
         self.age = np.zeros(0, dtype=np.int64)  # frames since last confirmed
+        self.ids = np.zeros(0, dtype=np.int64)
+        self._next_id = 0
 
     def __len__(self) -> int:
         return len(self.score)
@@ -67,9 +71,11 @@ class Tracker:
             self.score = np.concatenate([self.score, scores[new]])
             self.cls = np.concatenate([self.cls, classes[new]])
             self.age = np.concatenate([self.age, np.zeros(int(new.sum()), dtype=np.int64)])
+            self.ids = np.concatenate([self.ids, self._next_id + np.arange(int(new.sum()), dtype=np.int64)])
+            self._next_id += int(new.sum())
         alive = (self.age <= self.hold_frames) & self._not_duplicate()
         if not alive.all():
-            for name in ("boxes", "vel", "anchor", "score", "cls", "age"):
+            for name in ("boxes", "vel", "anchor", "score", "cls", "age", "ids"):
                 setattr(self, name, getattr(self, name)[alive])
         return np.arange(len(self))
 
