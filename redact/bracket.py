@@ -9,7 +9,8 @@ inside the redaction stage; they never leave it unredacted.
 Every `face_every`-th frame (and a stream's first) is a **key frame**: the stage's full face detection
 (whole frame, re-checks, tiles, the verify model's schedule, the canary) runs on it. A frame between two
 key frames waits until the next key frame has been detected (at most `face_every - 1` frames; the
-pipeline also flushes a stream that stalls), then is redacted with the union of
+pipeline also flushes a stream that stalls; and no frame waits for a key frame captured
+`face_max_wait_ms` or more after it — under overload the key frame comes earlier), then is redacted with the union of
   * the **forward hold**: the tracker's tracks from the key frame before, stepped over this frame
     with no detection (velocity, margin growing `margin_growth` per frame: today's hold), source
     `propagated`; and
@@ -105,7 +106,7 @@ class Bracket:
     def push(self, frame: RGBDFrame) -> list[Released]:
         if self.every > 1:  # the shift of every frame against the one before: the projection sums it
             self._offset = self._offset + self.motion.step(frame.color)
-        if not self._started or len(self.waiting) >= self.every - 1:
+        if not self._started or len(self.waiting) >= self.every - 1 or self._waited_too_long(frame):
             self._started = True
             return self._key(frame)
         w = Waiting(frame, self._offset.copy())
@@ -121,6 +122,18 @@ class Bracket:
         self.waiting.append(w)
         self.max_wait_frames = max(self.max_wait_frames, len(self.waiting))
         return []
+
+    def _waited_too_long(self, frame: RGBDFrame) -> bool:
+        """The oldest waiting frame was captured `face_max_wait_ms` or more before this one (frames dropped
+        before redaction, a slow stream): this one is the key frame, so no frame waits longer."""
+        limit_ms = self.stage.cfg.face_max_wait_ms
+        if not self.waiting or not limit_ms:
+            return False
+        waited_ms = (frame.t_mono_ns - self.waiting[0].frame.t_mono_ns) / 1e6
+        if waited_ms >= limit_ms:
+            self.counts["key_by_time"] += 1
+            return True
+        return False
 
     def flush(self) -> list[Released]:
         if not self.waiting:
@@ -265,6 +278,7 @@ class Bracket:
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"face_every": self.every, "frames_key": self.counts["key"],
-                "frames_bracketed": self.counts["bracketed"], "between_passes": self.counts["between_passes"],
+                "frames_bracketed": self.counts["bracketed"], "key_by_time": self.counts["key_by_time"],
+                "between_passes": self.counts["between_passes"],
                 "waiting": len(self.waiting), "max_wait_frames": self.max_wait_frames,
                 "withheld_by_bracket": dict(self.withheld)}

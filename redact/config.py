@@ -49,6 +49,13 @@ class RedactConfig:
                                    "frame before and those of the key frame after, moved back by the camera's shift "
                                    "(redact/bracket.py); 1 = every frame. Adds up to N-1 frame times of latency; face tracks "
                                    "are held hold_frames + N-1 frames (as many missed detections as with 1)")
+    # At 30 fps a bracket of 4 spans 100 ms; under overload (frames dropped before redaction) the frames
+    # pushed are far apart, and 4 of them would span 400+ ms: more latency, and longer camera motion for
+    # the projection to bridge. The bound makes the key frame come earlier instead.
+    face_max_wait_ms: float = setting(110.0, min=0.0, max=10000.0,
+                                      help="a frame is made a key frame when the oldest frame waiting for one was "
+                                           "captured this long before it (capture clock), even if fewer than "
+                                           "face_every - 1 frames wait; 0 = no time bound")
     # 256×192 every 2nd frame: a large face in view for only 2 frames between key frames is seen
     # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4, 1.0 with it) for ~0.6-2 CPU-ms/frame.
     face_between_width: int = setting(256, min=0, max=4096,

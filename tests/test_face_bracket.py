@@ -256,3 +256,29 @@ def test_a_bug_in_the_bracket_withholds_the_frames_it_held_never_loses_them(stag
     out = stage.push(frames[3])
     assert [type(o) for o in out] == [FrameWithheld] * 3 and {o.reason for o in out} == {"bracket_error"}
     assert stage.status()["bracket"]["waiting"] == 0
+
+
+def test_frames_far_apart_in_capture_time_do_not_wait_for_a_full_bracket(stage: RedactStage) -> None:
+    """Under overload the frames reaching redaction are far apart (the capture queue dropped those between):
+    a frame never waits for a key frame captured face_max_wait_ms or more after it."""
+    stage.tracker.reset()
+    stage.bracket.reset()
+    before = stage.bracket.counts["key_by_time"]
+    released = []
+    for k in range(6):  # 150 ms apart in capture time: each frame after a waiting one is a key frame
+        frame, _ = panning_frame(k, face=False)
+        released += [(k, out) for out in stage.push(frame.replace(t_mono_ns=k * 150_000_000))]
+        assert len(stage.bracket.waiting) <= 1
+    released += [(None, out) for out in stage.flush()]
+    assert len(released) == 6 and all(isinstance(out, RGBDFrame) for _, out in released)
+    assert [out.seq for _, out in released] == list(range(6))
+    assert stage.bracket.counts["key_by_time"] - before >= 2
+    # the same frames 33 ms apart: the count-based bracket (face_every 3) decides, not the clock
+    before = stage.bracket.counts["key_by_time"]
+    stage.tracker.reset()
+    stage.bracket.reset()
+    for k in range(6):
+        frame, _ = panning_frame(k, face=False)
+        stage.push(frame.replace(t_mono_ns=k * 33_000_000))
+    stage.flush()
+    assert stage.bracket.counts["key_by_time"] == before
