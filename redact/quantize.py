@@ -168,11 +168,15 @@ def quantize(card_path: Path, out_dir: Path, n_frames: int = 20, size: tuple[int
     header = [f"# GENERATED from {card_path.name} by (onnxruntime {onnxruntime.__version__}, "
               f"{len(blobs)} calibration tensors, {len(excluded)} nodes kept in float):", how]
     out_card = out_dir / f"{name}.toml"
-    out_card.write_text("\n".join(header + card_lines(card, name, model_path.name, digest)) + "\n")
+    # The version names the recipe: two files made differently never share one (manifests record it).
+    recipe = "".join([f"-{calibration}" if calibration != "synthetic" else "",
+                      f"-fp32first{fp32_first}" if fp32_first else "", "-fp32heads" if fp32_heads else ""])
+    version = f"{card.version}-int8{recipe}"
+    out_card.write_text("\n".join(header + card_lines(card, name, version, model_path.name, digest)) + "\n")
     return out_card
 
 
-def card_lines(card: ModelCard, name: str, file: str, digest: str) -> list[str]:
+def card_lines(card: ModelCard, name: str, version: str, file: str, digest: str) -> list[str]:
     """The source card's lines with its own name, version, file and sha256 replaced."""
     lines = []
     top_level = True  # only the card's own fields, not [input] name etc.
@@ -184,7 +188,7 @@ def card_lines(card: ModelCard, name: str, file: str, digest: str) -> list[str]:
         elif key == "name":
             line = f'name = "{name}"'
         elif key == "version":
-            line = f'version = "{card.version}-{name.removeprefix(card.name).strip("-") or "int8"}"'
+            line = f'version = "{version}"'
         elif key == "file":
             line = f'file = "{file}"'
         elif key == "sha256":
