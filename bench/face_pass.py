@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 MODELS = Path(__file__).resolve().parents[1] / "redact" / "models"
-DEFAULT_CARDS = ["retinaface.toml", "retinaface-int8.toml", "centerface.toml"]
+DEFAULT_CARDS = ["retinaface.toml", "retinaface-int8.toml", "centerface.toml", "centerface-int8.toml"]
 DEFAULT_SIZES = ["640x480", "320x240", "384x288", "verify_mosaic8"]
 
 
