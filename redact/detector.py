@@ -5,8 +5,11 @@ allows), so small faces get full resolution every frame or few and every frame i
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,29 +155,67 @@ VERIFY_GAP = 32
 VERIFY_COLUMNS = 4
 
 
+class _Watchdog:
+    """One daemon thread that stops every expired Deadline's runs. A threading.Timer per deadline
+    started an OS thread per frame (and per canary and form pass): ~0.15 CPU-ms each."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[list[Any]] = []  # [due (monotonic s), seq, deadline or None once cancelled]
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline, seconds: float) -> list[Any]:
+        entry = [time.monotonic() + seconds, next(self._seq), deadline]
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():  # first use, or in a forked child
+                self._thread = threading.Thread(target=self._loop, name="crowdcap-deadlines", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:  # due before everything it waits for
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        with self._cond:
+            entry[2] = None  # dropped when it reaches the top: no wake-up now
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2] is None or self._heap[0][0] <= now):
+                    d = heapq.heappop(self._heap)[2]
+                    if d is not None:
+                        d.options.terminate = True
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = _Watchdog()
+
+
 class Deadline:
-    """One frame's time limit, shared by all its model runs: onnxruntime stops a run when it expires."""
+    """One frame's time limit, shared by all its model runs: onnxruntime stops a run when it expires
+    (`options.terminate`, set by one shared watchdog thread `seconds` after entering)."""
 
     def __init__(self, seconds: float) -> None:
         import onnxruntime as ort
 
         self.options = ort.RunOptions()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def _expire(self) -> None:
-        self.options.terminate = True
+        self._seconds = seconds
+        self._entry: list[Any] | None = None
 
     @property
     def expired(self) -> bool:
         return bool(self.options.terminate)
 
     def __enter__(self) -> Deadline:
-        self._timer.start()
+        self._entry = _watchdog.add(self, self._seconds)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        if self._entry is not None:
+            _watchdog.cancel(self._entry)
 
 
 __all__ = ["Deadline", "Detector", "ModelRunError", "Pass", "tile_origins", "to_blob"]
