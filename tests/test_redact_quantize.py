@@ -35,13 +35,17 @@ def test_float_nodes_first_convs_and_heads() -> None:
     assert len(heads) == 9 and all("head" in n.lower() for n in heads)
 
 
-def test_generated_cards_say_how_they_were_made() -> None:
+def test_generated_cards_say_how_they_were_made_and_verify(capsys: pytest.CaptureFixture) -> None:
+    from device.cli import main as crowdcap
+
     cards = generated_cards()
-    assert cards, "no generated int8 card ships"
+    assert {c.stem for c in cards} >= {"retinaface-int8", "centerface-int8"}
     for card in cards:
         line = card.read_text().splitlines()[1]
         assert line.startswith("#   python -m redact.quantize "), card
-        assert load_card(card).file.is_file()
+        # hash, graph and the start-up proof (3 known faces found at the card's own threshold)
+        assert crowdcap(["models", "verify", str(card)]) == 0, capsys.readouterr()
+        assert "ok" in capsys.readouterr().out
 
 
 @pytest.mark.slow
