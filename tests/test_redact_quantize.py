@@ -39,7 +39,7 @@ def test_generated_cards_say_how_they_were_made_and_verify(capsys: pytest.Captur
     from device.cli import main as crowdcap
 
     cards = generated_cards()
-    assert {c.stem for c in cards} >= {"retinaface-int8", "centerface-int8"}
+    assert {c.stem for c in cards} >= {"retinaface-int8-f2", "centerface-int8"}
     for card in cards:
         line = card.read_text().splitlines()[1]
         assert line.startswith("#   python -m redact.quantize "), card
