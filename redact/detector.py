@@ -5,15 +5,18 @@ allows), so small faces get full resolution every frame or few and every frame i
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from redact.cards import ModelCard
+from redact.cards import InputSpec, ModelCard
 from redact.decoders import Decoder, make_decoder
 from redact.runtime import ModelRunError, Session
 
@@ -36,6 +39,24 @@ def tile_origins(length: int, tile: int) -> list[int]:
     overlap = tile // 4
     n = max(2, math.ceil((length - overlap) / (tile - overlap)))
     return [round(k * (length - tile) / (n - 1)) for k in range(n)]
+
+
+def to_blob(img: np.ndarray, inp: InputSpec) -> np.ndarray:
+    """The 1×3×H×W float32 tensor of a BGR uint8 image: (pixel − mean) × scale per tensor channel,
+    channels swapped for an RGB model. The same numbers as cv2.dnn.blobFromImage (tested), at about
+    half its CPU (0.6 vs 1.1 ms at 640×480): one pass per plane straight into the tensor."""
+    mean = inp.mean if isinstance(inp.mean, tuple) else (inp.mean, inp.mean, inp.mean)
+    if img.shape[0] * img.shape[1] < 2:  # OpenCV reads a 1×1 plane as a scalar
+        return cv2.dnn.blobFromImage(img, scalefactor=inp.scale, mean=mean, swapRB=inp.channels == "rgb")
+    blob = np.empty((1, 3, img.shape[0], img.shape[1]), np.float32)
+    planes = cv2.split(img)
+    if inp.channels == "rgb":
+        planes = planes[::-1]
+    for c in range(3):
+        cv2.subtract(planes[c], mean[c], dst=blob[0, c], dtype=cv2.CV_32F)
+        if inp.scale != 1.0:
+            cv2.multiply(blob[0, c], inp.scale, dst=blob[0, c])
+    return blob
 
 
 class Detector:
@@ -87,11 +108,7 @@ class Detector:
         return dets
 
     def _infer(self, img: np.ndarray, run_options: Any, threshold: float | None) -> np.ndarray:
-        inp = self.card.input
-        mean = inp.mean if isinstance(inp.mean, tuple) else (inp.mean, inp.mean, inp.mean)
-        blob = cv2.dnn.blobFromImage(img, scalefactor=inp.scale, mean=mean,
-                                     swapRB=inp.channels == "rgb")
-        outputs = self.session.run(blob, run_options)
+        outputs = self.session.run(to_blob(img, self.card.input), run_options)
         return self.decoder.decode(outputs, (img.shape[1], img.shape[0]), threshold)
 
     def verify(self, color: np.ndarray, candidates: np.ndarray, run_options: Any,
@@ -138,29 +155,67 @@ VERIFY_GAP = 32
 VERIFY_COLUMNS = 4
 
 
+class _Watchdog:
+    """One daemon thread that stops every expired Deadline's runs. A threading.Timer per deadline
+    started an OS thread per frame (and per canary and form pass): ~0.15 CPU-ms each."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[list[Any]] = []  # [due (monotonic s), seq, deadline or None once cancelled]
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline, seconds: float) -> list[Any]:
+        entry = [time.monotonic() + seconds, next(self._seq), deadline]
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():  # first use, or in a forked child
+                self._thread = threading.Thread(target=self._loop, name="crowdcap-deadlines", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:  # due before everything it waits for
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        with self._cond:
+            entry[2] = None  # dropped when it reaches the top: no wake-up now
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2] is None or self._heap[0][0] <= now):
+                    d = heapq.heappop(self._heap)[2]
+                    if d is not None:
+                        d.options.terminate = True
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = _Watchdog()
+
+
 class Deadline:
-    """One frame's time limit, shared by all its model runs: onnxruntime stops a run when it expires."""
+    """One frame's time limit, shared by all its model runs: onnxruntime stops a run when it expires
+    (`options.terminate`, set by one shared watchdog thread `seconds` after entering)."""
 
     def __init__(self, seconds: float) -> None:
         import onnxruntime as ort
 
         self.options = ort.RunOptions()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def _expire(self) -> None:
-        self.options.terminate = True
+        self._seconds = seconds
+        self._entry: list[Any] | None = None
 
     @property
     def expired(self) -> bool:
         return bool(self.options.terminate)
 
     def __enter__(self) -> Deadline:
-        self._timer.start()
+        self._entry = _watchdog.add(self, self._seconds)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        if self._entry is not None:
+            _watchdog.cancel(self._entry)
 
 
-__all__ = ["Deadline", "Detector", "ModelRunError", "Pass", "tile_origins"]
+__all__ = ["Deadline", "Detector", "ModelRunError", "Pass", "tile_origins", "to_blob"]

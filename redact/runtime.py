@@ -118,7 +118,11 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
 
 
 class Session:
-    """One onnxruntime session on CPUExecutionProvider; a run is stopped when its RunOptions say so."""
+    """One onnxruntime session on CPUExecutionProvider; a run is stopped when its RunOptions say so.
+
+    ORT_ENABLE_ALL: 1.9× faster than EXTENDED for the fp32 RetinaFace (NCHWc layout, fused
+    Conv+LeakyRelu), ~1.1× for the int8 ones (NHWC QLinearConv), 2.6× faster than BASIC (640×480,
+    1 thread, CPU-ms, one run, see redact/README.md)."""
 
     def __init__(self, card: ModelCard, threads: int, cache_dir: str = "") -> None:
         import onnxruntime as ort
@@ -134,6 +138,10 @@ class Session:
         # Memory patterns are cached per input shape (tiles, mosaics and crops vary): ~50 MB of RSS in a
         # demo run for no measurable CPU (branch objects, issue 13).
         opts.enable_mem_pattern = False
+        # With 2+ intra-op threads, idle workers spin-wait after each run and burn a core the rest of
+        # the device needs: RetinaFace 640×480 with 2 threads cost 35.8 CPU-ms per run spinning, 19.4
+        # without (fp32; int8 30.3 vs 23.3; same run, load 8 on 2 cores). No effect with 1 thread.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as e:
