@@ -29,14 +29,14 @@ from capture.frame import FrameWithheld, RGBDFrame
 from redact import segment
 from redact.bracket import Bracket
 from redact.config import RedactConfig
-from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
 from redact.layers import PolicyLayers
 from redact.nms import iou_matrix, nms
 from redact.policy import Policy
 from redact.proof import Canary
-from redact.runtime import ModelRunError
 from redact.schedule import FormSchedule
+from redact.split import RedactFinish, released
+from redact.withheld import as_withheld
 from redact.tracker import Tracker
 
 log = logging.getLogger("crowdcap.redact")
@@ -77,6 +77,8 @@ class RedactStage:
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
         self.bracket = Bracket(self, cfg.face_every)  # push/flush: key frames and the frames between
+        self.split = False  # push/flush release Covered items for RedactFinish (pipeline_stages)
+        self.face_thread = ""
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -123,13 +125,26 @@ class RedactStage:
             return self._fault(frame, policy, e)
         return self.finish(frame, policy, regions, detector_ms, t0, {"passes": self._last_passes})
 
-    def push(self, frame: RGBDFrame) -> list[RGBDFrame | FrameWithheld]:
-        """A stream's next frame in; the frames released by it, in order (redact/bracket.py)."""
-        return self.bracket.push(frame)
+    def push(self, frame: RGBDFrame) -> list[Any]:
+        """A stream's next frame in; the frames released by it, in order (redact/bracket.py); split:
+        as `Covered` items for the "redact-finish" stage (redact/split.py)."""
+        return self._released(self.bracket.push(frame))
 
-    def flush(self) -> list[RGBDFrame | FrameWithheld]:
+    def flush(self) -> list[Any]:
         """End of stream (or a stalled one): every waiting frame released, the last as a key frame."""
-        return self.bracket.flush()
+        return self._released(self.bracket.flush())
+
+    def pipeline_stages(self) -> list[Any]:
+        """The pipeline stages doing this stage's work: [self], or with `split_threads` [self (faces,
+        "redact"), RedactFinish (the rest, "redact-finish")] — two threads (redact/split.py)."""
+        if not self.cfg.split_threads:
+            return [self]
+        self.split = True
+        return [self, RedactFinish(self)]
+
+    def _released(self, items: list[Any]) -> list[Any]:
+        self.face_thread = threading.current_thread().name
+        return items if self.split else released(self, items)
 
     def detect_key(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
         """The full face detection of a (key) frame and the canary: (face regions, ms); any fault is
@@ -383,6 +398,7 @@ class RedactStage:
                 "tracks": len(self.tracker),
                 "last_passes": self._last_passes,
                 "bracket": self.bracket.status(),
+                "split_threads": self.split,
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
@@ -393,14 +409,3 @@ class RedactStage:
             self.private.close()
         self.detectors = []
         self.load_error = self.load_error or "stage closed"
-
-
-def as_withheld(e: Exception) -> FrameWithheld:
-    """Any fault of a detection as the FrameWithheld it means (the frame cannot be vouched for)."""
-    if isinstance(e, FrameWithheld):
-        return e
-    if isinstance(e, ModelRunError):
-        return FrameWithheld(e.reason, e.detail)
-    if isinstance(e, ModelGarbage):
-        return FrameWithheld("model_garbage", str(e))
-    return FrameWithheld("model_error", f"{type(e).__name__}: {e}")
