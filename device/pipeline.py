@@ -12,6 +12,11 @@ A stage with `push`/`flush` (redaction's face bracket) may hold frames back: it 
 and what it releases (in order, possibly later) goes on; it is flushed at the end of the stream and
 whenever no frame came for IDLE_FLUSH_S (a stall must not keep frames waiting). A frame held back has
 not been accepted yet (it is before redaction); its stage latency includes the wait.
+A stage with `part_of = NAME` is a later part of stage NAME (redaction over two threads, "redact" then
+"redact-finish": redact/split.py). Counting (`unfinished`) treats it as any stage; in `snapshot()`,
+NAME's `frames_out` and `withheld` are the whole's — what left its last part, what any part withheld —
+so every reader of NAME sees redaction as before; NAME's `parts` lists the parts, whose own entries
+show them alone (latency: each part's own).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -333,6 +338,13 @@ class Pipeline:
         stages.update({name: m.snapshot() for name, m in self.metrics.items()})
         for i, stage in enumerate(self.stages):
             stages[stage.name]["queue_depth"] = self._queues[i].qsize()
+        for stage in self.stages:
+            whole = stages.get(getattr(stage, "part_of", None) or "")
+            if whole is not None:
+                part = stages[stage.name]
+                whole["frames_out"] = part["frames_out"]
+                whole["withheld"] = dict(Counter(whole["withheld"]) + Counter(part["withheld"]))
+                whole["parts"] = [*whole.get("parts", []), stage.name]
         p50, p99 = self.end_to_end.latency_ms()
         return {
             "running": not self.finished.is_set(),

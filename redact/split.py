@@ -99,6 +99,7 @@ class RedactFinish:
     """The "redact-finish" pipeline stage: `apply(Covered) -> RGBDFrame` (or FrameWithheld)."""
 
     name = "redact-finish"
+    part_of = "redact"  # the pipeline's snapshot shows "redact" as the whole (device/pipeline.py)
 
     def __init__(self, stage: RedactStage) -> None:
         self.stage = stage

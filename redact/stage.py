@@ -36,8 +36,8 @@ from redact.policy import Policy
 from redact.proof import Canary
 from redact.schedule import FormSchedule
 from redact.split import RedactFinish, released
-from redact.withheld import as_withheld
 from redact.tracker import Tracker
+from redact.withheld import as_withheld
 
 log = logging.getLogger("crowdcap.redact")
 
