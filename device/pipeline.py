@@ -16,7 +16,7 @@ A stage with `part_of = NAME` is a later part of stage NAME (redaction over two 
 "redact-finish": redact/split.py). Counting (`unfinished`) treats it as any stage; in `snapshot()`,
 NAME's `frames_out` and `withheld` are the whole's — what left its last part, what any part withheld —
 so every reader of NAME sees redaction as before; NAME's `parts` lists the parts, whose own entries
-show them alone (latency: each part's own).
+show them alone (latency: each part's own). A stage's `queue_size` (if any, smaller) bounds its input queue.
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ class Pipeline:
         self.end_to_end = StageMetrics("end_to_end")
         self.source_faults: list[dict[str, Any]] = []  # gaps: {"error", "at", "seconds"}
         self._queues: list[Any] = [DropOldestQueue(capture_queue)]
-        self._queues += [queue.Queue(maxsize=stage_queue) for _ in self.stages[1:]]
+        # a stage may ask for a smaller input queue (`queue_size`): frames queued there only add latency
+        self._queues += [queue.Queue(maxsize=min(stage_queue, getattr(s, "queue_size", None) or stage_queue))
+                         for s in self.stages[1:]]
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared = capture paused
         self._running.set()

@@ -109,6 +109,7 @@ def test_split_stages_cover_every_face_in_order_with_right_counts(tmp_path: Path
     assert leaks([(src.inputs[f.seq], f, src.boxes[f.seq]) for f in after.out]) == []
     snap = p.snapshot()
     assert snap["frames_dropped"] == 0 and snap["frames_out"] == N and p.unfinished() == 0
+    assert p._queues[1].maxsize == 3  # finish's input queue: one bracket's release (face_every), not stage_queue
     assert snap["stages"]["redact-finish"]["frames_out"] == N and snap["stages"]["redact"]["frames_out"] == N
     # two threads: the face part in the pipeline's "redact" thread, the rest in "redact-finish"'s
     st = finish.status()
