@@ -97,7 +97,7 @@ def run(stage: RedactStage, n: int = N) -> tuple[Pipeline, Pan, Collect, RedactF
     stages = stage.pipeline_stages()
     assert [s.name for s in stages] == ["redact", "redact-finish"]
     src, after = Pan(n), Collect()
-    p = Pipeline(src, [*stages, after], capture_queue=64, stage_queue=2)
+    p = Pipeline(src, [*stages, after], capture_queue=64, stage_queue=8)
     assert p.run(timeout=300), "pipeline did not end"
     return p, src, after, stages[1]
 
