@@ -12,6 +12,14 @@ The pipeline joins them by its bounded blocking queue, so the two run concurrent
 frame order holds (one thread each side, FIFO between). `apply` (stills, `crowdcap redact`, tests)
 still does both parts in one call, unchanged.
 
+Measured (`python -m bench e2e --sources demo --paths new_default --seconds 15 --no-mesh --set
+redact.split_threads=false|true`, 2026-12-03, 3 alternating pairs, load 2-3.6 on 2 cores shared with
+other work): dropped before redaction 35-39 % → 9-17 %; frames spooled 275-291 → 375-410; device cores
+used 1.04 → 1.43; redaction CPU per frame through it 41-43 → 43-47 ms (+~4 %: the hand-over); capture →
+spool p50/p99 226-240/353-425 → 255-285/399-503 ms. The finish part is the heavier one (~25 vs ~13.5
+CPU-ms per captured frame), so it bounds the gain (~1.5×, not 2×). Its input queue holds one bracket's
+release (`face_every`): a queue of 8 raised capture → spool p50 to ~710 ms.
+
 The raw frame inside a `Covered` travels only in memory, inside the device process, from one thread
 to the next; nothing writes it anywhere. Fail closed as in one thread: any exception in the finish
 part withholds the frame (or obscures it under `on_fault = "obscure"`), counted with its reason

@@ -4,7 +4,8 @@ A frame leaves `apply` only (a) with every region of the policy's classes redact
 detector pass over this very frame, or (b) fully obscured when the policy says `on_fault =
 "obscure"` and something went wrong. Otherwise it raises `FrameWithheld`. A stream goes through
 `push`/`flush` instead: with `face_every` > 1 only key frames get the face detection, the frames
-between wait for the next one and are covered from both sides (contract in redact/bracket.py).
+between wait for the next one and are covered from both sides (contract in redact/bracket.py). With
+`split_threads` the pipeline runs the face part and the rest (`finish`) in two threads (redact/split.py).
 
 "A detector pass over this very frame" is the whole-frame pass, which may be downscaled
 (`detect_width/height`). What only full resolution sees (faces too small for that pass) is seen by a
