@@ -13,7 +13,8 @@ and what it releases (in order, possibly later) goes on; it is flushed at the en
 whenever no frame came for IDLE_FLUSH_S (a stall must not keep frames waiting). A frame held back has
 not been accepted yet (it is before redaction); its stage latency includes the wait.
 A stage with `part_of = NAME` is a later part of stage NAME (redaction over two threads, "redact" then
-"redact-finish": redact/split.py). Counting (`unfinished`) treats it as any stage; in `snapshot()`,
+"redact-finish": redact/split.py): when it follows NAME, NAME is driven by `push_part`/`flush_part`
+(same contract as push/flush, but its items are for the part; alone, NAME's push/flush do it all). Counting (`unfinished`) treats it as any stage; in `snapshot()`,
 NAME's `frames_out` and `withheld` are the whole's — what left its last part, what any part withheld —
 so every reader of NAME sees redaction as before; NAME's `parts` lists the parts, whose own entries
 show them alone (latency: each part's own). A stage's `queue_size` (if any, smaller) bounds its input queue.
@@ -223,6 +224,9 @@ class Pipeline:
         outq = self._queues[index + 1] if index + 1 < len(self._queues) else None
         m = self.metrics[stage.name]
         push, flush = getattr(stage, "push", None), getattr(stage, "flush", None)
+        after = self.stages[index + 1] if index + 1 < len(self.stages) else None
+        if getattr(after, "part_of", None) == stage.name:  # its later part follows: hand over the first part's items
+            push, flush = getattr(stage, "push_part", None), getattr(stage, "flush_part", None)
         if callable(push) and callable(flush):
             self._buffered_loop(inq, m, push, flush, outq)
             return

@@ -2,7 +2,9 @@
 
 `RedactStage.pipeline_stages()` (with `redact.split_threads = true`) returns `[stage, RedactFinish(stage)]`:
   * "redact" (the RedactStage itself, so every `stages["redact"]` lookup — status, policy reloads,
-    the private layer, model updates — keeps working): `push`/`flush` run the face detection and the
+    the private layer, model updates — keeps working): the pipeline drives it by `push_part`/`flush_part`
+    when "redact-finish" follows it (device/pipeline.py; its `push`/`flush`/`apply` still do both parts,
+    so the same stage used alone elsewhere is unchanged): they run the face detection and the
     bracket (redact/bracket.py) and release, in frame order, a `Covered` per frame (the raw frame, its
     face regions, detector_ms, manifest extras) or the `FrameWithheld` that stood for it (counted once,
     by the pipeline under "redact", and by the stage's own fault counters);
@@ -85,7 +87,7 @@ def complete(stage: RedactStage, c: Covered, age_tracks: bool | None = None) -> 
 
 
 def released(stage: RedactStage, items: list[Any]) -> list[RGBDFrame | FrameWithheld]:
-    """One thread (no split): the finish part of each released `Covered`, at once, in order."""
+    """`push`/`flush` (one thread): the finish part of each released `Covered`, at once, in order."""
     out: list[RGBDFrame | FrameWithheld] = []
     for c in items:
         if not isinstance(c, Covered):

@@ -78,8 +78,7 @@ class RedactStage:
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
         self.bracket = Bracket(self, cfg.face_every)  # push/flush: key frames and the frames between
-        self.split = False  # push/flush release Covered items for RedactFinish (pipeline_stages)
-        self.face_thread = ""
+        self.face_thread = ""  # set when the pipeline runs the face part alone (push_part: split threads)
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -126,26 +125,28 @@ class RedactStage:
             return self._fault(frame, policy, e)
         return self.finish(frame, policy, regions, detector_ms, t0, {"passes": self._last_passes})
 
-    def push(self, frame: RGBDFrame) -> list[Any]:
-        """A stream's next frame in; the frames released by it, in order (redact/bracket.py); split:
-        as `Covered` items for the "redact-finish" stage (redact/split.py)."""
-        return self._released(self.bracket.push(frame))
+    def push(self, frame: RGBDFrame) -> list[RGBDFrame | FrameWithheld]:
+        """A stream's next frame in; the frames released by it, in order (redact/bracket.py)."""
+        return released(self, self.bracket.push(frame))
 
-    def flush(self) -> list[Any]:
+    def flush(self) -> list[RGBDFrame | FrameWithheld]:
         """End of stream (or a stalled one): every waiting frame released, the last as a key frame."""
-        return self._released(self.bracket.flush())
+        return released(self, self.bracket.flush())
+
+    def push_part(self, frame: RGBDFrame) -> list[Any]:
+        """`push`'s face part only: `Covered` items for "redact-finish" (the pipeline calls it when that
+        stage follows this one: redact/split.py)."""
+        self.face_thread = threading.current_thread().name
+        return self.bracket.push(frame)
+
+    def flush_part(self) -> list[Any]:
+        self.face_thread = threading.current_thread().name
+        return self.bracket.flush()
 
     def pipeline_stages(self) -> list[Any]:
         """The pipeline stages doing this stage's work: [self], or with `split_threads` [self (faces,
         "redact"), RedactFinish (the rest, "redact-finish")] — two threads (redact/split.py)."""
-        if not self.cfg.split_threads:
-            return [self]
-        self.split = True
-        return [self, RedactFinish(self)]
-
-    def _released(self, items: list[Any]) -> list[Any]:
-        self.face_thread = threading.current_thread().name
-        return items if self.split else released(self, items)
+        return [self, RedactFinish(self)] if self.cfg.split_threads else [self]
 
     def detect_key(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
         """The full face detection of a (key) frame and the canary: (face regions, ms); any fault is
@@ -399,7 +400,7 @@ class RedactStage:
                 "tracks": len(self.tracker),
                 "last_passes": self._last_passes,
                 "bracket": self.bracket.status(),
-                "split_threads": self.split,
+                "split_threads": bool(self.face_thread),
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,

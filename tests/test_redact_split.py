@@ -156,6 +156,8 @@ def test_the_finish_stage_refuses_anything_but_covered_items(tmp_path: Path) -> 
 def test_apply_and_push_without_split_still_do_both_parts(tmp_path: Path) -> None:
     stage = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=3, split_threads=False))
     assert stage.pipeline_stages() == [stage]
+    stage.cfg.split_threads = True
+    assert [s.name for s in stage.pipeline_stages()] == ["redact", "redact-finish"]  # push/flush unchanged by it
     frame, _ = panning_frame(3, face=True)
     assert isinstance(stage.apply(frame), RGBDFrame)
     released = [stage.push(panning_frame(k, face=True)[0]) for k in range(3)] + [stage.flush()]
