@@ -323,6 +323,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     lat = np.array([f["latency_s"] for f in frames]) * 1000 if frames and args.source != "replay" else np.full(1, np.nan)
     spool_lat = np.array(steps.spool_latency_ms) if steps.spool_latency_ms else np.full(1, np.nan)
     stages = status["stages"]
+    withheld_total = sum(stages["redact"]["withheld"].values())  # with split_threads: both parts' (pipeline.py)
+    # redact.split_threads: the finish part's thread ("stage-redact-finish") is redaction's too
+    redact_cpu_s = threads.by_name().get("stage-redact", 0.0) + threads.by_name().get("stage-redact-finish", 0.0)
     return {
         "bench": "e2e",
         "resolution": f"{cfg.capture.width}x{cfg.capture.height}",
@@ -355,8 +358,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "device_cpu_ms_per_frame": round(cpu * 1000 / max(1, status["frames_captured"]), 2),
         # the redaction thread's CPU per frame it actually redacted or withheld (drops cost nothing)
         "redact_cpu_ms_per_frame_through_redaction": round(
-            threads.by_name().get("stage-redact", 0.0) * 1000
-            / max(1, stages["uplink"]["frames_out"] + sum(stages["redact"]["withheld"].values())), 2),
+            redact_cpu_s * 1000 / max(1, stages["uplink"]["frames_out"] + withheld_total), 2),
         "cpu_ms_per_frame_by_thread": {k: round(v * 1000 / max(1, status["frames_captured"]), 2)
                                        for k, v in sorted(threads.by_name().items(), key=lambda kv: -kv[1])
                                        if v > 0},
@@ -369,7 +371,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         # the stages' CPU over the frames they handled (drops cost nothing, so per captured frame flatters a
         # run that drops)
         "device_cpu_ms_per_frame_through_redaction": round(
-            cpu * 1000 / max(1, stages["uplink"]["frames_out"] + sum(stages["redact"]["withheld"].values())), 2),
+            cpu * 1000 / max(1, stages["uplink"]["frames_out"] + withheld_total), 2),
         "broker_cpu_ms_per_frame": round(broker_cpu * 1000 / max(1, status["frames_captured"]), 2),
         "mesh_step": {"skipped": True} if args.no_mesh else mesh_step(work / "ingest"),
         "targets": {"output_fps": ">= 30 sustained", "latency_p99_ms": "<= 150", "peak_rss_mb": "<= 400",

@@ -12,6 +12,12 @@ A stage with `push`/`flush` (redaction's face bracket) may hold frames back: it 
 and what it releases (in order, possibly later) goes on; it is flushed at the end of the stream and
 whenever no frame came for IDLE_FLUSH_S (a stall must not keep frames waiting). A frame held back has
 not been accepted yet (it is before redaction); its stage latency includes the wait.
+A stage with `part_of = NAME` is a later part of stage NAME (redaction over two threads, "redact" then
+"redact-finish": redact/split.py): when it follows NAME, NAME is driven by `push_part`/`flush_part`
+(same contract as push/flush, but its items are for the part; alone, NAME's push/flush do it all). Counting (`unfinished`) treats it as any stage; in `snapshot()`,
+NAME's `frames_out` and `withheld` are the whole's — what left its last part, what any part withheld —
+so every reader of NAME sees redaction as before; NAME's `parts` lists the parts, whose own entries
+show them alone (latency: each part's own). A stage's `queue_size` (if any, smaller) bounds its input queue.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,7 +98,9 @@ class Pipeline:
         self.end_to_end = StageMetrics("end_to_end")
         self.source_faults: list[dict[str, Any]] = []  # gaps: {"error", "at", "seconds"}
         self._queues: list[Any] = [DropOldestQueue(capture_queue)]
-        self._queues += [queue.Queue(maxsize=stage_queue) for _ in self.stages[1:]]
+        # a stage may ask for a smaller input queue (`queue_size`): frames queued there only add latency
+        self._queues += [queue.Queue(maxsize=min(stage_queue, getattr(s, "queue_size", None) or stage_queue))
+                         for s in self.stages[1:]]
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared = capture paused
         self._running.set()
@@ -216,6 +224,9 @@ class Pipeline:
         outq = self._queues[index + 1] if index + 1 < len(self._queues) else None
         m = self.metrics[stage.name]
         push, flush = getattr(stage, "push", None), getattr(stage, "flush", None)
+        after = self.stages[index + 1] if index + 1 < len(self.stages) else None
+        if getattr(after, "part_of", None) == stage.name:  # its later part follows: hand over the first part's items
+            push, flush = getattr(stage, "push_part", None), getattr(stage, "flush_part", None)
         if callable(push) and callable(flush):
             self._buffered_loop(inq, m, push, flush, outq)
             return
@@ -333,6 +344,13 @@ class Pipeline:
         stages.update({name: m.snapshot() for name, m in self.metrics.items()})
         for i, stage in enumerate(self.stages):
             stages[stage.name]["queue_depth"] = self._queues[i].qsize()
+        for stage in self.stages:
+            whole = stages.get(getattr(stage, "part_of", None) or "")
+            if whole is not None:
+                part = stages[stage.name]
+                whole["frames_out"] = part["frames_out"]
+                whole["withheld"] = dict(Counter(whole["withheld"]) + Counter(part["withheld"]))
+                whole["parts"] = [*whole.get("parts", []), stage.name]
         p50, p99 = self.end_to_end.latency_ms()
         return {
             "running": not self.finished.is_set(),

@@ -103,7 +103,8 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
         import redact
         from redact.private.layer import PrivateLayer
 
-        stages.append(redact.build_stage(cfg.redact, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy)))
+        redaction = redact.build_stage(cfg.redact, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy))
+        stages += redaction.pipeline_stages()  # "redact", and "redact-finish" with redact.split_threads
     elif cfg.capture.source.partition(":")[0] in ("replay", "synthetic"):
         stages.append(RedactionDisabled())
     else:  # fail closed: a camera's frames never leave unredacted, whatever the config says

@@ -4,7 +4,9 @@
 order (possibly none): each as a redacted `RGBDFrame`, or as the `FrameWithheld` that stood for it —
 exactly one item per pushed frame, in push order, over push + flush. `flush()` ends the stream: the
 last waiting frame becomes a key frame and everything is released. Raw frames wait here, in memory,
-inside the redaction stage; they never leave it unredacted.
+inside the redaction stage; they never leave it unredacted. (The bracket itself releases each frame as
+a `Covered` — faces known — and the stage runs the finish part on it: at once, or with
+`split_threads` in the next pipeline thread: redact/split.py.)
 
 Every `face_every`-th frame (and a stream's first) is a **key frame**: the stage's full face detection
 (whole frame, re-checks, tiles, the verify model's schedule, the canary) runs on it. A frame between two
@@ -59,12 +61,13 @@ import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
 from redact.motion import Motion
+from redact.split import Covered
 
 if TYPE_CHECKING:
     from redact.policy import Policy
     from redact.stage import RedactStage
 
-Released = RGBDFrame | FrameWithheld
+Released = Covered | RGBDFrame | FrameWithheld  # Covered: faces known, the finish part to run (redact/split.py)
 
 
 @dataclass
@@ -154,6 +157,7 @@ class Bracket:
             return [self._withhold(f, self.stage.policy, fault) for f in [w.frame for w in waiting] + [frame]]
 
     def _resolve(self, frame: RGBDFrame, waiting: list[Waiting]) -> list[Released]:
+        # One thread (the face part's): the tracker steps here only (redact/split.py).
         stage, policy = self.stage, self.stage.policy
         width, height = frame.size
         held = []
@@ -184,11 +188,7 @@ class Bracket:
         self.counts["key"] += 1
         self._key_seq = frame.seq
         # The key frame's forms get what is left of its budget after its face detection.
-        t_key = time.perf_counter() - detector_ms / 1000.0
-        try:
-            out.append(stage.finish(frame, policy, regions, detector_ms, t_key, {"passes": key_passes}))
-        except FrameWithheld as e:
-            out.append(e)
+        out.append(Covered(frame, policy, regions, detector_ms, detector_ms, {"passes": key_passes}))
         return out
 
     def _project(self, policy: Policy, before: dict[int, tuple[np.ndarray, int]], shift: np.ndarray,
@@ -248,17 +248,8 @@ class Bracket:
 
     def _release(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], extra: dict[str, Any],
                  age: int) -> Released:
-        try:
-            out = self.stage.finish(frame, policy, regions, 0.0, time.perf_counter(), extra,
-                                    age_tracks=False, timed=False)
-        except FrameWithheld as e:
-            return e
-        classes = out.redaction.get("classes")
-        if isinstance(classes, dict):  # the face classes: covered by the bracket, not detected on this frame
-            for c in {r.cls for r in policy.rules} - set(self.stage.forms.classes):
-                if c in classes:
-                    classes[c] = {"coverage": "bracketed", "age": age}
-        return out
+        """Its faces covered; the rest (forms, private layer, paint, manifest) is the finish part's."""
+        return Covered(frame, policy, regions, 0.0, 0.0, extra, age_tracks=False, timed=False, bracket_age=age)
 
     def _withhold(self, frame: RGBDFrame, policy: Policy, e: FrameWithheld, age_tracks: bool = False) -> Released:
         """Withheld (the exception, counted by the stage) or obscured, as a single frame's fault is."""

@@ -52,6 +52,12 @@ class RedactConfig:
     # At 30 fps a bracket of 4 spans 100 ms; under overload (frames dropped before redaction) the frames
     # pushed are far apart, and 4 of them would span 400+ ms: more latency, and longer camera motion for
     # the projection to bridge. The bound makes the key frame come earlier instead.
+    # The face part (detection, bracket) and the rest (forms, private layer, paint, manifest) in two
+    # pipeline threads, joined by a bounded queue: the second core works too (redact/split.py). bench e2e
+    # --sources demo, 3 alternating pairs, load 2-3.6 on 2 cores: dropped 9-17 % vs 35-39 %, 375-410 vs
+    # 275-291 frames spooled in 15 s, 1.43 vs 1.04 cores, redaction CPU/frame +4 %, capture→spool p50 +~35 ms.
+    split_threads: bool = setting(True, help="redaction in two pipeline threads: faces (stage \"redact\") then forms, "
+                                             "private layer, painting, manifest (stage \"redact-finish\"), in frame order")
     face_max_wait_ms: float = setting(110.0, min=0.0, max=10000.0,
                                       help="a frame is made a key frame when the oldest frame waiting for one was "
                                            "captured this long before it (capture clock), even if fewer than "

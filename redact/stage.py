@@ -4,7 +4,8 @@ A frame leaves `apply` only (a) with every region of the policy's classes redact
 detector pass over this very frame, or (b) fully obscured when the policy says `on_fault =
 "obscure"` and something went wrong. Otherwise it raises `FrameWithheld`. A stream goes through
 `push`/`flush` instead: with `face_every` > 1 only key frames get the face detection, the frames
-between wait for the next one and are covered from both sides (contract in redact/bracket.py).
+between wait for the next one and are covered from both sides (contract in redact/bracket.py). With
+`split_threads` the pipeline runs the face part and the rest (`finish`) in two threads (redact/split.py).
 
 "A detector pass over this very frame" is the whole-frame pass, which may be downscaled
 (`detect_width/height`). What only full resolution sees (faces too small for that pass) is seen by a
@@ -29,15 +30,15 @@ from capture.frame import FrameWithheld, RGBDFrame
 from redact import segment
 from redact.bracket import Bracket
 from redact.config import RedactConfig
-from redact.decoders import ModelGarbage
 from redact.detector import Deadline, Detector
 from redact.layers import PolicyLayers
 from redact.nms import iou_matrix, nms
 from redact.policy import Policy
 from redact.proof import Canary
-from redact.runtime import ModelRunError
 from redact.schedule import FormSchedule
+from redact.split import RedactFinish, released
 from redact.tracker import Tracker
+from redact.withheld import as_withheld
 
 log = logging.getLogger("crowdcap.redact")
 
@@ -77,6 +78,7 @@ class RedactStage:
         self._tile_credit = 0.0  # accumulates tiles_per_frame; a tile runs per whole credit
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
         self.bracket = Bracket(self, cfg.face_every)  # push/flush: key frames and the frames between
+        self.face_thread = ""  # set when the pipeline runs the face part alone (push_part: split threads)
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -125,11 +127,26 @@ class RedactStage:
 
     def push(self, frame: RGBDFrame) -> list[RGBDFrame | FrameWithheld]:
         """A stream's next frame in; the frames released by it, in order (redact/bracket.py)."""
-        return self.bracket.push(frame)
+        return released(self, self.bracket.push(frame))
 
     def flush(self) -> list[RGBDFrame | FrameWithheld]:
         """End of stream (or a stalled one): every waiting frame released, the last as a key frame."""
+        return released(self, self.bracket.flush())
+
+    def push_part(self, frame: RGBDFrame) -> list[Any]:
+        """`push`'s face part only: `Covered` items for "redact-finish" (the pipeline calls it when that
+        stage follows this one: redact/split.py)."""
+        self.face_thread = threading.current_thread().name
+        return self.bracket.push(frame)
+
+    def flush_part(self) -> list[Any]:
+        self.face_thread = threading.current_thread().name
         return self.bracket.flush()
+
+    def pipeline_stages(self) -> list[Any]:
+        """The pipeline stages doing this stage's work: [self], or with `split_threads` [self (faces,
+        "redact"), RedactFinish (the rest, "redact-finish")] — two threads (redact/split.py)."""
+        return [self, RedactFinish(self)] if self.cfg.split_threads else [self]
 
     def detect_key(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
         """The full face detection of a (key) frame and the canary: (face regions, ms); any fault is
@@ -383,6 +400,7 @@ class RedactStage:
                 "tracks": len(self.tracker),
                 "last_passes": self._last_passes,
                 "bracket": self.bracket.status(),
+                "split_threads": bool(self.face_thread),
                 **({"private": self.private.status()} if self.private is not None else {}),
                 "detector_ms_p50": round(float(np.percentile(times, 50)), 2) if times is not None else None,
                 "detector_ms_p99": round(float(np.percentile(times, 99)), 2) if times is not None else None,
@@ -393,14 +411,3 @@ class RedactStage:
             self.private.close()
         self.detectors = []
         self.load_error = self.load_error or "stage closed"
-
-
-def as_withheld(e: Exception) -> FrameWithheld:
-    """Any fault of a detection as the FrameWithheld it means (the frame cannot be vouched for)."""
-    if isinstance(e, FrameWithheld):
-        return e
-    if isinstance(e, ModelRunError):
-        return FrameWithheld(e.reason, e.detail)
-    if isinstance(e, ModelGarbage):
-        return FrameWithheld("model_garbage", str(e))
-    return FrameWithheld("model_error", f"{type(e).__name__}: {e}")
