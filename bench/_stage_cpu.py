@@ -13,6 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+FACE_PART = "redact.face_part (split: detection + bracket thread)"
+FINISH_PART = "redact.finish_part (split: forms, private layer, painting thread)"
+OPTIONAL = (FACE_PART, FINISH_PART)  # only with split threads: not missing when off
+
 # (stage name, dotted attribute path from the stage, report key)
 STEPS: tuple[tuple[str, str, str], ...] = (
     ("redact", "_detect", "redact.detectors.faces (and scheduled verifier)"),
@@ -24,6 +28,9 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     # the pipeline drives a stage with push/flush (the face bracket) through them, never apply
     ("redact", "push", "redact.total"),
     ("redact", "flush", "redact.flush (face bracket: end of stream, stalls)"),
+    # with redact.split_threads the pipeline drives the face part and the finish part (two threads)
+    ("redact", "push_part", FACE_PART),
+    ("redact-finish", "apply", FINISH_PART),
     ("redact", "bracket.motion.step", "redact.bracket_motion"),
     ("depth", "_cloud", "depth.keyframe_cloud"),
     ("depth", "apply", "depth.total"),
@@ -71,10 +78,17 @@ class StepCpu:
         out: dict[str, Any] = {k: {"cpu_ms_per_frame": round(v * 1000 / n, 2),
                                    "cpu_ms_per_call": round(v * 1000 / max(1, self.calls[k]), 2),
                                    "calls": self.calls[k]} for k, v in self.cpu.items()}
+        if FINISH_PART in self.cpu and not self.calls.get("redact.total"):  # split threads: the two parts
+            self.cpu["redact.total"] = self.cpu.get(FACE_PART, 0.0) + self.cpu[FINISH_PART]
+            self.calls["redact.total"] = self.calls[FINISH_PART]
+            out["redact.total"] = {"cpu_ms_per_frame": round(self.cpu["redact.total"] * 1000 / n, 2),
+                                   "cpu_ms_per_call": round(self.cpu["redact.total"] * 1000 / max(1, self.calls["redact.total"]), 2),
+                                   "calls": self.calls["redact.total"]}
         total = self.cpu.get("redact.total")
         if total is not None:  # actions (blur/fill), copies, region bookkeeping: redaction minus its named steps
             named = sum(v for k, v in self.cpu.items()
-                        if k.startswith("redact.") and k not in ("redact.total", "redact.flush (face bracket: end of stream, stalls)"))
+                        if k.startswith("redact.") and k not in ("redact.total", "redact.flush (face bracket: end of stream, stalls)",
+                                                                 FACE_PART, FINISH_PART))
             out["redact.rest (actions, copies, bookkeeping)"] = {"cpu_ms_per_frame": round((total - named) * 1000 / n, 2)}
         if self.missing:
             out["missing"] = self.missing
@@ -90,7 +104,8 @@ def instrument(stages: dict[str, Any]) -> StepCpu:
         for part in parents:
             owner = getattr(owner, part, None) if owner is not None else None
         if owner is None or not callable(getattr(owner, attr, None)):
-            steps.missing.append(key)
+            if key not in OPTIONAL:
+                steps.missing.append(key)
             continue
         steps.wrap(owner, attr, key)
     try:  # made lazily per camera/session: time the class's method
