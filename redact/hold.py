@@ -50,13 +50,44 @@ class Hold:
         keep = self.age <= limit
         self.boxes, self.age, self.cut = self.boxes[keep], self.age[keep], self.cut[keep]
 
-    def refresh(self, fresh: np.ndarray, width: int = 0, height: int = 0) -> None:
-        """A pass found `fresh`: those replace the held boxes they overlap; the rest stay held."""
+    def refresh(self, fresh: np.ndarray, width: int = 0, height: int = 0, add_only: bool = False) -> None:
+        """A pass found `fresh`: those replace the held boxes they overlap; the rest stay held. With
+        `add_only` (a pass over part of the frame: an edge strip) nothing held is replaced."""
         fresh = np.asarray(fresh, np.float64).reshape(-1, 5)
-        if len(self.boxes) and len(fresh):
+        if len(self.boxes) and len(fresh) and not add_only:
             stale = iou_matrix(self.boxes[:, :4], fresh[:, :4]).max(axis=1) < MATCH_IOU
             self.boxes, self.age, self.cut = self.boxes[stale], self.age[stale], self.cut[stale]
         cut = edges(fresh, width, height) if width and height else np.zeros((len(fresh), 4), bool)
         self.boxes = np.concatenate([self.boxes, fresh])
         self.age = np.concatenate([self.age, np.zeros(len(fresh), np.int64)])
         self.cut = np.concatenate([self.cut, cut])
+
+
+class Exposed:
+    """What came into view since a detector's last whole-frame pass, from the camera's shift: the
+    content moved by the summed shift since then, so the pass saw none of the current frame outside
+    its footprint — a strip along each edge the content moved away from (left when it moved right)."""
+
+    def __init__(self) -> None:
+        self.shift = np.zeros(2)
+
+    def reset(self) -> None:
+        self.shift = np.zeros(2)
+
+    def step(self, dx: float, dy: float) -> None:
+        self.shift += (dx, dy)
+
+    def strips(self, width: int, height: int, margin: int, min_side: int = 4) -> list[tuple[int, int, int, int]]:
+        """(x0, y0, w, h) of the strips not seen by the last pass, each grown by `margin` into the frame
+        (a line the strip's inner border cuts is found whole); strips narrower than `min_side` are left
+        out (held boxes' growing margins cover that)."""
+        sx, sy = self.shift
+        out = []
+        for along_x, amount, start in ((True, sx, True), (True, -sx, False), (False, sy, True), (False, -sy, False)):
+            if amount < min_side:
+                continue
+            side = width if along_x else height
+            n = min(side, int(np.ceil(amount)) + margin)
+            o = 0 if start else side - n
+            out.append((o, 0, n, height) if along_x else (0, o, width, n))
+        return out

@@ -35,7 +35,7 @@ from redact.cards import CardError
 from redact.config import RedactConfig
 from redact.form_models import Models
 from redact.forms import DETECTORS, Form, Found, evaluate, needed, root
-from redact.hold import Hold, edges
+from redact.hold import Exposed, Hold, edges
 from redact.motion import Motion
 from redact.nms import iou_matrix
 from redact.policy import Policy
@@ -46,6 +46,7 @@ from redact.screens import find_screens
 log = logging.getLogger("crowdcap.redact")
 
 TEXT_REUSE_IOU = 0.6  # a text line this close to one read on the last pass keeps its string
+EDGE_MARGIN = 32  # px an edge pass's strip reaches into what the last whole pass saw (lines it cuts)
 CATCH_UP_MS = 1000.0  # at least this for a pass restoring lapsed coverage (start, after a stall)
 
 
@@ -114,6 +115,7 @@ class FormSchedule:
         self.holds: dict[str, Hold] = {}
         self._texts: tuple[np.ndarray, list[str | None]] = (np.zeros((0, 4)), [])  # last pass's read lines
         self._motion_est = Motion()
+        self._exposed = Exposed()  # what came into view since the text detector's last whole pass
         self._pass_texts: dict[int, str | None] = {}
         self._reads_left = 0  # of text_reads_per_pass, on the current pass
         # Under a `text` rule that hides every line anyway, reads only label regions: one line per pass.
@@ -136,6 +138,7 @@ class FormSchedule:
         self.holds.clear()
         self.age = {d: 1 << 30 for d in self.every}
         self._motion_est.reset()
+        self._exposed.reset()
         self._texts = (np.zeros((0, 4)), [])
 
     def provides(self, cls: str) -> bool:
@@ -154,6 +157,7 @@ class FormSchedule:
             return regions, face_ms, extra
         width, height = frame.size
         dx, dy = self._motion(frame.color)
+        self._exposed.step(dx, dy)
         for d in self.age:
             self.age[d] += 1
         for name, hold in self.holds.items():
@@ -253,11 +257,63 @@ class FormSchedule:
             self.age[d] = 0
             if d == "text":
                 self.age["screen"] = 0
+                self._exposed.reset()
         if fresh:
             left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
             with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # lines not read in time count as matches
                 self._evaluate(color, fresh, ms, deadline.options, faces)
+        elif (self.cfg.text_edge_pass and "text" in self.detectors and self.every["text"] >= 4
+              and self.age["text"] == self.every["text"] // 2):
+            self._edge_pass(color, t0, ms, faces)
         return ran
+
+    def _edge_pass(self, color: np.ndarray, t0: float, ms: dict[str, float], faces: np.ndarray) -> None:
+        """Half-way between whole text passes: the text detector on the strips that came into view
+        since the last one (the camera's shift, redact/hold.py `Exposed`), so that text entering the
+        frame (a plate as the wearer turns) waits half the interval. Its lines and the text forms made
+        of them join the holds (nothing held is replaced: the strip saw part of the frame); they are not
+        read — a form's `match` counts them as matches (private) until a whole pass reads them.
+        Coverage still comes from the whole passes (a strip vouches for no class)."""
+        from redact.detector import Deadline, Pass
+
+        h, w = color.shape[:2]
+        strips = self._exposed.strips(w, h, EDGE_MARGIN)
+        if not strips:
+            return
+        left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
+        t, cpu = time.perf_counter(), time.thread_time()
+        det, scale = self.models.get("text"), text_scale(w, h, self.cfg)
+        try:
+            with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:
+                found = [det.run(color, Pass(x, y, sw, sh, scale), deadline.options) for x, y, sw, sh in strips]
+        except ModelRunError as e:
+            if e.reason != "model_timeout":
+                raise
+            self._deferred["text_edge"] += 1
+            return
+        boxes = np.concatenate(found)[:, :5].astype(np.float64)
+        fresh = {"text": Found(boxes, [[i] for i in range(len(boxes))])}
+        order = [f for f in self.order if self.roots[f.class_name] == "text"]
+        results = evaluate(order, self._base(color, fresh, faces), lambda idx: {})
+        for f in order:
+            fresh[f.class_name] = results[f.name]
+        for name, found_ in fresh.items():
+            self.holds.setdefault(name, Hold()).refresh(found_.boxes, w, h, add_only=True)
+        ms["text_edge"] = (time.perf_counter() - t) * 1000.0
+        with self._lock:
+            self._cpu["text_edge"] += (time.thread_time() - cpu) * 1000.0
+            self._passes["text_edge"] += 1
+
+    def _base(self, color: np.ndarray, fresh: dict[str, Found], faces: np.ndarray) -> dict[str, Found]:
+        """Each detector's boxes for the forms: fresh where it ran, else what is held (persons: and a
+        body below every detected face, for `inside = "person"`: the person model misses some)."""
+        base: dict[str, Found] = {}
+        for name in DETECTORS:
+            held = self.holds.get(name)
+            base[name] = fresh.get(name) or Found(held.boxes.copy() if held else np.zeros((0, 5)), [])
+        if len(faces):
+            base["person"] = Found(np.concatenate([base["person"].boxes, bodies(faces, *color.shape[1::-1])]))
+        return base
 
     def _detect(self, d: str, color: np.ndarray, run_options: Any, fresh: dict[str, Found],
                 ms: dict[str, float]) -> Found:
@@ -273,12 +329,7 @@ class FormSchedule:
     def _evaluate(self, color: np.ndarray, fresh: dict[str, Found], ms: dict[str, float], run_options: Any,
                   faces: np.ndarray) -> None:
         """Forms and screens from this frame's passes; their holds refreshed."""
-        base: dict[str, Found] = {}
-        for name in DETECTORS:  # fresh boxes where the detector ran, else what is held
-            held = self.holds.get(name)
-            base[name] = fresh.get(name) or Found(held.boxes.copy() if held else np.zeros((0, 5)), [])
-        if len(faces):  # for `inside = "person"`: a face implies a body below it (the person model misses some)
-            base["person"] = Found(np.concatenate([base["person"].boxes, bodies(faces, *color.shape[1::-1])]))
+        base = self._base(color, fresh, faces)
         if "text" in fresh and "screen" in self.detectors:
             t = time.perf_counter()
             base["screen"] = fresh["screen"] = Found(find_screens(color, fresh["text"].boxes))

@@ -305,3 +305,52 @@ def test_person_class_takes_a_body_below_each_detected_face_unless_turned_off(tm
                 assert any(b["bbox"][0] <= fx <= b["bbox"][2] and b["bbox"][3] > f["bbox"][3] for b in people)
         stage.close()
     assert counts[True] > counts[False], counts
+
+
+def test_exposed_strips_follow_the_cameras_shift_and_edge_holds_add_only() -> None:
+    from redact.hold import Exposed, Hold
+
+    e = Exposed()
+    assert e.strips(640, 480, 32) == []
+    e.step(10.0, 0.0)
+    e.step(8.5, -6.0)  # content moved right 18.5 px and up 6 px since the pass: new on the left and bottom
+    assert e.strips(640, 480, 32) == [(0, 0, 51, 480), (0, 442, 640, 38)]
+    e.reset()
+    assert e.strips(640, 480, 32) == []
+    h = Hold()
+    h.refresh(np.array([[10, 10, 100, 40, 0.9]]), 640, 480)
+    h.refresh(np.array([[12, 11, 60, 40, 0.8]]), 640, 480, add_only=True)  # a strip's partial box replaces nothing
+    assert len(h.boxes) == 2
+    h.refresh(np.array([[12, 11, 98, 40, 0.8]]), 640, 480)  # a whole pass's box replaces what it overlaps
+    assert len(h.boxes) == 1
+
+
+def test_text_entering_the_frame_is_found_by_the_edge_pass_between_whole_passes(tmp_path: Path) -> None:
+    """Whole text passes every 12 frames: a plate that comes into view as the camera turns waited up to
+    11 frames for one (the synthetic trajectory's US plate enters on the left at the end). The edge pass
+    half-way looks at the strips that came into view, and holds what it finds (unread: private)."""
+    from capture.synthetic import SyntheticSource
+    from redact import build_stage
+    from redact.config import RedactConfig
+
+    src = SyntheticSource(640, 480, pace="fast", n_frames=120)
+    src.open()
+    frames = list(iter(src.read, None))
+    p = tmp_path / "p.toml"
+    p.write_text('version = "t"\n[[rules]]\nclass = "face"\n[[rules]]\nclass = "plate"\n')
+    missed = {}
+    for on in (True, False):
+        stage = build_stage(RedactConfig(policy=str(p), floor="lowered", budget_ms=10000.0, text_every=12,
+                                         text_edge_pass=on))
+        missed[on] = 0
+        for f in frames:
+            out = stage.apply(f)
+            hidden = np.zeros((480, 640), bool)
+            for r in out.redaction["regions"]:
+                x1, y1, x2, y2 = r["bbox"]
+                hidden[y1:y2, x1:x2] = True
+            missed[on] += sum(hidden[y1:y2, x1:x2].mean() < 0.7
+                              for x1, y1, x2, y2 in f.attachments["truth"]["private"].get("plate", []))
+        if on:
+            assert stage.status()["forms"]["passes"]["text_edge"] >= 5
+    assert missed[True] == 0 and missed[False] >= 3, missed
