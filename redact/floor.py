@@ -113,6 +113,7 @@ ONE_WAY: dict[str, int] = {
     "verify_candidates": +1, "verify_min_score": -1, "hold_frames": +1, "margin_growth": +1,
     "text_every": -1, "text_width": +1, "text_height": +1, "person_every": -1,
 }
+ONLY_ON = ("text_edge_pass",)  # switches a command may turn on, never off
 
 
 def guard_setting(redact_cfg: Any, key: str, value: Any) -> None:
@@ -130,6 +131,9 @@ def guard_setting(redact_cfg: Any, key: str, value: Any) -> None:
     if key == "fleet_policy":
         raise ConfigError("redact.fleet_policy: the fleet policy layer changes only by a signed downlink "
                           "`policy update` (the wearer can add to it, never replace it)")
+    if key in ONLY_ON and value is not True and getattr(redact_cfg, key, None) is True:
+        raise ConfigError(f"redact.{key}: a command may only switch it on (more detection), not off; only the "
+                          "device's own config file can")
     direction = ONE_WAY.get(key)
     current = getattr(redact_cfg, key, None)
     if (direction and isinstance(value, int | float) and not isinstance(value, bool)

@@ -7,7 +7,9 @@ and `screen` (bright rectangles with text, from the text pass) — are costlier 
 they run every `text_every` / `person_every` frames, staggered so that they rarely share a frame.
 Between passes, their boxes are *held*: moved with the camera (global shift by phase correlation of
 a small grey copy, ~0.3 ms) and grown by `margin_growth` per frame since their pass, as face tracks
-are. Rule-defined forms (redact/forms.py) are evaluated on their source detector's pass.
+are. Rule-defined forms (redact/forms.py) are evaluated on their source detector's pass. Half-way
+between text passes an edge pass looks at the strips that came into view since the last one (text
+entering the frame; `_edge_pass`): its boxes join the holds, unread (private), and vouch for no class.
 
 Per class, a frame's coverage is `detected` (its detector ran on this frame), `held` (it ran at most
 `limit` frames ago: `max(every, hold_frames)`) or nothing: then the frame is withheld

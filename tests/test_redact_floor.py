@@ -169,6 +169,9 @@ def test_guard_names_the_key() -> None:
     guard_setting(cfg, "hold_frames", cfg.hold_frames + 5)  # more privacy: allowed
     guard_setting(cfg, "text_every", 1)
     guard_setting(cfg, "budget_ms", 100.0)  # not tuning detection down: a tighter budget withholds, never leaks
+    with pytest.raises(ConfigError, match="redact.text_edge_pass: a command may only switch it on"):
+        guard_setting(cfg, "text_edge_pass", False)
+    guard_setting(cfg, "text_edge_pass", True)
 
 
 def test_config_show_lists_the_effective_policy_with_sources(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
