@@ -23,7 +23,7 @@ from typing import Any
 
 from capture.config import ConfigError, read_toml
 
-DECODERS = ("centerface", "retinaface", "yolo", "ppocr_det", "ppocr_rec", "ssd", "selfie")
+DECODERS = ("centerface", "retinaface", "yolo", "ppocr_det", "ppocr_rec", "ssd", "ssd_raw", "selfie")
 CLASS_NAMES = ("face", "person", "plate", "text", "screen")
 
 

@@ -110,6 +110,9 @@ class RedactConfig:
     text_rec_model: str = setting("ppocr_rec_fused", help="text recogniser (forms' `match`): a shipped card's name "
                                   "(ppocr_rec_fused: affine blocks folded, same outputs, ~0.6x the time; ppocr_rec: "
                                   "as shipped in rapidocr) or a card file")
+    person_model: str = setting("ssdlite_person_cut", help="person detector: a shipped card's name "
+                                "(ssdlite_person_cut: the TF map loops removed, NMS in the decoder, same detections, "
+                                "~0.9x the time; ssdlite_person: as converted) or a card file")
     person_from_faces: bool = setting(True, help="a body box below every detected face joins the person class on "
                                       "every frame (the person model misses or cuts short people whose faces are "
                                       "found; also boxes below faces on posters)")

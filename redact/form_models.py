@@ -4,8 +4,8 @@ Each is loaded once and shared by successive schedules (a policy reload keeps th
 once (onnxruntime's first run is several times slower), proves itself on the reference frames
 (redact/proof.py `prove`) and must find its running canary patch (`pass_canary`): a model that sees
 nothing is not loaded (the schedule withholds its classes' frames, `no_model`, status says why).
-The text detector is `redact.text_model`, the recogniser `redact.text_rec_model` (a shipped card's
-name or a card file).
+The text detector is `redact.text_model`, the recogniser `redact.text_rec_model`, the person
+detector `redact.person_model` (a shipped card's name or a card file).
 """
 
 from __future__ import annotations
@@ -53,16 +53,15 @@ class Models:
         return self._loaded[name]
 
     def _card_path(self, name: str) -> str | Path:
-        if name in ("text", "rec"):
-            key, m = ("text_model", self.cfg.text_model) if name == "text" else ("text_rec_model", self.cfg.text_rec_model)
-            if m.endswith(".toml") or "/" in m:
-                return m
-            path = shipped_card(m)
-            if not path.is_file():
-                raise CardError(f"redact.{key}: no shipped card {m!r} (e.g. {'ppocr_det_fused, ppocr_det' if name == 'text' else 'ppocr_rec_fused, ppocr_rec'}; "
-                                "or a card file ending in .toml)")
-            return path
-        return shipped_card("ssdlite_person")
+        key, m, e = {"text": ("text_model", self.cfg.text_model, "ppocr_det_fused, ppocr_det"),
+                     "rec": ("text_rec_model", self.cfg.text_rec_model, "ppocr_rec_fused, ppocr_rec"),
+                     "person": ("person_model", self.cfg.person_model, "ssdlite_person_cut, ssdlite_person")}[name]
+        if m.endswith(".toml") or "/" in m:
+            return m
+        path = shipped_card(m)
+        if not path.is_file():
+            raise CardError(f"redact.{key}: no shipped card {m!r} (e.g. {e}; or a card file ending in .toml)")
+        return path
 
     @staticmethod
     def _warm(name: str, model: Any) -> None:

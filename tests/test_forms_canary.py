@@ -26,7 +26,7 @@ from redact.runtime import Session
 
 # detector → (shipped card stem, the output to zero, the policy rule that needs it)
 CASES = {"text": ("ppocr_det_fused", "sigmoid_0.tmp_0", 'class = "text"'),
-         "person": ("ssdlite_person", "detection_scores:0", 'class = "person"')}
+         "person": ("ssdlite_person_cut", "scores", 'class = "person"')}
 
 
 def silent_copy(stem: str, output: str, out_dir: Path) -> Path:
@@ -118,9 +118,9 @@ def test_healthy_models_never_miss_their_canary_and_a_silent_one_is_not_loaded(t
     assert canary["runs"].get(which, 0) + canary["proven_by_pass"].get(which, 0) == 4, canary
     assert canary["runs"][which] >= 1 and canary["misses"] == {}, canary
 
-    if which == "text":  # a silent model from the start: the load-time proof refuses it
-        card = silent_copy(CASES[which][0], CASES[which][1], tmp_path)
-        pol = tmp_path / "p.toml"
-        blind = build_stage(RedactConfig(policy=str(pol), floor="lowered", text_model=str(card)))
-        assert "self-test" in blind.load_error or "self-test" in blind.status()["forms"]["load_error"]
-        assert set(run(blind, frames(3))) == {"no_model"}
+    # A silent model from the start (redact.text_model / redact.person_model): the load-time proof refuses it.
+    card = silent_copy(CASES[which][0], CASES[which][1], tmp_path)
+    pol = tmp_path / "p.toml"
+    blind = build_stage(RedactConfig(policy=str(pol), floor="lowered", **{f"{which}_model": str(card)}))
+    assert "self-test" in blind.load_error or "self-test" in blind.status()["forms"]["load_error"]
+    assert set(run(blind, frames(3))) == {"no_model"}

@@ -144,11 +144,13 @@ def test_shipped_models_have_cards_licences_and_tools() -> None:
     models = Path(__file__).parent.parent / "redact" / "models"
     for stem, licence in (("ppocr_det", "LICENSE.ppocr.txt"), ("ppocr_det_fused", "LICENSE.ppocr.txt"),
                           ("ppocr_rec", "LICENSE.ppocr.txt"), ("ppocr_rec_fused", "LICENSE.ppocr.txt"),
-                          ("ssdlite_person", "LICENSE.ssdlite_person.txt")):
+                          ("ssdlite_person", "LICENSE.ssdlite_person.txt"),
+                          ("ssdlite_person_cut", "LICENSE.ssdlite_person.txt")):
         card = load_card(models / f"{stem}.toml")
         assert card.file.is_file() and card.license and (models / licence).is_file()
     assert "Apache License" in (models / "LICENSE.ppocr.txt").read_text()
-    for tool in ("extract_ppocr.sh", "fuse_ppocr_det.py", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py"):
+    for tool in ("extract_ppocr.sh", "fuse_ppocr_det.py", "convert_ssdlite.sh", "wrap_nchw.py", "same_outputs.py",
+                 "cut_ssdlite.py"):
         assert (models / "tools" / tool).is_file()
 
 

@@ -68,4 +68,7 @@ def make_decoder(card: ModelCard) -> Decoder:
     if card.decoder == "ssd":
         from redact.decoders.ssd import SSDDecoder
         return SSDDecoder(card)
+    if card.decoder == "ssd_raw":
+        from redact.decoders.ssd import SSDRawDecoder
+        return SSDRawDecoder(card)
     raise ModelGarbage(f"{card.card_path}: decoder: unknown decoder {card.decoder!r}")

@@ -5,6 +5,13 @@ Outputs: `detection_boxes:0` [1, N, 4] (ymin, xmin, ymax, xmax, fractions of the
 The graph has already applied its own NMS; boxes are scaled to the input tensor's pixels and
 thresholded. `label` (decoder option, default 1) is the model's label id mapped to the card's
 first class (the pedestrian model has one label: person).
+
+`ssd_raw` (SSDRawDecoder): the same graph cut before its NMS loop (models/tools/cut_ssdlite.py):
+`boxes` [1, N, 1, 4] (decoded, ymin, xmin, ymax, xmax as fractions) and `scores` [1, N, 1] (the
+person's sigmoid score); the boxes above the threshold go through OpenCV's greedy NMS at `nms_iou`
+(the graph's own 0.6) and at most `max_detections` (100, the graph's) are kept, best first. The
+graph's NMS ran over every box above 1e-8 before the threshold: a box above it is suppressed only by
+a better one, also above it, so thresholding first keeps the same boxes.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import numpy as np
 from redact.cards import ModelCard
 from redact.decoders import ModelGarbage, check_finite, empty, output
 from redact.decoders.options import number
+from redact.nms import nms
 
 
 class SSDDecoder:
@@ -46,4 +54,35 @@ class SSDDecoder:
         b = np.clip(b[sel].astype(np.float64), 0.0, 1.0)
         out = np.stack([b[:, 1] * width, b[:, 0] * height, b[:, 3] * width, b[:, 2] * height,
                         s[sel], np.zeros(int(sel.sum()))], axis=1)
+        return out.astype(np.float32)
+
+
+class SSDRawDecoder:
+    name = "ssd_raw"
+
+    def __init__(self, card: ModelCard) -> None:
+        self.model = card.name
+        self.threshold = number(card, "threshold", 0.5, 0.01, 1.0)
+        self.iou = number(card, "nms_iou", 0.6, 0.01, 1.0)
+        self.max_detections = int(number(card, "max_detections", 100, 1, 10000))
+
+    def decode(self, outputs: dict[str, np.ndarray], size: tuple[int, int],
+               threshold: float | None = None) -> np.ndarray:
+        thr = self.threshold if threshold is None else threshold
+        width, height = size
+        boxes = output(outputs, "boxes", self.model)
+        scores = output(outputs, "scores", self.model)
+        if boxes.ndim != 4 or boxes.shape[0] != 1 or boxes.shape[2:] != (1, 4) or scores.shape != boxes.shape[:3]:
+            raise ModelGarbage(f"{self.model}: outputs have shapes boxes {boxes.shape}, scores {scores.shape}; "
+                               "expected [1,N,1,4] and [1,N,1]")
+        check_finite(boxes, f"{self.model}: boxes")
+        check_finite(scores, f"{self.model}: scores")
+        s = scores[0, :, 0]
+        sel = np.nonzero(s > thr)[0]
+        if not len(sel):
+            return empty()
+        b = np.clip(boxes[0, sel, 0].astype(np.float64), 0.0, 1.0)
+        xyxy = np.stack([b[:, 1] * width, b[:, 0] * height, b[:, 3] * width, b[:, 2] * height], axis=1)
+        keep = nms(xyxy, s[sel].astype(np.float64), self.iou)[:self.max_detections]
+        out = np.concatenate([xyxy[keep], s[sel][keep, None], np.zeros((len(keep), 1))], axis=1)
         return out.astype(np.float32)
