@@ -12,7 +12,7 @@ between text passes an edge pass looks at the strips that came into view since t
 entering the frame; `_edge_pass`): its boxes join the holds, unread (private), and vouch for no class.
 
 Per class, a frame's coverage is `detected` (its detector ran on this frame), `held` (it ran at most
-`limit` frames ago: `max(every, hold_frames)`) or nothing: then the frame is withheld
+`limit` frames ago: `max(every + 1, hold_frames)`) or nothing: then the frame is withheld
 (`no_coverage`, fail closed). A pass that does not fit in what is left of the frame's budget is
 deferred (counted) while its class is still held; a pass stopped at the deadline counts the same.
 A pass that restores a lapsed class (the first one, or after a stall) gets a time limit of its own
@@ -103,7 +103,9 @@ class FormSchedule:
         # class name (detector, "custom:NAME" or "plate") → the detector its boxes come from
         self.roots = {d: d for d in DETECTORS} | {f.class_name: root(f, by_name) for f in self.order}
         self.every = {"text": cfg.text_every, "person": cfg.person_every, "screen": cfg.text_every}
-        self.limit = {d: max(self.every[d], cfg.hold_frames) for d in self.every}
+        # One frame beyond the rate at least: two passes due on one frame (text every 12, persons every
+        # 15: every 60th frame) spread over two frames rather than one frame carrying both.
+        self.limit = {d: max(self.every[d] + 1, cfg.hold_frames) for d in self.every}
         self.error = ""
         try:
             for d in sorted(self.detectors - {"screen"}):
