@@ -3,7 +3,8 @@
 No screen model ships in any wheel we may use, so a screen is found from what it looks like: a
 bright blob (text strokes closed over) that fills its rotated bounding rectangle (a panel seen in
 perspective), lit brighter than the ring around it, with at least two detected text lines inside;
-or, in dark mode, a dark rectangle grown from light-on-dark text lines, holding at least two of them
+or, when the lit blob touches other bright things (no rectangle), a lit rectangle grown from
+dark-on-light lines on a lit background and brighter than the ring around it; or, in dark mode, a dark rectangle grown from light-on-dark text lines, holding at least two of them
 (its bezel is as dark as it, so no ring test: the lines' polarity is what tells it from a dark car
 body around a plate). Paper under bright light is its known false alarm. Runs on a 320-px-wide grey copy
 (~1-2 ms). Measured in `python -m bench redact_forms` (recall on synthetic screens, false alarms on
@@ -25,7 +26,10 @@ BRIGHT_LEVEL = 225  # grey level of a lit panel (paper and white clothes under r
 RECTANGULAR = 0.8  # contour area / its min-area rectangle
 DARK_LEVEL = 60  # grey level of a dark-mode panel's background (dark themes are ~20-50)
 DARK_STROKE = 140  # a light-on-dark line's brightest 5 % reach this
-PANEL_EDGE = 0.9  # a dark panel grows while this share of its new edge is dark (or its text)
+PANEL_EDGE = 0.9  # a grown panel grows while this share of its new edge is panel (or its text)
+LIT_STROKE = 140  # a dark-on-light line's darkest 5 % reach this
+EMITTING = 247  # grown lit panels: a panel that emits light sits at the top of the sensor's range; paper
+                # lit by the room stays below (synthetic scene: 250 vs 243; tuned there, not on real photos)
 
 
 def find_screens(color: np.ndarray, text_boxes: np.ndarray) -> np.ndarray:
@@ -39,6 +43,7 @@ def find_screens(color: np.ndarray, text_boxes: np.ndarray) -> np.ndarray:
     tb = text_boxes[:, :4] * s
     tc = np.stack([(tb[:, 0] + tb[:, 2]) / 2, (tb[:, 1] + tb[:, 3]) / 2], 1)
     boxes = [b for b in (_lit(gray, c, tc) for c in _panels(gray >= BRIGHT_LEVEL)) if b is not None]
+    boxes += _lit_grown(gray, tb, tc, boxes)
     boxes += _dark_screens(gray, tb, tc)
     return np.array(boxes) / np.array([s, s, s, s, 1.0]) if boxes else np.zeros((0, 5))
 
@@ -89,14 +94,40 @@ def _dark_screens(gray: np.ndarray, tb: np.ndarray, tc: np.ndarray) -> list[list
     car body around a (light) plate, or a shadow over a printed page, holds dark-on-light lines only.
     Grown rather than found as a blob: dark areas (hair, shadows, clothes) touch a dark panel far more
     often than bright ones touch a lit one."""
-    gh, gw = gray.shape
     ok = np.zeros(len(tb), bool)
     for k, (x1, y1, x2, y2) in enumerate(tb):
         line = gray[max(0, int(y1)):int(np.ceil(y2)), max(0, int(x1)):int(np.ceil(x2))]
         ok[k] = bool(line.size) and np.median(line) <= DARK_LEVEL + 25 and np.percentile(line, 95) >= DARK_STROKE
+    return _grown(gray <= DARK_LEVEL, tb, tc, ok, 0.6)
+
+
+def _lit_grown(gray: np.ndarray, tb: np.ndarray, tc: np.ndarray, found: list[list[float]]) -> list[list[float]]:
+    """Lit panels that touch other bright things (a page, another sign: their blob is no rectangle):
+    grown as dark-mode panels are, from dark-on-light lines on a background that emits light (EMITTING)
+    not inside a screen found already, while the new edge is lit; then brighter than the ring around."""
+    ok = np.zeros(len(tb), bool)
+    for k, (x1, y1, x2, y2) in enumerate(tb):
+        line = gray[max(0, int(y1)):int(np.ceil(y2)), max(0, int(x1)):int(np.ceil(x2))]
+        ok[k] = bool(line.size) and np.median(line) >= EMITTING and np.percentile(line, 5) <= LIT_STROKE
+    for b in found:
+        ok &= ~((tc[:, 0] > b[0]) & (tc[:, 0] < b[2]) & (tc[:, 1] > b[1]) & (tc[:, 1] < b[3]))
+    out = []
+    for box in _grown(gray >= EMITTING, tb, tc, ok, 0.5):
+        x1, y1, x2, y2 = (int(v) for v in box[:4])
+        lit = _lit(gray, np.array([[[x1, y1]], [[x2 - 1, y1]], [[x2 - 1, y2 - 1]], [[x1, y2 - 1]]], np.int32),
+                   tc[ok])
+        if lit is not None:
+            out.append(lit)
+    return out
+
+
+def _grown(panel_mask: np.ndarray, tb: np.ndarray, tc: np.ndarray, ok: np.ndarray, score: float) -> list[list[float]]:
+    """Rectangles grown from each line `ok` while PANEL_EDGE of the new edge is panel (`panel_mask`, or
+    such a line), holding at least MIN_LINES of them, of a screen's size and shape."""
     if ok.sum() < MIN_LINES:
         return []
-    panel = (gray <= DARK_LEVEL).astype(np.uint8)
+    gh, gw = panel_mask.shape
+    panel = panel_mask.astype(np.uint8)
     for x1, y1, x2, y2 in tb[ok]:
         panel[max(0, int(y1)):int(np.ceil(y2)), max(0, int(x1)):int(np.ceil(x2))] = 1
     ii = cv2.integral(panel)
@@ -123,7 +154,7 @@ def _dark_screens(gray: np.ndarray, tb: np.ndarray, tc: np.ndarray) -> list[list
         bw, bh = xb - xa, yb - ya
         if inside.sum() < MIN_LINES or bw * bh < MIN_AREA * gh * gw or not 0.25 <= bw / max(bh, 1) <= 4.0:
             continue
-        box = [xa, ya, xb, yb, 0.6]
+        box = [xa, ya, xb, yb, score]
         if not len(found) or iou_matrix(np.array([box[:4]], float), np.array(found, float)[:, :4]).max() < 0.7:
             found.append(box)  # the other lines of the same panel grow (nearly) the same rectangle
     return found

@@ -117,7 +117,7 @@ def test_screen_finder_finds_dark_mode_screens_pasted_in_perspective(models, dar
         for b in find_screens(img, text):
             m[int(b[1]):int(np.ceil(b[3])), int(b[0]):int(np.ceil(b[2]))] = True
         hit += m[y1:y2, x1:x2].mean() >= 0.7
-    assert hit >= (9 if dark else 7), hit
+    assert hit >= (9 if dark else 9), hit  # lit: 7 before lit panels touching other bright things were grown
 
 
 def test_fused_text_models_compute_what_the_shipped_ones_do() -> None:
