@@ -266,8 +266,8 @@ class FormSchedule:
             left_ms = self.cfg.budget_ms - (time.perf_counter() - t0) * 1000.0
             with Deadline(max(left_ms, 1.0) / 1000.0) as deadline:  # lines not read in time count as matches
                 self._evaluate(color, fresh, ms, deadline.options, faces)
-        elif (self.cfg.text_edge_pass and "text" in self.detectors and self.every["text"] >= 4
-              and self.age["text"] == self.every["text"] // 2):
+        if (self.cfg.text_edge_pass and "text" in self.detectors and "text" not in fresh and self.every["text"] >= 4
+                and self.age["text"] == self.every["text"] // 2):
             self._edge_pass(color, t0, ms, faces)
         return ran
 
