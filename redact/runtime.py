@@ -138,6 +138,11 @@ class Session:
         # Memory patterns are cached per input shape (tiles, mosaics and crops vary): ~50 MB of RSS in a
         # demo run for no measurable CPU (branch objects, issue 13).
         opts.enable_mem_pattern = False
+        # No CPU arena: it keeps each session's largest activations resident for good (RetinaFace
+        # 640×480 ~19 MB, PP-OCR det ~23 MB, CenterFace ~19 MB); freed instead, the device's peak RSS
+        # in the demo fell ~30-50 MB. CPU-ms per run (thread time, best of 5×5, load ~5): RetinaFace int8
+        # 640×480 21-22 → 15; PP-OCR det 512×384 43-46 → 46-52; CenterFace 384×288 16.5-17 → 15-16.
+        opts.enable_cpu_mem_arena = False
         # With 2+ intra-op threads, idle workers spin-wait after each run and burn a core the rest of
         # the device needs: RetinaFace 640×480 with 2 threads cost 35.8 CPU-ms per run spinning, 19.4
         # without (fp32; int8 30.3 vs 23.3; same run, load 8 on 2 cores). No effect with 1 thread.
