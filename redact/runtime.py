@@ -1,6 +1,6 @@
 """Load a model card into an onnxruntime session on the CPU provider, with a hard time limit per run.
 
-Preparation (once per model hash, cached in memory and optionally on disk):
+Preparation (per session; cached on disk with `cache_dir`):
   * weights that the graph also lists as inputs are removed from `graph.input` (CenterFace lists 195):
     onnxruntime can only fold constants that are not overridable inputs — ~2x faster;
   * fixed input/output dims of a dynamic-size model are made symbolic (`update_inputs_outputs_dims`).
@@ -112,8 +112,9 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
                 tmp.replace(cache_file.with_suffix(".sha256"))
             except OSError as e:
                 log.warning("model cache %s not written: %s", cache_file, e)
-    with _prepared_lock:
-        _prepared[card.sha256] = data
+    # Not kept in `_prepared` (a process-long memory cache): the session has its own copy of the weights,
+    # and these bytes stayed resident beside it (~24 MB for the default models: the demo's device peak RSS).
+    # Preparing again costs ~20-90 ms per model (after onnx's import); `cache_dir` keeps it on disk.
     return data
 
 
@@ -151,6 +152,10 @@ class Session:
             self._sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise ModelLoadError(f"{card.file}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+        if getattr(self._sess, "_model_bytes", None) is not None:
+            # onnxruntime keeps the model bytes for a provider fallback (GPU providers only; its own
+            # TODO says it holds the memory for good): on the CPU provider they are only resident weight
+            self._sess._model_bytes = None
         inputs = self._sess.get_inputs()
         names = [i.name for i in inputs]
         self.input_name = card.input.name or names[0]
