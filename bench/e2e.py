@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._e2e_extras import ingest_cpu_split, mesh_step, own_peak_rss_mb  # issue 13: ingest, mesh apart
+from bench._e2e_extras import ingest_cpu_split, mesh_step, own_peak_rss_mb, warm_model_cache  # issue 13
 
 _INGEST = """
 import json, sys, threading, time
@@ -166,6 +166,9 @@ def parser() -> argparse.ArgumentParser:
                     help="replay: frames rendered into the written folder, played forth and back (default 30: ~45 MB decoded, within capture.replay_cache_mb)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every section, e.g. redact.threads=1 (repeatable)")
+    ap.add_argument("--cold-models", action="store_true",
+                    help="prepare the models inside each section, as a device's very first start does (default: "
+                         "from a warm cache, as every later start: device.state_dir/model-cache)")
     ap.add_argument("--no-mesh", action="store_true", help="skip the mesh fusion step after each section (its RSS "
                     "and CPU are reported apart from the device's and the ingest's)")
     ap.add_argument("--path", choices=list(PATHS), help=argparse.SUPPRESS)  # one section (child process)
@@ -189,6 +192,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     rest = child_argv(argv)
     results: dict[str, Any] = {"bench": "e2e", "uptime": _uptime(), "side_by_side": {}}
     replay_tmp = None
+    models_tmp = None
+    if not args.cold_models:  # a device after its first start: prepared models on disk, onnx not imported
+        models_tmp = Path(tempfile.mkdtemp(prefix="crowdcap-e2e-models-"))
+        warm_model_cache(models_tmp)
+        rest = ["--set", f"redact.cache_dir={models_tmp}", *rest]
     if "replay" in args.sources.split(",") and not args.replay_dir:
         from bench._tum_fixture import write_synthetic_tum
 
@@ -206,8 +214,9 @@ def main(argv: list[str]) -> dict[str, Any]:
                     continue
                 results["side_by_side"][section] = json.loads(proc.stdout)
     finally:
-        if replay_tmp is not None:
-            shutil.rmtree(replay_tmp, ignore_errors=True)
+        for tmp in (replay_tmp, models_tmp):
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     results["uptime_after"] = _uptime()
     results["summary"] = {k: {n: r.get(k) for n, r in results["side_by_side"].items()} for k in SUMMARY_KEYS}
     results["summary"]["mesh_step_peak_rss_mb"] = {n: (r.get("mesh_step") or {}).get("peak_rss_mb")
@@ -337,6 +346,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                         f"{args.prerender or 30} frames pre-rendered" if args.source == "demo"
                    else f"synthetic, {args.prerender} frames pre-rendered, played forth and back" if args.prerender
                    else "synthetic, rendered live in the device process"),
+        "models": "prepared inside the section (a first start)" if args.cold_models or not any(
+            a.startswith("redact.cache_dir=") for a in args.set) else "from a warm disk cache (every start but the first)",
         "seconds": round(capture_s, 2),
         "frames_captured": status["frames_captured"],
         "dropped_before_redaction": status["frames_dropped"],

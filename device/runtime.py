@@ -29,6 +29,7 @@ from device.zones import attach_zones
 log = logging.getLogger("crowdcap.runtime")
 
 HOUSEKEEPING_S = 0.5
+MODEL_CACHE = "model-cache"  # under device.state_dir, unless redact.cache_dir names a folder
 TRIM_S = 1.0  # freed heap memory goes back to the kernel this often (device/memory.py)
 
 
@@ -101,10 +102,17 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
     """The stage chain the config asks for: redact → depth → uplink (or → recorder)."""
     stages: list[Stage] = []
     if cfg.redact.enabled:
+        import dataclasses
+
         import redact
         from redact.private.layer import PrivateLayer
 
-        redaction = redact.build_stage(cfg.redact, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy))
+        redact_cfg = cfg.redact
+        if not redact_cfg.cache_dir:
+            # Prepared models on disk beside the device's state (checked against their digest when read):
+            # after the first start no model is prepared again, so onnx (~22 MB resident) is not imported.
+            redact_cfg = dataclasses.replace(redact_cfg, cache_dir=str(Path(cfg.device.state_dir) / MODEL_CACHE))
+        redaction = redact.build_stage(redact_cfg, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy))
         stages += redaction.pipeline_stages()  # "redact", and "redact-finish" with redact.split_threads
     elif cfg.capture.source.partition(":")[0] in ("replay", "synthetic"):
         stages.append(RedactionDisabled())

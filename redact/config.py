@@ -91,7 +91,8 @@ class RedactConfig:
                                            help="text_reads_per_pass when the policy's text rule already hides "
                                                 "every line a form could keep (reads then only label regions)")
     person_every: int = setting(6, min=1, max=30, help="person detector pass every N frames (held in between)")
-    cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = memory only")
+    cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = not cached "
+                             "(`crowdcap run`/`demo`: device.state_dir/model-cache)")
     fleet_policy: str = setting("", help="fleet policy layer (signed downlink `policy update` writes it; "
                                 "default <state_dir>/fleet-policy.toml); `config set` refuses it")
     floor: Literal["enforced", "lowered"] = setting(
