@@ -341,7 +341,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     stages = status["stages"]
     withheld_total = sum(stages["redact"]["withheld"].values())  # with split_threads: both parts' (pipeline.py)
     # redact.split_threads: the finish part's thread ("stage-redact-finish") is redaction's too
-    redact_cpu_s = threads.by_name().get("stage-redact", 0.0) + threads.by_name().get("stage-redact-finish", 0.0)
+    redact_cpu_s = sum(threads.by_name().get(f"stage-{name}", 0.0)
+                       for name in ("redact", "redact-private", "redact-finish"))  # redact.private_thread: a third
     return {
         "bench": "e2e",
         "resolution": f"{cfg.capture.width}x{cfg.capture.height}",
