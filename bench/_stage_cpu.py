@@ -15,7 +15,8 @@ from typing import Any
 
 FACE_PART = "redact.face_part (split: detection + bracket thread)"
 FINISH_PART = "redact.finish_part (split: forms, private layer, painting thread)"
-OPTIONAL = (FACE_PART, FINISH_PART)  # only with split threads: not missing when off
+PRIVATE_PART = "redact.private_part (split: the wearer's private layer thread)"
+OPTIONAL = (FACE_PART, FINISH_PART, PRIVATE_PART)  # only with split threads: not missing when off
 
 # (stage name, dotted attribute path from the stage, report key)
 STEPS: tuple[tuple[str, str, str], ...] = (
@@ -31,6 +32,7 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     # with redact.split_threads the pipeline drives the face part and the finish part (two threads)
     ("redact", "push_part", FACE_PART),
     ("redact-finish", "apply", FINISH_PART),
+    ("redact-private", "apply", PRIVATE_PART),  # redact.private_thread: a third thread
     ("redact", "bracket.motion.step", "redact.bracket_motion"),
     ("depth", "_cloud", "depth.keyframe_cloud"),
     ("depth", "apply", "depth.total"),
@@ -79,7 +81,8 @@ class StepCpu:
                                    "cpu_ms_per_call": round(v * 1000 / max(1, self.calls[k]), 2),
                                    "calls": self.calls[k]} for k, v in self.cpu.items()}
         if FINISH_PART in self.cpu and not self.calls.get("redact.total"):  # split threads: the two parts
-            self.cpu["redact.total"] = self.cpu.get(FACE_PART, 0.0) + self.cpu[FINISH_PART]
+            self.cpu["redact.total"] = (self.cpu.get(FACE_PART, 0.0) + self.cpu.get(PRIVATE_PART, 0.0)
+                                        + self.cpu[FINISH_PART])
             self.calls["redact.total"] = self.calls[FINISH_PART]
             out["redact.total"] = {"cpu_ms_per_frame": round(self.cpu["redact.total"] * 1000 / n, 2),
                                    "cpu_ms_per_call": round(self.cpu["redact.total"] * 1000 / max(1, self.calls["redact.total"]), 2),
@@ -88,7 +91,7 @@ class StepCpu:
         if total is not None:  # actions (blur/fill), copies, region bookkeeping: redaction minus its named steps
             named = sum(v for k, v in self.cpu.items()
                         if k.startswith("redact.") and k not in ("redact.total", "redact.flush (face bracket: end of stream, stalls)",
-                                                                 FACE_PART, FINISH_PART))
+                                                                 FACE_PART, FINISH_PART, PRIVATE_PART))
             out["redact.rest (actions, copies, bookkeeping)"] = {"cpu_ms_per_frame": round((total - named) * 1000 / n, 2)}
         if self.missing:
             out["missing"] = self.missing

@@ -67,6 +67,7 @@ class SyntheticSource:
         self.props = props  # the wearer's private things in the room (capture/scene_private.py): the demo walk
         self.text_objects = text_objects  # signs, document, screen, bib, plates (capture/scene_text.py)
         self._renderer: Renderer | None = None
+        self._opened = False
         self._index = 0
         self._t0 = 0.0
         self._cache: list[tuple[np.ndarray, np.ndarray, dict]] = []
@@ -75,7 +76,7 @@ class SyntheticSource:
         self._noise = rng.standard_normal((height, width)).astype(np.float32) if noise else None
         self._holes = (rng.random((height, width)) < 0.01) if noise else None
 
-    def open(self) -> None:
+    def _scene(self) -> Renderer:
         if self._renderer is None:
             quads = build_scene(self.seed, self.text_objects)
             if self.props:
@@ -84,8 +85,17 @@ class SyntheticSource:
 
                 add_props(quads, Quad)
             self._renderer = Renderer(quads, self.intrinsics)
+        return self._renderer
+
+    def open(self) -> None:
         if self.prerender:
             self._cache.extend(self.render(i) for i in range(len(self._cache), self.cycle))
+            # every frame is cached: the renderer (~20 MB resident: textures, depth buffers) is not needed
+            # while the frames play; `render()` builds it again if someone asks
+            self._renderer = None
+        else:
+            self._scene()
+        self._opened = True
         self._t0 = time.monotonic()
 
     def close(self) -> None:
@@ -93,18 +103,16 @@ class SyntheticSource:
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """(color, depth uint16, truth) of frame `index`."""
-        if self._renderer is None:
-            self.open()
-        assert self._renderer is not None
+        renderer = self._scene()
         pose = trajectory_pose(index / self.fps)
-        color, z, ids = self._renderer.render(pose)
+        color, z, ids = renderer.render(pose)
         if self._noise is not None and self._holes is not None:
             shift = (index * 37) % z.shape[0], (index * 53) % z.shape[1]
             z = z + np.roll(self._noise, shift, (0, 1)) * (0.0012 * z * z)
             z[np.roll(self._holes, shift, (0, 1))] = 0.0
         depth = np.clip(np.rint(z * DEPTH_SCALE), 0, 65535).astype(np.uint16)
-        truth = {"pose": pose, "faces": self._renderer.visible_faces(pose, ids),
-                 "private": visible_private(self._renderer, pose, ids)}  # class → boxes (scene_text.py)
+        truth = {"pose": pose, "faces": renderer.visible_faces(pose, ids),
+                 "private": visible_private(renderer, pose, ids)}  # class → boxes (scene_text.py)
         return color, depth, truth
 
     def loop_index(self, i: int) -> int:
@@ -115,7 +123,7 @@ class SyntheticSource:
         return k if k < self.cycle else 2 * self.cycle - 2 - k
 
     def read(self) -> RGBDFrame | None:
-        if self._renderer is None:
+        if not self._opened:
             self.open()
         i = self._index
         if self.n_frames is not None and i >= self.n_frames:

@@ -48,7 +48,9 @@ class DeviceSection:
 
 @dataclass
 class PipelineConfig:
-    capture_queue: int = setting(2, min=1, max=256, help="frames waiting for redaction (oldest dropped when full)")
+    capture_queue: int = setting(0, min=0, max=256, help="frames waiting for redaction (oldest dropped when full); "
+                                 "0 = auto: redact.face_every + 2 (a key frame's detection and a burst in the "
+                                 "redaction's second thread are waited out, not dropped; latency still counts it)")
     stage_queue: int = setting(8, min=1, max=1024, help="frames between later stages (never dropped; blocks)")
     drain_timeout: float = setting(30.0, min=0.0, help="seconds to deliver what was accepted before exit")
 

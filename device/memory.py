@@ -9,6 +9,12 @@ mmap threshold: a fixed low threshold returned more memory but cost measurable C
 
 Call `limit_malloc_arenas()` first thing in a device process (before its threads start). It is a
 no-op where glibc's `mallopt` is missing (musl, macOS) and never raises.
+
+`trim_malloc()` (the running Service calls it from its housekeeping, at most once per second) hands
+freed heap pages back to the kernel (glibc `malloc_trim(0)`: the top of each arena and free pages inside
+it). Model runs, SIFT pyramids and frame copies free tens of MB per second that glibc otherwise keeps
+resident: `crowdcap demo`'s device process settled at ~385 MB instead of ~485 MB after 10 s (one run
+each, with onnxruntime's CPU arena off). A trim costs ~2 CPU-ms.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ def limit_malloc_arenas(arenas: int = 2, mmap_threshold: int | None = None) -> b
     if _done:
         return True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _load_libc()
         ok = bool(libc.mallopt(M_ARENA_MAX, int(arenas)))
         if mmap_threshold is not None:
             ok = ok and bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)))
@@ -40,3 +46,16 @@ def limit_malloc_arenas(arenas: int = 2, mmap_threshold: int | None = None) -> b
         return False
     _done = ok
     return ok
+
+
+def _load_libc() -> ctypes.CDLL:  # dlopen of the loaded libc: cheap, and tests can stand in for it
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def trim_malloc() -> bool:
+    """Return freed heap memory to the kernel (glibc `malloc_trim(0)`); True if glibc did it. Never raises."""
+    try:
+        return bool(_load_libc().malloc_trim(0))
+    except (OSError, AttributeError) as e:  # not glibc: nothing to trim
+        log.debug("malloc not trimmed: %s", e)
+        return False

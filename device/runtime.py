@@ -29,6 +29,8 @@ from device.zones import attach_zones
 log = logging.getLogger("crowdcap.runtime")
 
 HOUSEKEEPING_S = 0.5
+MODEL_CACHE = "model-cache"  # under device.state_dir, unless redact.cache_dir names a folder
+TRIM_S = 1.0  # freed heap memory goes back to the kernel this often (device/memory.py)
 
 
 class RedactionDisabled:
@@ -100,10 +102,17 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
     """The stage chain the config asks for: redact → depth → uplink (or → recorder)."""
     stages: list[Stage] = []
     if cfg.redact.enabled:
+        import dataclasses
+
         import redact
         from redact.private.layer import PrivateLayer
 
-        redaction = redact.build_stage(cfg.redact, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy))
+        redact_cfg = cfg.redact
+        if not redact_cfg.cache_dir:
+            # Prepared models on disk beside the device's state (checked against their digest when read):
+            # after the first start no model is prepared again, so onnx (~22 MB resident) is not imported.
+            redact_cfg = dataclasses.replace(redact_cfg, cache_dir=str(Path(cfg.device.state_dir) / MODEL_CACHE))
+        redaction = redact.build_stage(redact_cfg, private=PrivateLayer.load(cfg.device.state_dir, cfg.privacy))
         stages += redaction.pipeline_stages()  # "redact", and "redact-finish" with redact.split_threads
     elif cfg.capture.source.partition(":")[0] in ("replay", "synthetic"):
         stages.append(RedactionDisabled())
@@ -130,6 +139,17 @@ def build_stages(cfg: Config, device_id: str, session_id: str, *, record_dir: Pa
     return stages
 
 
+def capture_queue_size(cfg: Config) -> int:
+    """Frames that may wait for redaction before the oldest is dropped: `pipeline.capture_queue`, or with 0
+    (auto) `redact.face_every + 2`. The redaction's face thread spends a key frame's detection (30-70 ms,
+    1-2 frame times) on one frame and its finish thread has bursts (an object search, a text pass); with
+    2, frames were dropped although the average kept up (`bench e2e --sources demo --fps 10`, load ~8:
+    8.7 % dropped with 2, 0 with 6). A frame waiting here counts in its latency like any other wait."""
+    if cfg.pipeline.capture_queue:
+        return cfg.pipeline.capture_queue
+    return cfg.redact.face_every + 2 if cfg.redact.enabled else 2
+
+
 class Service:
     """One running device session. Construct, `start()`, then `wait()` (or drive it yourself)."""
 
@@ -152,7 +172,7 @@ class Service:
         if config.privacy.enabled and (source is None or zones_file.exists()):  # private places: not read inside
             self.source = attach_zones(self.source, self.state_dir, config.privacy, chain)
         self.stages: dict[str, Stage] = {s.name: s for s in chain}
-        self.pipeline = Pipeline(self.source, chain, capture_queue=config.pipeline.capture_queue,
+        self.pipeline = Pipeline(self.source, chain, capture_queue=capture_queue_size(config),
                                  stage_queue=config.pipeline.stage_queue, max_frames=max_frames)
         self.log_ring: deque[str] = deque(maxlen=1000)
         self._log_handler = _RingHandler(self.log_ring)
@@ -162,6 +182,7 @@ class Service:
         self.restart_requested = False  # set by the console/downlink; `run` then exits 75 for systemd
         self._stop = threading.Event()
         self._closed = False
+        self._trimmed_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, *, wait_for_source: bool = False) -> None:
@@ -210,6 +231,12 @@ class Service:
         self.pipeline.stop()
 
     def run_housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._trimmed_at >= TRIM_S:  # the device's resident memory near what it uses
+            from device.memory import trim_malloc
+
+            self._trimmed_at = now
+            trim_malloc()
         for hook in list(self.housekeeping):
             try:
                 hook(self)

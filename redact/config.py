@@ -61,6 +61,11 @@ class RedactConfig:
     # 275-291 frames spooled in 15 s, 1.43 vs 1.04 cores, redaction CPU/frame +4 %, capture→spool p50 +~35 ms.
     split_threads: bool = setting(True, help="redaction in two pipeline threads: faces (stage \"redact\") then forms, "
                                              "private layer, painting, manifest (stage \"redact-finish\"), in frame order")
+    # The wearer's private layer (objects: SIFT search + flow, volumes: pose) was ~13 of the finish thread's
+    # ~32 CPU-ms per frame in the demo (bench e2e, load ~4): that thread alone could not keep 30 fps.
+    private_thread: bool = setting(True, help="with split_threads and a private layer: the wearer's private "
+                                              "layer in a third pipeline thread (stage \"redact-private\"), "
+                                              "between the face part and the rest")
     face_max_wait_ms: float = setting(110.0, min=0.0, max=10000.0,
                                       help="a frame is made a key frame when the oldest frame waiting for one was "
                                            "captured this long before it (capture clock), even if fewer than "
@@ -95,7 +100,8 @@ class RedactConfig:
                                    "strips that came into view since the last one (camera motion): text entering the "
                                    "frame waits half the interval; its lines are held unread (private)")
     person_every: int = setting(15, min=1, max=30, help="person detector pass every N frames (held in between)")
-    cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = memory only")
+    cache_dir: str = setting("", help="where prepared models are cached by sha256; empty = not cached "
+                             "(`crowdcap run`/`demo`: device.state_dir/model-cache)")
     fleet_policy: str = setting("", help="fleet policy layer (signed downlink `policy update` writes it; "
                                 "default <state_dir>/fleet-policy.toml); `config set` refuses it")
     floor: Literal["enforced", "lowered"] = setting(

@@ -1,6 +1,6 @@
 """Load a model card into an onnxruntime session on the CPU provider, with a hard time limit per run.
 
-Preparation (once per model hash, cached in memory and optionally on disk):
+Preparation (per session; cached on disk with `cache_dir`):
   * weights that the graph also lists as inputs are removed from `graph.input` (CenterFace lists 195):
     onnxruntime can only fold constants that are not overridable inputs — ~2x faster;
   * fixed input/output dims of a dynamic-size model are made symbolic (`update_inputs_outputs_dims`).
@@ -112,8 +112,9 @@ def prepared_bytes(card: ModelCard, cache_dir: str = "") -> bytes:
                 tmp.replace(cache_file.with_suffix(".sha256"))
             except OSError as e:
                 log.warning("model cache %s not written: %s", cache_file, e)
-    with _prepared_lock:
-        _prepared[card.sha256] = data
+    # Not kept in `_prepared` (a process-long memory cache): the session has its own copy of the weights,
+    # and these bytes stayed resident beside it (~24 MB for the default models: the demo's device peak RSS).
+    # Preparing again costs ~20-90 ms per model (after onnx's import); `cache_dir` keeps it on disk.
     return data
 
 
@@ -138,6 +139,11 @@ class Session:
         # Memory patterns are cached per input shape (tiles, mosaics and crops vary): ~50 MB of RSS in a
         # demo run for no measurable CPU (branch objects, issue 13).
         opts.enable_mem_pattern = False
+        # No CPU arena: it keeps each session's largest activations resident for good (RetinaFace
+        # 640×480 ~19 MB, PP-OCR det ~23 MB, CenterFace ~19 MB); freed instead, the device's peak RSS
+        # in the demo fell ~30-50 MB. CPU-ms per run (thread time, best of 5×5, load ~5): RetinaFace int8
+        # 640×480 21-22 → 15; PP-OCR det 512×384 43-46 → 46-52; CenterFace 384×288 16.5-17 → 15-16.
+        opts.enable_cpu_mem_arena = False
         # With 2+ intra-op threads, idle workers spin-wait after each run and burn a core the rest of
         # the device needs: RetinaFace 640×480 with 2 threads cost 35.8 CPU-ms per run spinning, 19.4
         # without (fp32; int8 30.3 vs 23.3; same run, load 8 on 2 cores). No effect with 1 thread.
@@ -146,6 +152,10 @@ class Session:
             self._sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise ModelLoadError(f"{card.file}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+        if getattr(self._sess, "_model_bytes", None) is not None:
+            # onnxruntime keeps the model bytes for a provider fallback (GPU providers only; its own
+            # TODO says it holds the memory for good): on the CPU provider they are only resident weight
+            self._sess._model_bytes = None
         inputs = self._sess.get_inputs()
         names = [i.name for i in inputs]
         self.input_name = card.input.name or names[0]

@@ -36,7 +36,7 @@ from redact.nms import iou_matrix, nms
 from redact.policy import Policy
 from redact.proof import Canary
 from redact.schedule import FormSchedule
-from redact.split import RedactFinish, released
+from redact.split import RedactFinish, RedactPrivate, released
 from redact.tracker import Tracker
 from redact.withheld import as_withheld
 
@@ -145,8 +145,13 @@ class RedactStage:
 
     def pipeline_stages(self) -> list[Any]:
         """The pipeline stages doing this stage's work: [self], or with `split_threads` [self (faces,
-        "redact"), RedactFinish (the rest, "redact-finish")] — two threads (redact/split.py)."""
-        return [self, RedactFinish(self)] if self.cfg.split_threads else [self]
+        "redact"), RedactFinish (the rest, "redact-finish")] — two threads (redact/split.py); with
+        `private_thread` and a private layer, RedactPrivate ("redact-private") between them: three."""
+        if not self.cfg.split_threads:
+            return [self]
+        if self.private is not None and self.cfg.private_thread:  # the wearer's layer in a third thread
+            return [self, RedactPrivate(self), RedactFinish(self)]
+        return [self, RedactFinish(self)]
 
     def detect_key(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
         """The full face detection of a (key) frame and the canary: (face regions, ms); any fault is
@@ -166,9 +171,12 @@ class RedactStage:
             raise as_withheld(e) from e
 
     def finish(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], detector_ms: float, t0: float,
-               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True) -> RGBDFrame:
+               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True,
+               private: tuple[Any, Any, list[dict[str, Any]], dict[str, Any]] | None = None) -> RGBDFrame:
         """The per-frame rest once the face regions are known: forms (text, plates, persons), the
-        policy's drop, painting, the wearer's private layer, the manifest (+ `extra`)."""
+        policy's drop, painting, the wearer's private layer, the manifest (+ `extra`). `private`: the
+        private layer already run on this frame ("redact-private", redact/split.py): its (color, depth,
+        regions, coverage) — the rest is painted over its colour/depth."""
         try:
             # After the canary: a forms pass restoring lapsed coverage may take longer than the budget.
             regions, detector_ms, per_class = self.forms.step(frame, policy, regions, t0, detector_ms)
@@ -180,12 +188,17 @@ class RedactStage:
                 self._withheld["policy_drop"] += 1
             raise FrameWithheld("policy_drop", f"policy {policy.version}: {drop[0]['class']} in view")
         # Copy on write: the source may reuse its buffers (camera ring buffers, replay caches).
-        color = frame.color.copy() if any(r["applies_to"] != "depth" for r in regions) else frame.color
-        depth = frame.depth.copy() if any(r["applies_to"] != "color" for r in regions) else frame.depth
+        color, depth = (private[0], private[1]) if private is not None else (frame.color, frame.depth)
+        if color is frame.color and any(r["applies_to"] != "depth" for r in regions):
+            color = color.copy()
+        if depth is frame.depth and any(r["applies_to"] != "color" for r in regions):
+            depth = depth.copy()
         masks = segment.refine(frame.color, regions, policy)  # {} unless the person rule says shape = "mask"
         for i, r in enumerate(regions):
             segment.paint(color, depth, r, masks.get(i))
-        if self.private is not None:  # on the raw frame (pose for volumes), after the detectors
+        if private is not None:  # run before, in its own thread: its regions were painted first
+            regions = regions + private[2]
+        elif self.private is not None:  # on the raw frame (pose for volumes), after the detectors
             try:
                 color, depth, mine = self.private.apply(frame, color, depth)
             except FrameWithheld as e:
@@ -197,8 +210,10 @@ class RedactStage:
                                    age_tracks)
             regions = regions + mine
         manifest = self._manifest(policy, detector_ms, "detected", regions) | per_class | extra
-        if self.private is not None and hasattr(self.private, "coverage") and self.private.coverage():
-            manifest["classes"] = {**manifest.get("classes", {}), **self.private.coverage()}  # searched or followed
+        coverage = private[3] if private is not None else (
+            self.private.coverage() if self.private is not None and hasattr(self.private, "coverage") else {})
+        if coverage:
+            manifest["classes"] = {**manifest.get("classes", {}), **coverage}  # searched or followed
         with self._lock:
             self._frames += 1
             self._regions += len(regions)

@@ -86,3 +86,14 @@ def test_ingest_cpu_split_takes_the_report_out_of_the_per_frame_figure():
     assert got == {"ingest_cpu_ms_per_frame_without_report": 10.0, "ingest_report_cpu_s": 0.5,
                    "ingest_depth_png": {"depth_png_fast": 100}}
     assert ingest_cpu_split({})["ingest_cpu_ms_per_frame_without_report"] == 0.0  # nothing arrived: no crash
+
+
+def test_source_cache_is_reported_for_synthetic_and_replay(tmp_path):
+    from bench._e2e_extras import source_cache_mb
+    from capture import open_source
+    from capture.wrapped import WrappedSource
+
+    src = open_source("synthetic", pace="fast", n_frames=4, prerender=4, width=64, height=48)
+    src.open()
+    assert source_cache_mb(WrappedSource(src)) == round(4 * 64 * 48 * (3 + 2) / 1e6, 1)  # through a wrapper
+    assert source_cache_mb(open_source("synthetic", pace="fast", n_frames=4, width=64, height=48)) == 0.0

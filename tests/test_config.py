@@ -65,3 +65,15 @@ def test_cli_check_and_show_masks_secrets(tmp_path, capsys):
     p.write_text("[capture]\nfps = 'x'\n")
     assert main(["config", "check", str(p)]) == 2
     assert "capture.fps" in capsys.readouterr().err
+
+
+def test_capture_queue_auto_waits_out_a_face_bracket():
+    from device.runtime import capture_queue_size
+
+    cfg = config.load()
+    assert cfg.pipeline.capture_queue == 0  # auto
+    assert capture_queue_size(cfg) == cfg.redact.face_every + 2
+    assert capture_queue_size(config.override(cfg, **{"redact.face_every": 1})) == 3
+    assert capture_queue_size(config.override(cfg, **{"pipeline.capture_queue": 5})) == 5  # as set
+    with pytest.raises(ConfigError, match="capture_queue"):
+        config.override(cfg, **{"pipeline.capture_queue": -1})

@@ -49,3 +49,15 @@ def test_prerendered_source_plays_forth_and_back() -> None:
     assert order == [0, 1, 2, 3, 2, 1, 0, 1, 2]  # continuous path: no jump back to the start
     assert np.array_equal(frames[1].color, frames[5].color)
     assert frames[2].attachments["truth"] is frames[4].attachments["truth"]
+
+
+def test_prerendered_source_lets_the_renderer_go_and_still_renders_on_demand() -> None:
+    src = open_source("synthetic", pace="fast", n_frames=6, prerender=3, width=64, height=48)
+    src.open()
+    assert src._renderer is None  # every frame cached: the renderer is not kept while they play
+    frames = [src.read() for _ in range(6)]
+    assert src._renderer is None and len(src._cache) == 3  # reading never renders again
+    live = SyntheticSource(64, 48, pace="fast").render(1)  # the same scene rendered without a cache
+    assert np.array_equal(frames[1].color, live[0]) and np.array_equal(frames[1].depth, live[1])
+    again = src.render(2)  # asked for a frame: the renderer comes back
+    assert np.array_equal(again[0], frames[2].color)

@@ -269,3 +269,24 @@ def test_unexpected_source_exception_is_a_gap_not_the_end():
     snap = p.snapshot()
     assert len(sink.seen) == 10 and snap["stages"]["capture"]["errors"] == {"ValueError": 2}
     assert snap["source_faults"][0]["error"].startswith("ValueError: depth")
+
+
+def test_the_device_keeps_prepared_models_in_its_state_folder(tmp_path):
+    """After the first start no model is prepared again (onnx, ~22 MB resident, is not imported)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from device import config as config_mod\n"
+            "from device.runtime import build_stages\n"
+            f"cfg = config_mod.override(config_mod.load(None), **{{'device.state_dir': {str(tmp_path)!r}, "
+            "'depth.enabled': False, 'privacy.enabled': False})\n"
+            f"build_stages(cfg, 'd', 's', record_dir={str(tmp_path / 'rec')!r})\n"
+            "print('onnx' in sys.modules)\n")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    cached = list((tmp_path / "model-cache").glob("*.onnx"))
+    assert cached and first.stdout.split()[-1] == "True"  # prepared once, here
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.split()[-1] == "False"  # read from the cache, checked against its digest

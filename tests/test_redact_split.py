@@ -87,19 +87,22 @@ class HostileLayer(PrivateLayer):
         return super().coverage()
 
 
-def split_stage(tmp_path: Path, raise_on: set[int] = frozenset(), bug_on: set[int] = frozenset()) -> RedactStage:
-    stage = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=3), private=HostileLayer(tmp_path, raise_on, bug_on))
+def split_stage(tmp_path: Path, raise_on: set[int] = frozenset(), bug_on: set[int] = frozenset(),
+                private_thread: bool = False) -> RedactStage:
+    stage = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=3, private_thread=private_thread),
+                        private=HostileLayer(tmp_path, raise_on, bug_on))
     assert stage.load_error == ""
     return stage
 
 
 def run(stage: RedactStage, n: int = N) -> tuple[Pipeline, Pan, Collect, RedactFinish]:
     stages = stage.pipeline_stages()
-    assert [s.name for s in stages] == ["redact", "redact-finish"]
+    parts = ["redact-private"] if stage.cfg.private_thread else []
+    assert [s.name for s in stages] == ["redact", *parts, "redact-finish"]
     src, after = Pan(n), Collect()
     p = Pipeline(src, [*stages, after], capture_queue=64, stage_queue=8)
     assert p.run(timeout=300), "pipeline did not end"
-    return p, src, after, stages[1]
+    return p, src, after, stages[-1]
 
 
 def test_split_stages_cover_every_face_in_order_with_right_counts(tmp_path: Path) -> None:
@@ -164,3 +167,52 @@ def test_apply_and_push_without_split_still_do_both_parts(tmp_path: Path) -> Non
     items = [o for batch in released for o in batch]
     assert [type(o) for o in items] == [RGBDFrame] * 3 and not any(isinstance(o, (Covered, FrameWithheld))
                                                                       for o in items)
+
+
+def test_three_threads_private_layer_apart_same_frames_same_order(tmp_path: Path) -> None:
+    """redact.private_thread: the wearer's layer in "redact-private" between the two parts."""
+    stage = split_stage(tmp_path, private_thread=True)
+    p, src, after, finish = run(stage)
+    assert [f.seq for f in after.out] == list(range(N))
+    assert leaks([(src.inputs[f.seq], f, src.boxes[f.seq]) for f in after.out]) == []
+    snap = p.snapshot()
+    assert snap["frames_dropped"] == 0 and snap["frames_out"] == N and p.unfinished() == 0
+    assert p._queues[1].maxsize == 3 and p._queues[2].maxsize == 3  # one bracket's release each
+    assert snap["stages"]["redact"]["frames_out"] == N and snap["stages"]["redact"]["parts"] == ["redact-private",
+                                                                                                "redact-finish"]
+    private = p.stages[1]
+    assert private.status()["thread"] == "stage-redact-private" and private.status()["frames_done"] == N
+    assert finish.status()["thread"] == "stage-redact-finish" and stage.status()["frames_redacted"] == N
+
+
+def test_three_threads_a_private_fault_withholds_that_frame_only(tmp_path: Path) -> None:
+    stage = split_stage(tmp_path, raise_on={4}, bug_on={7}, private_thread=True)
+    p, src, after, finish = run(stage)
+    assert [f.seq for f in after.out] == [k for k in range(N) if k not in (4, 7)]  # the stream goes on
+    assert leaks([(src.inputs[f.seq], f, src.boxes[f.seq]) for f in after.out]) == []
+    snap = p.snapshot()
+    # coverage() now runs inside the private part's guarded call: both are private_error, counted once
+    assert snap["stages"]["redact-private"]["withheld"] == {"private_error": 2}
+    assert snap["stages"]["redact-finish"]["withheld"] == {} and not p.metrics["redact"].withheld
+    assert snap["stages"]["redact"]["withheld"] == {"private_error": 2} and snap["frames_out"] == N - 2
+    assert p.unfinished() == 0 and stage.status()["frames_withheld"] == {"private_error": 2}
+
+
+def test_three_threads_obscure_passes_the_obscured_frame_on(tmp_path: Path) -> None:
+    stage = split_stage(tmp_path, raise_on={5}, private_thread=True)
+    import dataclasses
+
+    stage._policy = dataclasses.replace(stage.policy, on_fault="obscure")
+    p, _, after, _ = run(stage)
+    assert [f.seq for f in after.out] == list(range(N))  # none lost: frame 5 obscured, not withheld
+    five = next(f for f in after.out if f.seq == 5)
+    assert five.redaction["coverage"] == "obscured" and not five.color.any() and not five.depth.any()
+    assert p.snapshot()["stages"]["redact"]["withheld"] == {} and p.unfinished() == 0
+
+
+def test_the_private_part_refuses_anything_but_covered_items(tmp_path: Path) -> None:
+    from redact.split import RedactPrivate
+
+    frame, _ = panning_frame(0, face=True)
+    with pytest.raises(TypeError):
+        RedactPrivate(split_stage(tmp_path, private_thread=True)).apply(frame)
