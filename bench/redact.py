@@ -163,7 +163,8 @@ class Deface:
 # Today's face path before issue 13, spelled out so it stays comparable whatever the defaults become.
 OLD_PATH: dict[str, Any] = {"models": [str(Path(__file__).resolve().parents[1] / "redact" / "models" / "centerface.toml")],
                             "detect_width": 384, "detect_height": 288, "tile_width": 384, "tile_height": 288,
-                            "tiles_per_frame": 0.5, "verify_candidates": 8, "face_every": 1}
+                            "tiles_per_frame": 0.5, "verify_candidates": 8, "face_every": 1,
+                            "verify_gap": 32}
 # The face bracket (redact/bracket.py): full detection on every N-th frame, the frames between covered
 # from both sides; with and without the cheap between-key-frames pass (RetinaFace 320×256).
 NO_BETWEEN = {"face_between_width": 0, "face_between_height": 0}
