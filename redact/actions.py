@@ -31,6 +31,10 @@ MASK_CELLS = 3
 MID = 8  # smoothing happens on a cells×MID image, then one linear upsample: cost ∝ region pixels
 
 _rng = np.random.default_rng()
+# The smoothing kernel, made once: cv2.GaussianBlur rebuilds its kernel and takes its bit-exact path on
+# every call (0.13 CPU-ms on a 32×32 image, most of a face's paint); the same separable kernel through
+# sepFilter2D costs 0.02 ms and differs by at most one level.
+_KERNEL = cv2.getGaussianKernel(2 * MID + 1, MID / 2)
 
 
 def grid(w: int, h: int, cells: int) -> tuple[int, int]:
@@ -45,7 +49,7 @@ def _smooth_up(small: np.ndarray, w: int, h: int) -> np.ndarray:
     about half a cell there, then linear to the full size."""
     cy, cx = small.shape[:2]
     mid = cv2.resize(small, (cx * MID, cy * MID), interpolation=cv2.INTER_LINEAR)
-    mid = cv2.GaussianBlur(mid, (2 * MID + 1, 2 * MID + 1), MID / 2, borderType=cv2.BORDER_REPLICATE)
+    mid = cv2.sepFilter2D(mid, -1, _KERNEL, _KERNEL, borderType=cv2.BORDER_REPLICATE)
     return cv2.resize(mid, (w, h), interpolation=cv2.INTER_LINEAR)
 
 

@@ -26,8 +26,12 @@ class RedactConfig:
     tile_height: int = setting(288, min=0, max=4096, help="height of the full-resolution tiles")
     tiles_per_frame: float = setting(0.5, min=0.0, max=16.0,
                                      help="full-resolution tiles run per frame on average (0.5 = one every 2nd frame)")
-    verify_candidates: int = setting(8, min=0, max=32,
+    # 12 (8 until 2026-12-03): with the crops side by side (verify_gap 0) 12 cost fewer pixels than 8 did with
+    # gaps (256×192 vs 384×192), and seed 2's crowd needs them: recall 0.9903 vs 0.9840 with 8 (old path 0.9868).
+    verify_candidates: int = setting(12, min=0, max=32,
                                      help="small tracks and weak candidates re-checked at full resolution per frame")
+    verify_gap: int = setting(0, min=0, max=64, help="px between the 64×64 crops on the re-check mosaic (0: crops side by "
+                              "side, 0.44× the CPU of the 32 px gaps of the old path)")
     verify_model: str = setting("auto", help="model card that re-checks small candidates at full resolution: "
                                 "auto (built-in face path: centerface; own models: each itself), a shipped card's "
                                 "name, a card file, or empty = each detector itself")
@@ -70,8 +74,9 @@ class RedactConfig:
                                       help="a frame is made a key frame when the oldest frame waiting for one was "
                                            "captured this long before it (capture clock), even if fewer than "
                                            "face_every - 1 frames wait; 0 = no time bound")
-    # 256×192 every 2nd frame: a large face in view for only 2 frames between key frames is seen
-    # (bench set astronaut_flash_2frames: 0.625 recall without it at face_every 4, 1.0 with it) for ~0.6-2 CPU-ms/frame.
+    # Every 2nd frame: a large face in view for only 2 frames between key frames is seen (bench set
+    # astronaut_flash_2frames: 0.625 recall without it at face_every 4, 1.0 with it). 192×160 (the frame at 0.3)
+    # measured 2026-12-03: flash still 1.0 and 0.97× the CPU, but seed 2's crowd 0.9840 < the old path's 0.9868.
     face_between_width: int = setting(256, min=0, max=4096,
                                       help="a cheap whole-frame face pass at this width on the frames between key "
                                            "frames (multiple of 32; 0 = none): for large fast faces that come and go "

@@ -59,6 +59,11 @@ def to_blob(img: np.ndarray, inp: InputSpec) -> np.ndarray:
     return blob
 
 
+VERIFY_CELL = 64
+VERIFY_GAP = 32  # the default here (callers pass the stage's `verify_gap`)
+VERIFY_COLUMNS = 4
+
+
 class Detector:
     def __init__(self, card: ModelCard, threads: int, cache_dir: str = "") -> None:
         self.card = card
@@ -112,9 +117,10 @@ class Detector:
         return self.decoder.decode(outputs, (img.shape[1], img.shape[0]), threshold)
 
     def verify(self, color: np.ndarray, candidates: np.ndarray, run_options: Any,
-               threshold: float | None = None) -> np.ndarray:
+               threshold: float | None = None, gap: int = VERIFY_GAP) -> np.ndarray:
         """Full-resolution look at weak, small candidates of a downscaled pass, in one model run:
-        a 64×64 crop around each is laid out on a mosaic (32 px gaps) and detected at once.
+        a 64×64 crop around each is laid out on a mosaic (`gap` px between crops, the mosaic padded to the
+        model's multiple) and detected at once.
         Returns the confirmed detections (N×6, frame pixels)."""
         h, w = color.shape[:2]
         if not len(candidates) or h < VERIFY_CELL or w < VERIFY_CELL or self.card.input.size is not None:
@@ -122,8 +128,9 @@ class Detector:
         n = len(candidates)
         cols = min(n, VERIFY_COLUMNS)
         rows = -(-n // cols)
-        pitch, off = VERIFY_CELL + VERIFY_GAP, VERIFY_GAP // 2
-        mosaic = np.zeros((rows * pitch, cols * pitch, 3), np.uint8)
+        pitch, off = VERIFY_CELL + gap, gap // 2
+        m = self.card.input.multiple  # the mosaic's sides padded to the model's multiple (a gap may not be one)
+        mosaic = np.zeros((-(-rows * pitch // m) * m, -(-cols * pitch // m) * m, 3), np.uint8)
         cx = (candidates[:, 0] + candidates[:, 2]) / 2
         cy = (candidates[:, 1] + candidates[:, 3]) / 2
         x0 = np.clip(np.round(cx - VERIFY_CELL / 2), 0, w - VERIFY_CELL).astype(np.int64)
@@ -150,9 +157,6 @@ class Detector:
         return dets
 
 
-VERIFY_CELL = 64
-VERIFY_GAP = 32
-VERIFY_COLUMNS = 4
 
 
 class _Watchdog:

@@ -336,7 +336,7 @@ class RedactStage:
             tracks = np.concatenate([predicted, np.ones((len(predicted), 2))], axis=1).astype(np.float32)
         cands = np.concatenate([weak, tracks])  # weak candidates first (best first): new faces; tracks are held anyway
         small = np.maximum(cands[:, 2] - cands[:, 0], cands[:, 3] - cands[:, 1]) <= VERIFY_MAX_SIDE
-        confirmed = verifier.verify(color, cands[small][: cfg.verify_candidates], run_options, thr)
+        confirmed = verifier.verify(color, cands[small][: cfg.verify_candidates], run_options, thr, cfg.verify_gap)
         if verifier is not det and len(confirmed):  # only the classes this detector stands for
             mine_v = [verifier.card.classes.index(c) for c in det.card.classes]
             confirmed = confirmed[np.isin(confirmed[:, 5], mine_v)]

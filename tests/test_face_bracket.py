@@ -153,7 +153,9 @@ def test_flush_releases_every_waiting_frame_in_order(stage: RedactStage) -> None
 
 
 def test_pipeline_counts_and_unfinished_stay_right_with_push() -> None:
-    redact = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4))
+    # No time bound on the wait: pace "fast" stamps frames as they are rendered, so on a busy machine 3
+    # frames span > face_max_wait_ms and one more frame becomes a key frame (5 instead of 4: flaky at load ~4).
+    redact = build_stage(RedactConfig(budget_ms=BUDGET_MS, face_every=4, face_max_wait_ms=0.0))
     after = Collect()
     src = SyntheticSource(640, 480, pace="fast", n_frames=10, seed=1)
     p = Pipeline(src, [redact, after], capture_queue=64)

@@ -132,6 +132,19 @@ def test_verify_mosaic_maps_back_to_frame_pixels(tmp_path: Path) -> None:
         assert len(det.verify(np.zeros((200, 200, 3), np.uint8), cand[:0], dl.options)) == 0
 
 
+def test_verify_mosaic_without_gaps_maps_each_box_to_its_own_crop(tmp_path: Path) -> None:
+    """gap 0 (the built-in path's `verify_gap`): two crops side by side on a 128×64 mosaic; a box in the
+    second crop maps back to the second candidate, clipped to that crop."""
+    # Mosaic box centre (98, 34), 8×8 -> [94, 30, 102, 38]; the 2nd crop sits at mosaic x 64, frame (123, 73).
+    card = write_constant(tmp_path, "cf0", centerface_outputs((128, 64), [(8, 24, 0.9, 8, 8, 0, 0)]),
+                          "centerface", ["face"])
+    det = Detector(load_card(card), threads=1)
+    cand = np.array([[20, 20, 30, 30, 0.05, 0], [150, 100, 160, 110, 0.05, 0]], np.float32)
+    with Deadline(5.0) as dl:
+        got = det.verify(np.zeros((200, 200, 3), np.uint8), cand, dl.options, gap=0)
+    np.testing.assert_allclose(got, [[153, 103, 161, 111, 0.9, 0]], atol=1e-5)
+
+
 def test_too_many_candidates_refused_not_truncated(tmp_path: Path) -> None:
     """A threshold below the whole heatmap (or a noise output) must not make NMS drop the weakest
     boxes silently, nor build a gigabyte IoU matrix: the pass is refused (the stage withholds)."""
