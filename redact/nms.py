@@ -41,11 +41,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     empty boxes (zero area) are kept aside — kept, suppressing nothing, as in the reference.
     """
     n = len(scores)
+    order = _ranked(scores, max_candidates)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if n > max_candidates:
-        raise ValueError(f"{n} boxes for NMS, more than {max_candidates}")
-    order = np.argsort(-np.asarray(scores), kind="stable")
+        return order
     b = np.asarray(boxes, dtype=np.float64)[order, :4]
     wh = b[:, 2:4] - b[:, 0:2]
     solid = (wh > 0).all(axis=1)
@@ -70,12 +68,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
 def nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
                   classes: np.ndarray | None = None, max_candidates: int = MAX_CANDIDATES) -> np.ndarray:
     """The plain numpy greedy NMS (`nms`'s contract, IoU in float64): what `nms` is checked against."""
-    n = len(scores)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if n > max_candidates:
-        raise ValueError(f"{n} boxes for NMS, more than {max_candidates}")
-    order = np.argsort(-np.asarray(scores), kind="stable")
+    order = _ranked(scores, max_candidates)
+    if len(order) == 0:
+        return order
     iou = iou_matrix(boxes[order], boxes[order])
     if classes is not None:
         cls = np.asarray(classes)[order]
@@ -88,3 +83,10 @@ def nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
         rest = remaining[1:]
         remaining = rest[iou[i, rest] < iou_threshold]
     return order[np.asarray(keep, dtype=np.int64)]
+
+
+def _ranked(scores: np.ndarray, max_candidates: int) -> np.ndarray:
+    """Indices by descending score (stable: ties keep their order); too many candidates is a refusal."""
+    if len(scores) > max_candidates:
+        raise ValueError(f"{len(scores)} boxes for NMS, more than {max_candidates}")
+    return np.argsort(-np.asarray(scores), kind="stable").astype(np.int64)

@@ -127,20 +127,48 @@ class Finished:
         return self.frame.seq
 
 
-class RedactPrivate:
+class _Part:
+    """What the later parts share: their input queue (one bracket's release: face_every frames at once,
+    no more — frames queued here are accepted and only wait; bench e2e: a queue of 8 raised capture→spool
+    p50 from ~310 to ~720 ms; when it is full the face thread waits and the capture queue drops the
+    oldest), their counters, and the fail-closed fallback for an unexpected error."""
+
+    part_of = "redact"  # the pipeline's snapshot shows "redact" as the whole (device/pipeline.py)
+
+    def __init__(self, stage: RedactStage) -> None:
+        self.stage = stage
+        self.queue_size = max(2, stage.cfg.face_every)
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._withheld: Counter[str] = Counter()
+        self.thread = ""  # the thread the part ran in
+
+    def _done(self) -> None:
+        with self._lock:
+            self._frames += 1
+
+    def _count(self, reason: str) -> None:
+        with self._lock:
+            self._withheld[reason] += 1
+
+    def _obscure_or_withhold(self, item: Covered, reason: str, e: Exception) -> RGBDFrame:
+        """A fault this part cannot vouch past: the stage's `on_fault` obscures the frame or withholds it."""
+        try:
+            return self.stage._fault(item.frame, item.policy, FrameWithheld(reason, f"{type(e).__name__}: {e}"),
+                                     age_tracks=False)
+        except FrameWithheld as w:
+            self._count(w.reason)
+            raise
+
+    def close(self) -> None:  # the stage ("redact") closes itself and its private layer
+        pass
+
+
+class RedactPrivate(_Part):
     """The "redact-private" pipeline stage (a third thread, between the face part and the finish part):
     the wearer's private layer on each `Covered` frame, in frame order — `apply(Covered) -> Covered`."""
 
     name = "redact-private"
-    part_of = "redact"
-
-    def __init__(self, stage: RedactStage) -> None:
-        self.stage = stage
-        self.queue_size = max(2, stage.cfg.face_every)  # one bracket's release, as the finish part's
-        self._lock = threading.Lock()
-        self._frames = 0
-        self._withheld: Counter[str] = Counter()
-        self.thread = ""
 
     def apply(self, item: Any) -> Covered | Finished:
         if not isinstance(item, Covered):  # a wiring bug: nothing unredacted may pass on
@@ -158,46 +186,21 @@ class RedactPrivate:
             self._count(e.reason)
             raise
         except Exception as e:  # cannot vouch for the wearer's own private things: fail closed
-            try:
-                out = self.stage._fault(item.frame, item.policy,
-                                        FrameWithheld("private_error", f"{type(e).__name__}: {e}"), age_tracks=False)
-            except FrameWithheld as w:
-                self._count(w.reason)
-                raise
-            return Finished(out)  # obscured: the finish part passes it on as it is
+            # obscured: the finish part passes it on as it is
+            return Finished(self._obscure_or_withhold(item, "private_error", e))
         item.private = (color, depth, mine, coverage)
-        with self._lock:
-            self._frames += 1
+        self._done()
         return item
-
-    def _count(self, reason: str) -> None:
-        with self._lock:
-            self._withheld[reason] += 1
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {"frames_done": self._frames, "frames_withheld": dict(self._withheld), "thread": self.thread}
 
-    def close(self) -> None:  # the stage ("redact") closes itself and its private layer
-        pass
 
-
-class RedactFinish:
+class RedactFinish(_Part):
     """The "redact-finish" pipeline stage: `apply(Covered) -> RGBDFrame` (or FrameWithheld)."""
 
     name = "redact-finish"
-    part_of = "redact"  # the pipeline's snapshot shows "redact" as the whole (device/pipeline.py)
-
-    def __init__(self, stage: RedactStage) -> None:
-        self.stage = stage
-        # Its input queue: room for one bracket's release (face_every frames at once), no more — frames
-        # queued here are accepted and only wait (bench e2e: a queue of 8 raised capture→spool p50 from
-        # ~310 to ~720 ms); when it is full the face thread waits and the capture queue drops the oldest.
-        self.queue_size = max(2, stage.cfg.face_every)
-        self._lock = threading.Lock()
-        self._frames = 0
-        self._withheld: Counter[str] = Counter()
-        self.thread = ""  # the thread the finish part ran in (the face part's is in the stage's status)
 
     def apply(self, item: Any) -> RGBDFrame:
         if isinstance(item, Finished) and item.frame.redaction is not None:  # obscured by "redact-private"
@@ -211,24 +214,11 @@ class RedactFinish:
             self._count(e.reason)
             raise
         except Exception as e:  # a bug in painting or the manifest: the frame cannot be vouched for
-            try:
-                out = self.stage._fault(item.frame, item.policy,
-                                        FrameWithheld("finish_error", f"{type(e).__name__}: {e}"), age_tracks=False)
-            except FrameWithheld as w:
-                self._count(w.reason)
-                raise
-        with self._lock:
-            self._frames += 1
+            out = self._obscure_or_withhold(item, "finish_error", e)
+        self._done()
         return out
-
-    def _count(self, reason: str) -> None:
-        with self._lock:
-            self._withheld[reason] += 1
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {"frames_finished": self._frames, "frames_withheld": dict(self._withheld),
                     "thread": self.thread, "face_thread": self.stage.face_thread}
-
-    def close(self) -> None:  # the stage ("redact") closes itself
-        pass
