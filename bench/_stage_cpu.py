@@ -14,9 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 FACE_PART = "redact.face_part (split: detection + bracket thread)"
-FINISH_PART = "redact.finish_part (split: forms, private layer, painting thread)"
-PRIVATE_PART = "redact.private_part (split: the wearer's private layer thread)"
-OPTIONAL = (FACE_PART, FINISH_PART, PRIVATE_PART)  # only with split threads: not missing when off
+FINISH_PART = "redact.finish_part (split: forms' holds and reads, painting, manifest thread)"
+FORMS_PART = "redact.forms_part (worker redact-forms: the forms' detector passes, ahead)"
+PRIVATE_PART = "redact.private_part (worker redact-private: the wearer's private layer, ahead)"
+PARTS = (FACE_PART, FINISH_PART, FORMS_PART, PRIVATE_PART)  # with split threads: redaction's CPU is their sum
+OPTIONAL = PARTS  # only with split threads: not missing when off
+# the parts that run in a worker are counted only there (inline, they are inside the finish part)
+WORKER = {FORMS_PART: "redact-forms", PRIVATE_PART: "redact-private"}
 
 # (stage name, dotted attribute path from the stage, report key)
 STEPS: tuple[tuple[str, str, str], ...] = (
@@ -32,7 +36,7 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     # with redact.split_threads the pipeline drives the face part and the finish part (two threads)
     ("redact", "push_part", FACE_PART),
     ("redact-finish", "apply", FINISH_PART),
-    ("redact-private", "apply", PRIVATE_PART),  # redact.private_thread: a third thread
+    ("redact", "forms.look", FORMS_PART),  # redact.forms_thread (redact/ahead.py)
     ("redact", "bracket.motion.step", "redact.bracket_motion"),
     ("depth", "_cloud", "depth.keyframe_cloud"),
     ("depth", "apply", "depth.total"),
@@ -61,8 +65,11 @@ class StepCpu:
 
     def wrap(self, owner: Any, attr: str, key: str) -> None:
         inner: Callable[..., Any] = getattr(owner, attr)
+        worker = WORKER.get(key)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if worker is not None and threading.current_thread().name != worker:
+                return inner(*args, **kwargs)
             t0 = time.thread_time()
             try:
                 return inner(*args, **kwargs)
@@ -81,8 +88,7 @@ class StepCpu:
                                    "cpu_ms_per_call": round(v * 1000 / max(1, self.calls[k]), 2),
                                    "calls": self.calls[k]} for k, v in self.cpu.items()}
         if FINISH_PART in self.cpu and not self.calls.get("redact.total"):  # split threads: the two parts
-            self.cpu["redact.total"] = (self.cpu.get(FACE_PART, 0.0) + self.cpu.get(PRIVATE_PART, 0.0)
-                                        + self.cpu[FINISH_PART])
+            self.cpu["redact.total"] = sum(self.cpu.get(k, 0.0) for k in PARTS)
             self.calls["redact.total"] = self.calls[FINISH_PART]
             out["redact.total"] = {"cpu_ms_per_frame": round(self.cpu["redact.total"] * 1000 / n, 2),
                                    "cpu_ms_per_call": round(self.cpu["redact.total"] * 1000 / max(1, self.calls["redact.total"]), 2),
@@ -119,6 +125,12 @@ def instrument(stages: dict[str, Any]) -> StepCpu:
         steps.missing.append(f"depth.odometry ({e})")
     if stages.get("uplink") is not None:
         steps.time_to_spool(stages["uplink"])
+    try:  # the private layer's worker calls it by module attribute (redact/ahead.py)
+        from redact import ahead
+
+        steps.wrap(ahead, "run_private", PRIVATE_PART)
+    except (ImportError, AttributeError) as e:
+        steps.missing.append(f"redact private part ({e})")
     try:  # module-level encoders the uplink stage calls by module attribute
         from uplink import messages, wire
 

@@ -341,8 +341,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     stages = status["stages"]
     withheld_total = sum(stages["redact"]["withheld"].values())  # with split_threads: both parts' (pipeline.py)
     # redact.split_threads: the finish part's thread ("stage-redact-finish") is redaction's too
-    redact_cpu_s = sum(threads.by_name().get(f"stage-{name}", 0.0)
-                       for name in ("redact", "redact-private", "redact-finish"))  # redact.private_thread: a third
+    redact_cpu_s = sum(threads.by_name().get(name, 0.0)  # and the workers of the work ahead (redact/ahead.py)
+                       for name in ("stage-redact", "stage-redact-finish", "redact-forms", "redact-private"))
     return {
         "bench": "e2e",
         "resolution": f"{cfg.capture.width}x{cfg.capture.height}",

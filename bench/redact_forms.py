@@ -251,8 +251,8 @@ def passes(frames: list[Any]) -> dict[str, Any]:
     from redact.cards import load_card, shipped_card
     from redact.config import RedactConfig
     from redact.detector import Detector
+    from redact.passes import text_scale
     from redact.proof import _misses, pass_canary
-    from redact.schedule import text_scale
 
     cfg = RedactConfig()
     dets = {stem: Detector(load_card(shipped_card(stem)), 1) for stem in ("ppocr_det", "ppocr_det_fused",

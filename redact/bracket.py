@@ -106,9 +106,14 @@ class Bracket:
         self._started = False
 
     # -- the stream ------------------------------------------------------------------------------
-    def push(self, frame: RGBDFrame) -> list[Released]:
+    def shift(self, frame: RGBDFrame) -> tuple[float, float] | None:
+        """The camera's image shift since the previous frame, for `push` (None at face_every 1: not
+        needed here). Measured once per frame: the forms schedule's holds use it too."""
+        return self.motion.step(frame.color) if self.every > 1 else None
+
+    def push(self, frame: RGBDFrame, shift: tuple[float, float] | None = None) -> list[Released]:
         if self.every > 1:  # the shift of every frame against the one before: the projection sums it
-            self._offset = self._offset + self.motion.step(frame.color)
+            self._offset = self._offset + (self.motion.step(frame.color) if shift is None else shift)
         if not self._started or len(self.waiting) >= self.every - 1 or self._waited_too_long(frame):
             self._started = True
             return self._key(frame)

@@ -65,11 +65,16 @@ class RedactConfig:
     # 275-291 frames spooled in 15 s, 1.43 vs 1.04 cores, redaction CPU/frame +4 %, capture→spool p50 +~35 ms.
     split_threads: bool = setting(True, help="redaction in two pipeline threads: faces (stage \"redact\") then forms, "
                                              "private layer, painting, manifest (stage \"redact-finish\"), in frame order")
+    # Work that needs no faces runs while a frame waits for its face bracket (redact/ahead.py): a frame's
+    # latency is then the longest part, not the sum (bench e2e; the note of issue 13).
+    forms_thread: bool = setting(True, help="with split_threads: the forms' detector passes (text, persons, "
+                                            "screens) in a worker thread (\"redact-forms\") started as each "
+                                            "frame arrives, while it waits for its face bracket")
     # The wearer's private layer (objects: SIFT search + flow, volumes: pose) was ~13 of the finish thread's
     # ~32 CPU-ms per frame in the demo (bench e2e, load ~4): that thread alone could not keep 30 fps.
     private_thread: bool = setting(True, help="with split_threads and a private layer: the wearer's private "
-                                              "layer in a third pipeline thread (stage \"redact-private\"), "
-                                              "between the face part and the rest")
+                                              "layer in a worker thread (\"redact-private\") started as each "
+                                              "frame arrives, while it waits for its face bracket")
     face_max_wait_ms: float = setting(110.0, min=0.0, max=10000.0,
                                       help="a frame is made a key frame when the oldest frame waiting for one was "
                                            "captured this long before it (capture clock), even if fewer than "

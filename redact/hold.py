@@ -38,7 +38,9 @@ class Hold:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     cut: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), bool))
 
-    def step(self, dx: float, dy: float, limit: int, width: int = 0, height: int = 0) -> None:
+    def step(self, dx: float, dy: float, limit: int, width: int = 0, height: int = 0, frames: int = 1) -> None:
+        """Moved by the camera's shift (dx, dy) since the last step, `frames` frames ago; boxes held
+        longer than `limit` frames are dropped."""
         self.boxes[:, 0:4:2] += dx
         self.boxes[:, 1:4:2] += dy
         if width and height and len(self.boxes):  # cut boxes keep reaching the edge that cut them
@@ -46,7 +48,7 @@ class Hold:
             self.boxes[:, 1] = np.where(self.cut[:, 1], np.minimum(self.boxes[:, 1], 0.0), self.boxes[:, 1])
             self.boxes[:, 2] = np.where(self.cut[:, 2], np.maximum(self.boxes[:, 2], width), self.boxes[:, 2])
             self.boxes[:, 3] = np.where(self.cut[:, 3], np.maximum(self.boxes[:, 3], height), self.boxes[:, 3])
-        self.age += 1
+        self.age += frames
         keep = self.age <= limit
         self.boxes, self.age, self.cut = self.boxes[keep], self.age[keep], self.cut[keep]
 

@@ -6,43 +6,42 @@
     when "redact-finish" follows it (device/pipeline.py; its `push`/`flush`/`apply` still do both parts,
     so the same stage used alone elsewhere is unchanged): they run the face detection and the
     bracket (redact/bracket.py) and release, in frame order, a `Covered` per frame (the raw frame, its
-    face regions, detector_ms, manifest extras) or the `FrameWithheld` that stood for it (counted once,
-    by the pipeline under "redact", and by the stage's own fault counters);
+    face regions, detector_ms, manifest extras, its work ahead) or the `FrameWithheld` that stood for it
+    (counted once, by the pipeline under "redact", and by the stage's own fault counters);
   * "redact-finish" (`RedactFinish.apply(covered)`): the per-frame rest (`RedactStage.finish`: forms
     — text, plates, persons —, the policy's drop, painting, the wearer's private layer, the manifest).
-With `redact.private_thread` (default) and a private layer, a third part runs between them:
-  * "redact-private" (`RedactPrivate.apply(covered)`): the wearer's private layer (objects, volumes) on
-    the raw frame, its regions painted on copies, carried in the `Covered` (`private`) with the layer's
-    coverage; the finish part paints faces and forms over those copies and skips the layer. Measured
-    (bench e2e --sources demo, load ~4): the layer was ~13 of the finish thread's ~32 CPU-ms per frame —
-    more than a 30 fps frame time in one thread. A fault in it withholds the frame (`private_error`,
-    counted under "redact-private"; obscured under `on_fault = "obscure"`: passed on as `Finished`).
-The pipeline joins them by its bounded blocking queue, so the two run concurrently (one core each);
-frame order holds (one thread each side, FIFO between). `apply` (stills, `crowdcap redact`, tests)
+What needs no faces — the forms' detector passes and the wearer's private layer — starts as the frame
+arrives, in two worker threads ("redact-forms", "redact-private": redact/ahead.py), and runs while the
+frame waits for its bracket; the finish part joins it. (Before, the private layer had a pipeline
+thread of its own after the face part, and the forms ran inside the finish part: a frame's latency
+was the sum of the three; bench e2e, the note of issue 13.)
+The pipeline joins the two parts by its bounded blocking queue, so they run concurrently; frame
+order holds (one thread each side, FIFO between). `apply` (stills, `crowdcap redact`, tests)
 still does both parts in one call, unchanged.
 
 Measured (`python -m bench e2e --sources demo --paths new_default --seconds 15 --no-mesh --set
 redact.split_threads=false|true`, 2026-12-03, 3 alternating pairs, load 2-3.6 on 2 cores shared with
 other work): dropped before redaction 35-39 % → 9-17 %; frames spooled 275-291 → 375-410; device cores
-used 1.04 → 1.43; redaction CPU per frame through it 41-43 → 43-47 ms (+~4 %: the hand-over); capture →
-spool p50/p99 226-240/353-425 → 255-285/399-503 ms. The finish part is the heavier one (~25 vs ~13.5
-CPU-ms per captured frame), so it bounds the gain (~1.5×, not 2×). Its input queue holds one bracket's
-release (`face_every`): a queue of 8 raised capture → spool p50 to ~710 ms.
+used 1.04 → 1.43. The finish part's input queue holds one bracket's release (`face_every`): a queue of
+8 raised capture → spool p50 to ~710 ms.
 
 The raw frame inside a `Covered` travels only in memory, inside the device process, from one thread
 to the next; nothing writes it anywhere. Fail closed as in one thread: any exception in the finish
-part withholds the frame (or obscures it under `on_fault = "obscure"`), counted with its reason
-(`finish_error` for an unexpected one) by the stage and by the pipeline under "redact-finish";
-an item that is not a `Covered` is a counted pipeline error and goes nowhere.
+part (or in its work ahead, raised again there) withholds the frame (or obscures it under `on_fault =
+"obscure"`), counted with its reason (`private_error` for the private layer, `finish_error` for an
+unexpected one) by the stage and by the pipeline under "redact-finish"; a frame the face part already
+obscured passes on as it is; anything else that is not a `Covered` is a counted pipeline error and
+goes nowhere.
 
 Threads and shared state: the tracker, canary, bracket, tile credit and verifier clock belong to the
 face thread only. The finish thread never steps the tracker: its fault path calls `_fault(...,
 age_tracks=False)` — the tracker has already stepped over this very frame in the face thread (the key
 frame's detection updated it; a bracketed frame was stepped by the forward hold), so stepping it again
-would age every track twice for one frame (and race the face thread). The forms schedule and the
-private layer are touched only by the finish thread (the face thread only reads `forms.provides` when a
-policy is swapped in, under the stage's lock); counters are under the stage's lock. The policy a frame
-was detected with travels in its `Covered`, so both parts use the same one across a reload.
+would age every track twice for one frame (and race the face thread). The forms schedule's passes
+belong to the "redact-forms" worker, its holds and reads to the finish thread (redact/passes.py); the
+private layer to the "redact-private" worker; counters are under locks. The policy a frame was
+detected with travels in its `Covered`, and the forms schedule its passes ran in travels in its
+`Ahead`, so both parts use the same ones across a reload.
 """
 
 from __future__ import annotations
@@ -73,9 +72,7 @@ class Covered:
     age_tracks: bool = True  # one thread only: a finish fault may age the tracks (as `apply` does)
     timed: bool = True  # detector_ms goes into the stage's detector percentiles
     bracket_age: int | None = None  # a bracketed frame: frames since its key frame before
-    # the wearer's private layer, already run by "redact-private" (a third thread): (color, depth, regions,
-    # coverage) — color/depth the raw frame's arrays with only the private regions painted (copies if any)
-    private: tuple[Any, Any, list[dict[str, Any]], dict[str, Any]] | None = None
+    ahead: Any = None  # its work that needs no faces (redact/ahead.py), handed over by the stage
 
     @property
     def seq(self) -> int:  # the pipeline's error log names it
@@ -87,7 +84,7 @@ def complete(stage: RedactStage, c: Covered, age_tracks: bool | None = None) -> 
     t0 = time.perf_counter() - c.spent_ms / 1000.0  # the budget left at this point, not at detection
     out = stage.finish(c.frame, c.policy, c.regions, c.detector_ms, t0, c.extra,
                        age_tracks=c.age_tracks if age_tracks is None else age_tracks, timed=c.timed,
-                       private=c.private)
+                       ahead=c.ahead)
     classes = out.redaction.get("classes")
     if c.bracket_age is not None and isinstance(classes, dict):
         # the face classes: covered by the bracket, not detected on this frame
@@ -116,23 +113,13 @@ def released(stage: RedactStage, items: list[Any]) -> list[RGBDFrame | FrameWith
     return out
 
 
-@dataclass
-class Finished:
-    """A frame a part before "redact-finish" already finished (obscured under `on_fault = "obscure"`)."""
+class RedactFinish:
+    """The "redact-finish" pipeline stage: `apply(Covered) -> RGBDFrame` (or FrameWithheld). Its input
+    queue holds one bracket's release (face_every frames at once, no more — frames queued here are
+    accepted and only wait; bench e2e: a queue of 8 raised capture→spool p50 from ~310 to ~720 ms; when
+    it is full the face thread waits and the capture queue drops the oldest)."""
 
-    frame: RGBDFrame
-
-    @property
-    def seq(self) -> int:
-        return self.frame.seq
-
-
-class _Part:
-    """What the later parts share: their input queue (one bracket's release: face_every frames at once,
-    no more — frames queued here are accepted and only wait; bench e2e: a queue of 8 raised capture→spool
-    p50 from ~310 to ~720 ms; when it is full the face thread waits and the capture queue drops the
-    oldest), their counters, and the fail-closed fallback for an unexpected error."""
-
+    name = "redact-finish"
     part_of = "redact"  # the pipeline's snapshot shows "redact" as the whole (device/pipeline.py)
 
     def __init__(self, stage: RedactStage) -> None:
@@ -160,51 +147,12 @@ class _Part:
             self._count(w.reason)
             raise
 
-    def close(self) -> None:  # the stage ("redact") closes itself and its private layer
+    def close(self) -> None:  # the stage ("redact") closes itself, its workers and its private layer
         pass
 
-
-class RedactPrivate(_Part):
-    """The "redact-private" pipeline stage (a third thread, between the face part and the finish part):
-    the wearer's private layer on each `Covered` frame, in frame order — `apply(Covered) -> Covered`."""
-
-    name = "redact-private"
-
-    def apply(self, item: Any) -> Covered | Finished:
-        if not isinstance(item, Covered):  # a wiring bug: nothing unredacted may pass on
-            raise TypeError(f"redact-private takes what the redact stage releases, not {type(item).__name__}")
-        self.thread = threading.current_thread().name
-        private = self.stage.private
-        if private is None:
-            return item
-        try:
-            color, depth, mine = private.apply(item.frame, item.frame.color, item.frame.depth)
-            coverage = private.coverage() if hasattr(private, "coverage") else {}
-        except FrameWithheld as e:
-            with self.stage._lock:
-                self.stage._withheld[e.reason] += 1
-            self._count(e.reason)
-            raise
-        except Exception as e:  # cannot vouch for the wearer's own private things: fail closed
-            # obscured: the finish part passes it on as it is
-            return Finished(self._obscure_or_withhold(item, "private_error", e))
-        item.private = (color, depth, mine, coverage)
-        self._done()
-        return item
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {"frames_done": self._frames, "frames_withheld": dict(self._withheld), "thread": self.thread}
-
-
-class RedactFinish(_Part):
-    """The "redact-finish" pipeline stage: `apply(Covered) -> RGBDFrame` (or FrameWithheld)."""
-
-    name = "redact-finish"
-
     def apply(self, item: Any) -> RGBDFrame:
-        if isinstance(item, Finished) and item.frame.redaction is not None:  # obscured by "redact-private"
-            return item.frame
+        if isinstance(item, RGBDFrame) and item.redaction is not None:  # obscured by the face part (on_fault)
+            return item
         if not isinstance(item, Covered):  # a wiring bug: nothing unredacted may pass on
             raise TypeError(f"redact-finish takes what the redact stage releases, not {type(item).__name__}")
         self.thread = threading.current_thread().name

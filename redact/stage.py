@@ -30,6 +30,7 @@ import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
 from redact import segment
+from redact.ahead import AheadRunner
 from redact.bracket import Bracket
 from redact.config import RedactConfig
 from redact.detector import Deadline, Detector
@@ -38,7 +39,7 @@ from redact.layers import PolicyLayers
 from redact.policy import Policy
 from redact.proof import Canary
 from redact.schedule import FormSchedule
-from redact.split import RedactFinish, RedactPrivate, released
+from redact.split import Covered, RedactFinish, released
 from redact.tracker import Tracker
 from redact.withheld import as_withheld
 
@@ -79,6 +80,7 @@ class RedactStage(FacePasses):
         self.private: Any = None  # the wearer's own objects/volumes (redact/private/layer.py), set by build_stage
         self.bracket = Bracket(self, cfg.face_every)  # push/flush: key frames and the frames between
         self.face_thread = ""  # set when the pipeline runs the face part alone (push_part: split threads)
+        self.ahead = AheadRunner()  # work that needs no faces (redact/ahead.py); workers with split threads
 
     # -- policy -----------------------------------------------------------------------------------
     @property
@@ -127,30 +129,52 @@ class RedactStage(FacePasses):
 
     def push(self, frame: RGBDFrame) -> list[RGBDFrame | FrameWithheld]:
         """A stream's next frame in; the frames released by it, in order (redact/bracket.py)."""
-        return released(self, self.bracket.push(frame))
+        return released(self, self._push(frame))
 
     def flush(self) -> list[RGBDFrame | FrameWithheld]:
         """End of stream (or a stalled one): every waiting frame released, the last as a key frame."""
-        return released(self, self.bracket.flush())
+        return released(self, self._flush())
 
     def push_part(self, frame: RGBDFrame) -> list[Any]:
         """`push`'s face part only: `Covered` items for "redact-finish" (the pipeline calls it when that
         stage follows this one: redact/split.py)."""
         self.face_thread = threading.current_thread().name
-        return self.bracket.push(frame)
+        return self._push(frame)
 
     def flush_part(self) -> list[Any]:
         self.face_thread = threading.current_thread().name
-        return self.bracket.flush()
+        return self._flush()
+
+    def _push(self, frame: RGBDFrame) -> list[Any]:
+        shift = self.bracket.shift(frame)
+        # What needs no faces starts now: in the workers it runs while the frame waits (redact/ahead.py)
+        self.ahead.start(frame, shift, self.forms, self.private, time.perf_counter)
+        try:
+            items = self.bracket.push(frame, shift)
+        except BaseException:
+            self.ahead.unstart()
+            raise
+        return self.ahead.hand(items, Covered, self._mismatch)
+
+    def _flush(self) -> list[Any]:
+        return self.ahead.hand(self.bracket.flush(), Covered, self._mismatch)
+
+    def _mismatch(self, item: Covered) -> Any:
+        fault = FrameWithheld("bracket_error", f"frame {item.frame.seq} released out of push order")
+        with self._lock:
+            self.bracket.withheld[fault.reason] += 1
+        return self.bracket._withhold(item.frame, item.policy, fault)
 
     def pipeline_stages(self) -> list[Any]:
         """The pipeline stages doing this stage's work: [self], or with `split_threads` [self (faces,
-        "redact"), RedactFinish (the rest, "redact-finish")] — two threads (redact/split.py); with
-        `private_thread` and a private layer, RedactPrivate ("redact-private") between them: three."""
+        "redact"), RedactFinish (the rest, "redact-finish")] — two pipeline threads (redact/split.py),
+        plus the workers of the work that needs no faces: the forms' passes ("redact-forms",
+        `forms_thread`) and the wearer's private layer ("redact-private", `private_thread`)."""
         if not self.cfg.split_threads:
             return [self]
-        if self.private is not None and self.cfg.private_thread:  # the wearer's layer in a third thread
-            return [self, RedactPrivate(self), RedactFinish(self)]
+        if not self.ahead.threads:
+            self.ahead.close()
+            self.ahead = AheadRunner(self.cfg.forms_thread, self.cfg.private_thread)
         return [self, RedactFinish(self)]
 
     def detect_key(self, frame: RGBDFrame, policy: Policy, t0: float, frames: int = 1) -> tuple[list[dict[str, Any]], float]:
@@ -171,15 +195,28 @@ class RedactStage(FacePasses):
             raise as_withheld(e) from e
 
     def finish(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], detector_ms: float, t0: float,
-               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True,
-               private: tuple[Any, Any, list[dict[str, Any]], dict[str, Any]] | None = None) -> RGBDFrame:
+               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True, ahead: Any = None) -> RGBDFrame:
         """The per-frame rest once the face regions are known: forms (text, plates, persons), the
-        policy's drop, painting, the wearer's private layer, the manifest (+ `extra`). `private`: the
-        private layer already run on this frame ("redact-private", redact/split.py): its (color, depth,
-        regions, coverage) — the rest is painted over its colour/depth."""
+        policy's drop, painting, the wearer's private layer, the manifest (+ `extra`). `ahead`: the
+        frame's work that needed no faces (redact/ahead.py: the forms' passes, the private layer —
+        then its (color, depth, regions, coverage), the rest painted over its colour/depth)."""
+        try:
+            private = ahead.private() if ahead is not None else None
+        except FrameWithheld as e:  # the layer's own reason (lost pose near a volume, a timeout)
+            with self._lock:
+                self._withheld[e.reason] += 1
+            raise
+        except Exception as e:  # cannot vouch for the wearer's own private things: fail closed
+            return self._fault(frame, policy, FrameWithheld("private_error", f"{type(e).__name__}: {e}"), age_tracks)
         try:
             # After the canary: a forms pass restoring lapsed coverage may take longer than the budget.
-            regions, detector_ms, per_class = self.forms.step(frame, policy, regions, t0, detector_ms)
+            forms = ahead.schedule if ahead is not None else self.forms  # the schedule its passes ran in
+            looked = None
+            if ahead is not None and forms.classes:
+                *before, (_, looked) = ahead.looks(t0)
+                for color, prior in before:  # frames withheld just before it: their holds are kept
+                    forms.absorb(color, prior)
+            regions, detector_ms, per_class = forms.step(frame, policy, regions, t0, detector_ms, looked)
         except Exception as e:
             return self._fault(frame, policy, as_withheld(e), age_tracks)
         drop = [r for r in regions if r["action"] == "drop_frame"]
@@ -333,6 +370,7 @@ class RedactStage(FacePasses):
             } | self.forms.status() | ({"person_masks": segment.counts()} if segment.wants_mask(self._policy) else {})
 
     def close(self) -> None:  # frames still waiting in the bracket are not released: flush() first
+        self.ahead.close()
         if self.private is not None:
             self.private.close()
         self.detectors = []

@@ -155,7 +155,7 @@ def test_uncovered_class_withholds_and_coverage_is_held_between_passes(frames: l
     assert st["classes"]["text"] == {"detected": 2, "held": 4} and st["detector_ms_per_frame"]["text"] > 0
     # A pass that does not fit what is left of the budget is deferred while its class is held...
     tight = build_stage(RedactConfig(policy=str(p), budget_ms=10000.0, text_every=1, hold_frames=2))
-    tight.forms._ms["text"], tight.forms._passes["text"] = 1e9, 1  # "a text pass takes forever"
+    tight.forms.passes.ms["text"], tight.forms.passes.passes["text"] = 1e9, 1  # "a text pass takes forever"
     cov = [tight.apply(f).redaction["classes"]["text"]["coverage"] for f in frames[:5]]
     assert cov == ["detected", "held", "detected", "held", "detected"] and tight.status()["forms"]["deferred"]["text"] == 2
 

@@ -1,6 +1,8 @@
 """Redaction over two pipeline threads (redact/split.py): faces ("redact") then the rest
-("redact-finish"). Real RetinaFace int8 + CenterFace models, the astronaut photo on a panning wall,
-the real private layer (a hostile subclass raising on chosen frames), a real Pipeline."""
+("redact-finish"), with the work that needs no faces ahead in two workers (redact/ahead.py: the
+forms' passes in "redact-forms", the private layer in "redact-private"). Real RetinaFace int8 +
+CenterFace + PP-OCR models, the astronaut photo on a panning wall, the real private layer (a hostile
+subclass raising on chosen frames), a real Pipeline."""
 
 from __future__ import annotations
 
@@ -74,9 +76,13 @@ class HostileLayer(PrivateLayer):
     def __init__(self, state_dir: Path, raise_on: set[int], bug_on: set[int]) -> None:
         super().__init__(state_dir, PrivacyConfig())
         self.raise_on, self.bug_on, self.seq = raise_on, bug_on, -1
+        self.threads: set[str] = set()
+        self.seen: list[int] = []
 
     def apply(self, frame: RGBDFrame, color: np.ndarray, depth: np.ndarray) -> Any:
         self.seq = frame.seq
+        self.threads.add(threading.current_thread().name)
+        self.seen.append(frame.seq)
         if frame.seq in self.raise_on:
             raise RuntimeError("hostile private layer")
         return super().apply(frame, color, depth)
@@ -97,8 +103,7 @@ def split_stage(tmp_path: Path, raise_on: set[int] = frozenset(), bug_on: set[in
 
 def run(stage: RedactStage, n: int = N) -> tuple[Pipeline, Pan, Collect, RedactFinish]:
     stages = stage.pipeline_stages()
-    parts = ["redact-private"] if stage.cfg.private_thread else []
-    assert [s.name for s in stages] == ["redact", *parts, "redact-finish"]
+    assert [s.name for s in stages] == ["redact", "redact-finish"]
     src, after = Pan(n), Collect()
     p = Pipeline(src, [*stages, after], capture_queue=64, stage_queue=8)
     assert p.run(timeout=300), "pipeline did not end"
@@ -169,36 +174,33 @@ def test_apply_and_push_without_split_still_do_both_parts(tmp_path: Path) -> Non
                                                                       for o in items)
 
 
-def test_three_threads_private_layer_apart_same_frames_same_order(tmp_path: Path) -> None:
-    """redact.private_thread: the wearer's layer in "redact-private" between the two parts."""
+def test_private_layer_ahead_in_its_worker_same_frames_same_order(tmp_path: Path) -> None:
+    """redact.private_thread: the wearer's layer in the "redact-private" worker, while frames wait."""
     stage = split_stage(tmp_path, private_thread=True)
     p, src, after, finish = run(stage)
     assert [f.seq for f in after.out] == list(range(N))
     assert leaks([(src.inputs[f.seq], f, src.boxes[f.seq]) for f in after.out]) == []
     snap = p.snapshot()
     assert snap["frames_dropped"] == 0 and snap["frames_out"] == N and p.unfinished() == 0
-    assert p._queues[1].maxsize == 3 and p._queues[2].maxsize == 3  # one bracket's release each
-    assert snap["stages"]["redact"]["frames_out"] == N and snap["stages"]["redact"]["parts"] == ["redact-private",
-                                                                                                "redact-finish"]
-    private = p.stages[1]
-    assert private.status()["thread"] == "stage-redact-private" and private.status()["frames_done"] == N
+    assert snap["stages"]["redact"]["frames_out"] == N and snap["stages"]["redact"]["parts"] == ["redact-finish"]
+    layer = stage.private
+    assert layer.threads == {"redact-private"} and layer.seen == list(range(N))  # its worker, frame order
     assert finish.status()["thread"] == "stage-redact-finish" and stage.status()["frames_redacted"] == N
 
 
-def test_three_threads_a_private_fault_withholds_that_frame_only(tmp_path: Path) -> None:
+def test_a_private_fault_ahead_withholds_that_frame_only(tmp_path: Path) -> None:
     stage = split_stage(tmp_path, raise_on={4}, bug_on={7}, private_thread=True)
     p, src, after, finish = run(stage)
     assert [f.seq for f in after.out] == [k for k in range(N) if k not in (4, 7)]  # the stream goes on
     assert leaks([(src.inputs[f.seq], f, src.boxes[f.seq]) for f in after.out]) == []
     snap = p.snapshot()
-    # coverage() now runs inside the private part's guarded call: both are private_error, counted once
-    assert snap["stages"]["redact-private"]["withheld"] == {"private_error": 2}
-    assert snap["stages"]["redact-finish"]["withheld"] == {} and not p.metrics["redact"].withheld
+    # coverage() runs inside the worker's call too: both are private_error, counted once, by the finish
+    assert snap["stages"]["redact-finish"]["withheld"] == {"private_error": 2} and not p.metrics["redact"].withheld
     assert snap["stages"]["redact"]["withheld"] == {"private_error": 2} and snap["frames_out"] == N - 2
     assert p.unfinished() == 0 and stage.status()["frames_withheld"] == {"private_error": 2}
 
 
-def test_three_threads_obscure_passes_the_obscured_frame_on(tmp_path: Path) -> None:
+def test_a_private_fault_ahead_under_obscure_passes_the_obscured_frame_on(tmp_path: Path) -> None:
     stage = split_stage(tmp_path, raise_on={5}, private_thread=True)
     import dataclasses
 
@@ -210,9 +212,12 @@ def test_three_threads_obscure_passes_the_obscured_frame_on(tmp_path: Path) -> N
     assert p.snapshot()["stages"]["redact"]["withheld"] == {} and p.unfinished() == 0
 
 
-def test_the_private_part_refuses_anything_but_covered_items(tmp_path: Path) -> None:
-    from redact.split import RedactPrivate
+def test_a_frame_the_face_part_obscured_passes_the_finish_as_it_is(tmp_path: Path) -> None:
+    import dataclasses
 
-    frame, _ = panning_frame(0, face=True)
-    with pytest.raises(TypeError):
-        RedactPrivate(split_stage(tmp_path, private_thread=True)).apply(frame)
+    stage = split_stage(tmp_path)
+    stage._policy = dataclasses.replace(stage.policy, on_fault="obscure")
+    stage.load_error = "hostile: no model"  # every key frame fails: its bracket is obscured, not withheld
+    p, _, after, _ = run(stage, 6)
+    assert [f.seq for f in after.out] == list(range(6)) and p.unfinished() == 0
+    assert all(f.redaction["coverage"] == "obscured" and not f.color.any() for f in after.out)

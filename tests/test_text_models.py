@@ -156,7 +156,7 @@ def test_shipped_models_have_cards_licences_and_tools() -> None:
 
 def test_text_scale_upscales_small_images_only_within_the_detector_size() -> None:
     from redact.config import RedactConfig
-    from redact.schedule import text_scale
+    from redact.passes import text_scale
 
     video = RedactConfig(text_width=512, text_height=384)
     assert text_scale(640, 480, video) == pytest.approx(0.8)  # a video frame: down to the detector size
