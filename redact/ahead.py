@@ -92,6 +92,7 @@ class Ahead:
 
     frame: RGBDFrame
     shift: tuple[float, float] | None  # the camera's shift since the previous frame (the bracket's)
+    key: bool  # a face key frame: its passes are put off a frame when they can (redact/passes.py)
     schedule: Any  # the FormSchedule whose passes ran (or run) on it: a policy swap keeps each frame's
     private_layer: Any
     forms_future: Future[Any] | None = None
@@ -104,7 +105,7 @@ class Ahead:
         """The frame's `Looked` (None: no forms class in the policy)."""
         if self.forms_future is not None:
             return _result(self.forms_future, "the forms' detector passes")
-        return self.schedule.look(self.frame.color, self.shift, t0)
+        return self.schedule.look(self.frame.color, self.shift, t0, self.key)
 
     def private(self) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any]] | None:
         """The private layer's (color, depth, regions, coverage); None: no layer, or not run ahead."""
@@ -153,10 +154,10 @@ class AheadRunner:
         return self.forms is not None or self.private is not None
 
     def start(self, frame: RGBDFrame, shift: tuple[float, float] | None, schedule: Any, layer: Any,
-              clock: Callable[[], float]) -> None:
-        ahead = Ahead(frame, shift, schedule, layer)
+              clock: Callable[[], float], key: bool = False) -> None:
+        ahead = Ahead(frame, shift, key, schedule, layer)
         if self.forms is not None and schedule.classes:
-            ahead.forms_future = self.forms.submit(lambda: schedule.look(frame.color, shift, clock()))
+            ahead.forms_future = self.forms.submit(lambda: schedule.look(frame.color, shift, clock(), key))
         if self.private is not None and layer is not None:
             ahead.private_future = self.private.submit(lambda: run_private(layer, frame))
         self._pending.append(ahead)

@@ -111,6 +111,12 @@ class Bracket:
         needed here). Measured once per frame: the forms schedule's holds use it too."""
         return self.motion.step(frame.color) if self.every > 1 else None
 
+    def keys(self, frame: RGBDFrame) -> bool:
+        """Whether `push(frame)` will make it a key frame by count (the stream's first, or face_every − 1
+        frames waiting; face_every 1: never — every frame is one, none waits). A key frame by time is
+        not foreseen."""
+        return self.every > 1 and (not self._started or len(self.waiting) >= self.every - 1)
+
     def push(self, frame: RGBDFrame, shift: tuple[float, float] | None = None) -> list[Released]:
         if self.every > 1:  # the shift of every frame against the one before: the projection sums it
             self._offset = self._offset + (self.motion.step(frame.color) if shift is None else shift)

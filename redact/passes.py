@@ -94,10 +94,13 @@ class Passes:
         self._motion.reset()
         self._exposed.reset()
 
-    def run(self, color: np.ndarray, shift: tuple[float, float] | None, t0: float) -> Looked:
+    def run(self, color: np.ndarray, shift: tuple[float, float] | None, t0: float, key: bool = False) -> Looked:
         """The passes due on this frame. `shift`: the camera's image shift since the previous frame
         when the caller measured it already (the face bracket does: redact/bracket.py); None: measured
-        here. Never raises: a pass's fault is in `Looked.error`."""
+        here. `key`: a face key frame — the frames of its bracket are released when its detection is
+        done, so a pass on it would hold them up; a due pass still held waits for the next frame, the
+        one that waits longest for its bracket (with text every 12 and face_every 4, every text pass
+        fell on a key frame). Never raises: a pass's fault is in `Looked.error`."""
         dx, dy = self._motion.step(color) if shift is None else shift
         self._n += 1
         self._offset = self._offset + (dx, dy)
@@ -106,14 +109,14 @@ class Passes:
             self.age[d] += 1
         looked = Looked(self._n, self._offset.copy())
         try:
-            self._run_due(color, t0, looked)
+            self._run_due(color, t0, looked, key)
         except Exception as e:  # noqa: BLE001 - carried to the frame's step, which withholds it
             looked.error = e
         with self.lock:
             self.ms.update(looked.ms)
         return looked
 
-    def _run_due(self, color: np.ndarray, t0: float, looked: Looked) -> None:
+    def _run_due(self, color: np.ndarray, t0: float, looked: Looked, key: bool) -> None:
         from redact.detector import Deadline
 
         due = [d for d in ("text", "person") if d in self.detectors and self.age[d] >= self.every[d]]
@@ -125,7 +128,7 @@ class Passes:
             # Still covered by holding: leave it for a frame with time left, or (one frame late at
             # most) for a frame without another pass, so that passes spread over frames.
             spread = bool(fresh) and self.every[d] > 1 and self.age[d] == self.every[d]
-            if self.age[d] < self.limit[d] and (estimate > left_ms or spread):
+            if self.age[d] < self.limit[d] and (estimate > left_ms or spread or key):
                 self.deferred[d] += 1
                 continue
             t, cpu = time.perf_counter(), time.thread_time()

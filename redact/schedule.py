@@ -135,9 +135,10 @@ class FormSchedule:
     def provides(self, cls: str) -> bool:
         return cls in self.classes and not self.error
 
-    def look(self, color: np.ndarray, shift: tuple[float, float] | None, t0: float) -> Looked | None:
+    def look(self, color: np.ndarray, shift: tuple[float, float] | None, t0: float,
+             key: bool = False) -> Looked | None:
         """The first half on a frame (None when the policy has no class of this schedule)."""
-        return self.passes.run(color, shift, t0) if self.classes else None
+        return self.passes.run(color, shift, t0, key) if self.classes else None
 
     # -- per frame --------------------------------------------------------------------------------
     def step(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], t0: float,

@@ -148,7 +148,7 @@ class RedactStage(FacePasses):
     def _push(self, frame: RGBDFrame) -> list[Any]:
         shift = self.bracket.shift(frame)
         # What needs no faces starts now: in the workers it runs while the frame waits (redact/ahead.py)
-        self.ahead.start(frame, shift, self.forms, self.private, time.perf_counter)
+        self.ahead.start(frame, shift, self.forms, self.private, time.perf_counter, self.bracket.keys(frame))
         try:
             items = self.bracket.push(frame, shift)
         except BaseException:

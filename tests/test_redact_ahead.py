@@ -100,6 +100,9 @@ def test_forms_ahead_in_their_worker_give_what_one_thread_gives(frames: list[RGB
     for a, b in zip(inline, after.out, strict=True):  # the same regions, class by class, frame by frame
         assert regions(a) == regions(b), a.seq
         assert a.redaction["classes"] == b.redaction["classes"], a.seq
+    # no text pass on a face key frame but the first (passes wait a frame: redact/passes.py `key`)
+    text_on = [f for f in after.out if f.redaction["classes"]["text"]["coverage"] == "detected"]
+    assert text_on and all(f.redaction["coverage"] == "bracketed" for f in text_on[1:])
     passes = stage.status()["forms"]["passes"]
     assert passes["text"] == N // 6 and passes.get("text_edge", 0) >= 1
     # the forms' holds moved with the bracket's camera shift: the schedule measured none itself
@@ -191,8 +194,9 @@ def test_a_fault_in_a_pass_ahead_withholds_its_frame_and_lapses_the_class(frames
     assert p.run(timeout=300)
     assert 3 not in [f.seq for f in after.out]  # withheld with the model's reason, counted once
     assert sum(p.snapshot()["stages"]["redact"]["withheld"].values()) == 8 - len(after.out)
-    # the next frame runs a catch-up pass: text detected there
-    assert after.out[[f.seq for f in after.out].index(4)].redaction["classes"]["text"]["coverage"] == "detected"
+    # the pass is due again on the next frame that is not a face key frame (4 is one: redact/passes.py)
+    coverage = {f.seq: f.redaction["classes"]["text"]["coverage"] for f in after.out}
+    assert coverage[4] == "held" and coverage[5] == "detected"
     stage.close()
 
 
