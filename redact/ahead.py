@@ -94,7 +94,6 @@ class Ahead:
     shift: tuple[float, float] | None  # the camera's shift since the previous frame (the bracket's)
     key: bool  # a face key frame: its passes are put off a frame when they can (redact/passes.py)
     schedule: Any  # the FormSchedule whose passes ran (or run) on it: a policy swap keeps each frame's
-    private_layer: Any
     forms_future: Future[Any] | None = None
     private_future: Future[Any] | None = None
     # frames withheld before their finish, just before this one (same schedule): their passes are
@@ -155,7 +154,7 @@ class AheadRunner:
 
     def start(self, frame: RGBDFrame, shift: tuple[float, float] | None, schedule: Any, layer: Any,
               clock: Callable[[], float], key: bool = False) -> None:
-        ahead = Ahead(frame, shift, key, schedule, layer)
+        ahead = Ahead(frame, shift, key, schedule)
         if self.forms is not None and schedule.classes:
             ahead.forms_future = self.forms.submit(lambda: schedule.look(frame.color, shift, clock(), key))
         if self.private is not None and layer is not None:
