@@ -1,11 +1,19 @@
 """Keep the device process's resident memory near what it uses: glibc malloc arenas.
 
-glibc gives every thread that contends for malloc its own arena (up to 8 per core). The pipeline's
-stage threads each allocate and free whole frames, model inputs and SIFT pyramids (megabytes each);
-what a thread frees stays mapped in that thread's arena, so resident memory climbs by tens of MB over
-a run although the live data does not (`crowdcap demo`: ~+130 MB during 10 s of redaction, measured
-in one process). Two arenas is what a 2-core device needs; big blocks stay on glibc's own (dynamic)
-mmap threshold: a fixed low threshold returned more memory but cost measurable CPU in page faults.
+glibc gives every new thread its own arena while there are fewer than 8 per core. The pipeline's
+stage threads each allocate and free whole frames, SIFT pyramids and, without onnxruntime's shared
+arena (redact/runtime.py), model activations (megabytes each); what a thread frees stays mapped in that
+thread's arena, free for that arena only, so resident memory climbs by tens of MB over a run although
+the live data does not (`crowdcap demo`: ~+130 MB during 10 s of redaction, measured in one process).
+
+One arena (the default): every thread reuses what any thread freed. `bench e2e --sources demo --paths
+new_default --seconds 12`, interleaved on a shared 2-core host: the device's peak 374-422 MB with 2
+arenas (10 runs), 346-410 with 1 (12 runs, median ~360); anonymous RSS at the peak 283-323 → 255-322;
+minor page faults in the run ~370-430k → ~265-330k; voluntary context switches (a waiting lock would
+add them) and CPU-ms per frame unchanged within the runs' noise (small blocks come from each thread's
+tcache without the arena's lock). Big blocks stay on glibc's own (dynamic) mmap threshold: a fixed
+threshold returns freed blocks at once but every block is faulted in anew (2 arenas: 256 KB or 1 MB
+~355-378 MB peak but ~10× the page faults and +15 CPU-ms per frame; 4 MB ~410 MB, 4× the faults).
 
 Call `limit_malloc_arenas()` first thing in a device process (before its threads start). It is a
 no-op where glibc's `mallopt` is missing (musl, macOS) and never raises.
@@ -30,7 +38,7 @@ M_MMAP_THRESHOLD = -3
 _done = False
 
 
-def limit_malloc_arenas(arenas: int = 2, mmap_threshold: int | None = None) -> bool:
+def limit_malloc_arenas(arenas: int = 1, mmap_threshold: int | None = None) -> bool:
     """Cap glibc's malloc arenas for this process (and optionally fix the mmap threshold, in bytes);
     True if it took effect (once per process)."""
     global _done
