@@ -8,7 +8,7 @@ import json
 import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_console_support import PIN, make_service, short_dir, wait_for
 
@@ -46,13 +46,15 @@ class Collector:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chunks=st.lists(st.binary(max_size=600), max_size=8))
+@example(chunks=[b"login"])  # found by hypothesis: the line after it is read as the PIN
 def test_random_bytes_never_crash(controller, chunks):
     out = Collector()
     shell = Shell(LocalBackend(controller), out, max_rate=1e9, burst=10**9)
     shell.start()
     for chunk in chunks:
         shell.feed(chunk)
-    shell.feed(b"\rversion --json\r")  # still answers afterwards
+    # still answers afterwards (the second CR answers a PIN prompt the bytes may have opened: b"login")
+    shell.feed(b"\r\rversion --json\r")
     last = [ln for ln in bytes(out.out).split(b"\r\n") if ln.startswith(b'{"ok":true,"cmd":"version"')]
     assert last, bytes(out.out)[-300:]
 
