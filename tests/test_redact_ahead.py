@@ -17,6 +17,7 @@ from device.pipeline import Pipeline
 from redact import build_stage
 from redact.ahead import Worker
 from redact.config import RedactConfig
+from tests.test_redact_split import Collect
 
 N = 30
 
@@ -52,17 +53,6 @@ class Frames:
 
     def close(self) -> None:
         pass
-
-
-class Collect:
-    name = "after"
-
-    def __init__(self) -> None:
-        self.out: list[RGBDFrame] = []
-
-    def apply(self, frame: RGBDFrame) -> RGBDFrame:
-        self.out.append(frame)
-        return frame
 
 
 def cfg(tmp_path: Path, **kw: Any) -> RedactConfig:
