@@ -35,9 +35,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capture.frame import FrameWithheld, RGBDFrame
+
+if TYPE_CHECKING:
+    from redact.passes import Looked
+    from redact.schedule import FormSchedule
 
 WAIT_S = 10.0  # the longest the finish part waits for a frame's work ahead (backlog included)
 # Withheld frames whose passes wait to be absorbed, at most (their raw frames are kept until then); an
@@ -93,14 +97,14 @@ class Ahead:
     frame: RGBDFrame
     shift: tuple[float, float] | None  # the camera's shift since the previous frame (the bracket's)
     key: bool  # a face key frame: its passes are put off a frame when they can (redact/passes.py)
-    schedule: Any  # the FormSchedule whose passes ran (or run) on it: a policy swap keeps each frame's
+    schedule: FormSchedule  # whose passes ran (or run) on it: a policy swap keeps each frame's
     forms_future: Future[Any] | None = None
     private_future: Future[Any] | None = None
     # frames withheld before their finish, just before this one (same schedule): their passes are
     # absorbed first (FormSchedule.absorb), so their holds are not lost
     before: list[Ahead] = field(default_factory=list)
 
-    def forms(self, t0: float) -> Any:
+    def forms(self, t0: float) -> Looked | None:
         """The frame's `Looked` (None: no forms class in the policy)."""
         if self.forms_future is not None:
             return _result(self.forms_future, "the forms' detector passes")
@@ -112,7 +116,7 @@ class Ahead:
             return None
         return _result(self.private_future, "the wearer's private layer")
 
-    def looks(self, t0: float) -> list[tuple[Any, Any]]:
+    def looks(self, t0: float) -> list[tuple[Any, Looked | None]]:
         """(color, Looked) of the frames withheld just before this one, then this frame's, in order."""
         out = [(a.frame.color, a.forms(t0)) for a in self.before]
         return [*out, (self.frame.color, self.forms(t0))]
@@ -152,7 +156,7 @@ class AheadRunner:
     def threads(self) -> bool:
         return self.forms is not None or self.private is not None
 
-    def start(self, frame: RGBDFrame, shift: tuple[float, float] | None, schedule: Any, layer: Any,
+    def start(self, frame: RGBDFrame, shift: tuple[float, float] | None, schedule: FormSchedule, layer: Any,
               clock: Callable[[], float], key: bool = False) -> None:
         ahead = Ahead(frame, shift, key, schedule)
         if self.forms is not None and schedule.classes:

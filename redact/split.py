@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from capture.frame import FrameWithheld, RGBDFrame
 
 if TYPE_CHECKING:
+    from redact.ahead import Ahead
     from redact.policy import Policy
     from redact.stage import RedactStage
 
@@ -72,7 +73,7 @@ class Covered:
     age_tracks: bool = True  # one thread only: a finish fault may age the tracks (as `apply` does)
     timed: bool = True  # detector_ms goes into the stage's detector percentiles
     bracket_age: int | None = None  # a bracketed frame: frames since its key frame before
-    ahead: Any = None  # its work that needs no faces (redact/ahead.py), handed over by the stage
+    ahead: Ahead | None = None  # its work that needs no faces (redact/ahead.py), handed over by the stage
 
     @property
     def seq(self) -> int:  # the pipeline's error log names it

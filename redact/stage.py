@@ -30,7 +30,7 @@ import numpy as np
 
 from capture.frame import FrameWithheld, RGBDFrame
 from redact import segment
-from redact.ahead import AheadRunner
+from redact.ahead import Ahead, AheadRunner
 from redact.bracket import Bracket
 from redact.config import RedactConfig
 from redact.detector import Deadline, Detector
@@ -195,7 +195,7 @@ class RedactStage(FacePasses):
             raise as_withheld(e) from e
 
     def finish(self, frame: RGBDFrame, policy: Policy, regions: list[dict[str, Any]], detector_ms: float, t0: float,
-               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True, ahead: Any = None) -> RGBDFrame:
+               extra: dict[str, Any], age_tracks: bool = True, timed: bool = True, ahead: Ahead | None = None) -> RGBDFrame:
         """The per-frame rest once the face regions are known: forms (text, plates, persons), the
         policy's drop, painting, the wearer's private layer, the manifest (+ `extra`). `ahead`: the
         frame's work that needed no faces (redact/ahead.py: the forms' passes, the private layer —
